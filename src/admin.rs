@@ -1,0 +1,146 @@
+//! The admin HTTP server (contract §8): health, readiness, metrics and the read API.
+
+use crate::domain::Secret;
+use crate::store::{self, wallet};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    pub pool: PgPool,
+    /// True while the worker holds a live broker connection with its topology declared.
+    pub broker_up: Arc<AtomicBool>,
+    pub metrics: PrometheusHandle,
+    /// Bearer token of the read API; `None` disables it.
+    pub token: Option<Secret>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/customers/{id}/customer_payment_sources", get(customer_payment_sources))
+        .with_state(state)
+}
+
+/// Binds `addr` and serves until `shutdown`; returns the bound address (port 0 works).
+pub async fn serve(
+    addr: SocketAddr,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the admin server to {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "admin server failed");
+        }
+    });
+    Ok((bound, task))
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let broker = state.broker_up.load(Ordering::Relaxed);
+    let database = store::ping(&state.pool).await;
+    let status = if broker && database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "broker": broker, "database": database }))).into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Whether the request carries the configured bearer token, compared in constant time.
+fn authorized(headers: &HeaderMap, token: Option<&Secret>) -> bool {
+    let Some(token) = token else { return false };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes()))
+}
+
+fn error(status: StatusCode, title: &str) -> Response {
+    let body = json!({ "errors": [{ "status": status.as_u16().to_string(), "title": title }] });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/vnd.api+json")],
+        Json(body),
+    )
+        .into_response()
+}
+
+async fn customer_payment_sources(
+    State(state): State<AdminState>,
+    Path(customer_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers, state.token.as_ref()) {
+        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+        return response;
+    }
+    match wallet::list(&state.pool, &customer_id).await {
+        Ok(sources) => {
+            let data: Vec<_> = sources
+                .into_iter()
+                .map(|s| {
+                    json!({
+                        "id": s.id,
+                        "type": "customer_payment_sources",
+                        "attributes": {
+                            "name": s.name,
+                            "customer_id": s.customer_id,
+                            "gateway_id": s.gateway_id,
+                            "metadata": s.metadata,
+                            "reference": s.reference,
+                            "created_at": s.created_at,
+                        },
+                        "relationships": {
+                            "customer": { "data": { "type": "customers", "id": customer_id } }
+                        }
+                    })
+                })
+                .collect();
+            (
+                [(header::CONTENT_TYPE, "application/vnd.api+json")],
+                Json(json!({ "data": data })),
+            )
+                .into_response()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "read API query failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Dead-letter queue operations (list, show, replay, purge).

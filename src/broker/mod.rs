@@ -1,0 +1,24 @@
+//! RabbitMQ: topology, the consumer loop (outcome → ack / retry / dead-letter), the
+//! publisher with confirms, the outbox relay and dead-letter operations.
+
+pub mod acker;
+pub mod consumer;
+pub mod dlq;
+pub mod headers;
+pub mod publish;
+pub mod relay;
+pub mod retry;
+pub mod topology;
+
+pub use topology::Topology;
+
+use lapin::{Connection, ConnectionProperties};
+
+/// Opens a connection named after its role, so ops can tell connections apart in the
+/// management UI. Recovery is the caller's loop: after a connection dies every channel,
+/// delivery and delivery tag of it is dropped, so nothing can be acked on a new channel.
+pub async fn connect(url: &str, role: &str) -> lapin::Result<Connection> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("wallet-worker {role}").into());
+    Connection::connect(url, properties).await
+}

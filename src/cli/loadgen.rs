@@ -1,0 +1,4 @@
+//! `loadgen`.
+pub async fn run(_args: crate::config::LoadgenArgs) -> anyhow::Result<()> {
+    anyhow::bail!("loadgen: in progress")
+}

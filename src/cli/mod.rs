@@ -1,0 +1,32 @@
+//! Subcommands other than `run`: thin layers over the library that print for people,
+//! or JSON for scripts with `--json`.
+
+pub mod dlq;
+pub mod demo;
+pub mod gateway;
+pub mod gateway_sim;
+pub mod loadgen;
+pub mod wallet;
+
+use crate::config::DbArgs;
+
+/// `migrate`: create the database if needed and apply migrations.
+pub async fn migrate(db: &DbArgs) -> anyhow::Result<()> {
+    let pool = crate::store::connect_and_migrate(&db.database_url, 2).await?;
+    pool.close().await;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// An error and its causes on one line: `cannot reach Postgres: connection refused`.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line.replace('\n', " ")
+}

@@ -1,0 +1,263 @@
+//! The command line (contract §1): one clap tree, every setting also an environment variable.
+
+use crate::domain::Secret;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+
+/// Saves customers' external payment sources into their wallet and reuses them,
+/// driven by RabbitMQ messages, with state in Postgres.
+#[derive(Debug, Parser)]
+#[command(name = "wallet-worker", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub logging: LogArgs,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Apply migrations, declare the AMQP topology and consume until SIGINT/SIGTERM.
+    Run(WorkerArgs),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+    /// Manage external gateways (their token_url and signing secret).
+    #[command(subcommand)]
+    Gateway(GatewayCmd),
+    /// Inspect customers' wallets.
+    #[command(subcommand)]
+    Wallet(WalletCmd),
+    /// Inspect and act on dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
+    /// Serve a local token_url endpoint that verifies signatures (development, load tests).
+    GatewaySim(GatewaySimArgs),
+    /// Publish realistic traffic, wait for completions, print throughput and latency.
+    Loadgen(LoadgenArgs),
+    /// Run the whole product once on local Postgres and RabbitMQ and print what happened.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log output format.
+    #[arg(long, env = "WALLET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Postgres URL; the database is created when it does not exist. TLS via `sslmode`.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/wallet")]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AmqpArgs {
+    /// Broker URL; use `amqps://` for TLS.
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+    /// Topic exchange for inbound and outbound messages.
+    #[arg(long, env = "WALLET_EXCHANGE", default_value = "commerce")]
+    pub exchange: String,
+    /// The worker's inbound queue; the dead-letter queue is `<queue>.dlq`.
+    #[arg(long, env = "WALLET_QUEUE", default_value = "wallet-worker")]
+    pub queue: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    /// Messages in flight per worker process.
+    #[arg(long, env = "WALLET_PREFETCH", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// Attempts before a transiently failing message is dead-lettered.
+    #[arg(long, env = "WALLET_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// Delayed-retry backoff: first delay, in milliseconds.
+    #[arg(long, env = "WALLET_RETRY_BASE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_base_ms: u64,
+    /// Delayed-retry backoff: longest delay, in milliseconds.
+    #[arg(long, env = "WALLET_RETRY_MAX_MS", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_max_ms: u64,
+    /// Admin HTTP server (health, readiness, metrics, read API).
+    #[arg(long, env = "WALLET_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    pub admin_addr: SocketAddr,
+    /// Bearer token for the read API; without it the read API is disabled.
+    #[arg(long, env = "WALLET_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// Consecutive transient gateway failures that open its circuit.
+    #[arg(long, env = "WALLET_CIRCUIT_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..))]
+    pub circuit_threshold: i32,
+    /// How long an open circuit keeps calls away from a gateway, in milliseconds.
+    #[arg(long, env = "WALLET_CIRCUIT_COOL_DOWN_MS", default_value_t = 30_000)]
+    pub circuit_cool_down_ms: u64,
+    /// Seconds given to in-flight messages on SIGINT/SIGTERM before they are handed back.
+    #[arg(long, env = "WALLET_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCmd {
+    /// Create or update a gateway.
+    Set {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Gateway id, as orders' payment sources name it (e.g. `acme-pay`).
+        id: String,
+        /// Where to POST save requests; https unless the host is loopback.
+        #[arg(long)]
+        token_url: String,
+        /// HMAC-SHA256 key for `X-CommerceLayer-Signature`.
+        #[arg(long, env = "WALLET_GATEWAY_SECRET", hide_env_values = true)]
+        secret: Secret,
+        /// Keep the gateway but refuse attaching its sources (`gateway_disabled`).
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List gateways with their circuit state.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a gateway; its saved sources stay but can no longer be attached.
+    Remove {
+        #[command(flatten)]
+        db: DbArgs,
+        id: String,
+    },
+    /// Close an open circuit so workers call the gateway again at once.
+    ResetCircuit {
+        #[command(flatten)]
+        db: DbArgs,
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCmd {
+    /// List a customer's available payment sources (never a token).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        customer_id: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCmd {
+    /// List dead letters in queue order, without removing or reordering them.
+    List {
+        #[command(flatten)]
+        amqp: AmqpArgs,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter: headers, properties and body.
+    Show {
+        #[command(flatten)]
+        amqp: AmqpArgs,
+        message_id: String,
+    },
+    /// Republish dead letters to their original routing key with attempts reset.
+    Replay {
+        #[command(flatten)]
+        amqp: AmqpArgs,
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Only print what would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete dead letters.
+    Purge {
+        #[command(flatten)]
+        amqp: AmqpArgs,
+        /// Delete every dead letter.
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        all: bool,
+        /// Delete the dead letters with these message ids.
+        #[arg(long, num_args = 1..)]
+        id: Vec<String>,
+    },
+}
+
+/// Which dead letters a replay takes: exactly one of `--all`, `--id`, `--type`.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct DlqSelect {
+    /// Every dead letter.
+    #[arg(long)]
+    pub all: bool,
+    /// The dead letters with these message ids.
+    #[arg(long, num_args = 1..)]
+    pub id: Vec<String>,
+    /// The dead letters of this message type (e.g. `wallet.save`).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GatewaySimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8099")]
+    pub listen: SocketAddr,
+    /// Delay before each answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fraction of requests answered with 503 (0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Signing secret to verify `X-CommerceLayer-Signature` with.
+    #[arg(long, env = "GATEWAY_SIM_SECRET", default_value = "sim-secret", hide_default_value = true, hide_env_values = true)]
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadgenArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// Messages per second; as fast as possible when absent.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Fraction of placed orders that ask to save their payment source.
+    #[arg(long, default_value_t = 0.5)]
+    pub save_ratio: f64,
+    /// Gateway id the generated orders pay with.
+    #[arg(long, env = "LOADGEN_GATEWAY_ID", default_value = "sim")]
+    pub gateway_id: String,
+    /// Give up waiting for completions after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// Messages the demo's load generator publishes.
+    #[arg(long, default_value_t = 400)]
+    pub count: u64,
+}

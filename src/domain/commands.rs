@@ -1,0 +1,269 @@
+//! The three inbound commands (contract §4) as typed values, validated field by field.
+
+use super::envelope::Rejection;
+use super::limits::{MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_KEYS, MAX_TEXT_LEN, MAX_TOKEN_LEN};
+use super::secret::Secret;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// A parsed inbound message body.
+#[derive(Debug, Clone)]
+pub enum Command {
+    OrderPlaced(OrderPlaced),
+    WalletSave(WalletSave),
+    WalletAttach(WalletAttach),
+}
+
+/// `order.placed`: record the order, and maybe save its payment source.
+#[derive(Debug, Clone)]
+pub struct OrderPlaced {
+    pub order: Order,
+}
+
+/// `wallet.save`: save the payment source of an order already placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletSave {
+    pub order_id: String,
+}
+
+/// `wallet.attach`: attach a stored customer payment source to an order in checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletAttach {
+    pub order_id: String,
+    pub order_status: String,
+    pub customer_id: String,
+    pub customer_payment_source_id: String,
+}
+
+/// An order as `order.placed` describes it.
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub id: String,
+    pub number: Option<String>,
+    pub status: String,
+    /// `None` for a guest order (contract §4: `guest: true` or no customer).
+    pub customer: Option<Customer>,
+    pub currency_code: Option<String>,
+    pub total_amount_cents: Option<i64>,
+    pub payment_source: Option<PaymentSource>,
+    pub save_to_wallet: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    pub id: String,
+    pub email: Option<String>,
+}
+
+/// The order's payment source; only `external_payments` can be saved.
+#[derive(Debug, Clone)]
+pub enum PaymentSource {
+    External(ExternalPayment),
+    Unsupported { kind: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ExternalPayment {
+    pub id: String,
+    pub gateway_id: String,
+    pub token: Secret,
+    pub metadata: Map<String, Value>,
+}
+
+/// Whether an order in this status may still change its payment source.
+pub fn status_is_editable(status: &str) -> bool {
+    !matches!(status, "placed" | "approved" | "cancelled")
+}
+
+// ---- wire shapes (private): everything optional, validated into the types above ----
+
+#[derive(Deserialize)]
+pub(crate) struct OrderPlacedData {
+    order: OrderData,
+}
+
+#[derive(Deserialize)]
+struct OrderData {
+    id: String,
+    #[serde(default)]
+    number: Option<String>,
+    status: String,
+    #[serde(default)]
+    customer: Option<CustomerData>,
+    #[serde(default)]
+    guest: bool,
+    #[serde(default)]
+    currency_code: Option<String>,
+    #[serde(default)]
+    total_amount_cents: Option<i64>,
+    #[serde(default)]
+    payment_source: Option<PaymentSourceData>,
+    #[serde(default)]
+    save_payment_source_to_customer_wallet: bool,
+}
+
+#[derive(Deserialize)]
+struct CustomerData {
+    id: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PaymentSourceData {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    gateway_id: Option<String>,
+    #[serde(default)]
+    payment_source_token: Option<Secret>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WalletSaveData {
+    order_id: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WalletAttachData {
+    order: AttachOrderData,
+    customer_payment_source_id: String,
+}
+
+#[derive(Deserialize)]
+struct AttachOrderData {
+    id: String,
+    status: String,
+    customer: CustomerData,
+}
+
+impl OrderPlaced {
+    pub(crate) fn parse(data: OrderPlacedData) -> Result<Self, Rejection> {
+        let o = data.order;
+        let customer = match (o.guest, o.customer) {
+            (false, Some(c)) => Some(Customer {
+                id: text(&c.id, "data.order.customer.id", MAX_ID_LEN)?,
+                email: optional_text(c.email, "data.order.customer.email")?,
+            }),
+            _ => None,
+        };
+        let payment_source = o
+            .payment_source
+            .map(|ps| PaymentSource::parse(ps, "data.order.payment_source"))
+            .transpose()?;
+        Ok(Self {
+            order: Order {
+                id: text(&o.id, "data.order.id", MAX_ID_LEN)?,
+                number: optional_text(o.number, "data.order.number")?,
+                status: text(&o.status, "data.order.status", MAX_TEXT_LEN)?,
+                customer,
+                currency_code: optional_text(o.currency_code, "data.order.currency_code")?,
+                total_amount_cents: o.total_amount_cents,
+                payment_source,
+                save_to_wallet: o.save_payment_source_to_customer_wallet,
+            },
+        })
+    }
+}
+
+impl PaymentSource {
+    fn parse(ps: PaymentSourceData, at: &str) -> Result<Self, Rejection> {
+        let kind = text(&ps.kind, &format!("{at}.type"), MAX_TEXT_LEN)?;
+        if kind != "external_payments" {
+            return Ok(Self::Unsupported { kind });
+        }
+        let required = |value: Option<String>, field: &str| {
+            let path = format!("{at}.{field}");
+            let value = value.ok_or_else(|| Rejection::new(&path, "missing field"))?;
+            text(&value, &path, MAX_ID_LEN)
+        };
+        let token_path = format!("{at}.payment_source_token");
+        let token = ps
+            .payment_source_token
+            .ok_or_else(|| Rejection::new(&token_path, "missing field"))?;
+        check_token(&token, &token_path)?;
+        let metadata = ps.metadata.unwrap_or_default();
+        check_metadata(&metadata, &format!("{at}.metadata"))?;
+        Ok(Self::External(ExternalPayment {
+            id: required(ps.id, "id")?,
+            gateway_id: required(ps.gateway_id, "gateway_id")?,
+            token,
+            metadata,
+        }))
+    }
+}
+
+impl WalletSave {
+    pub(crate) fn parse(data: WalletSaveData) -> Result<Self, Rejection> {
+        Ok(Self {
+            order_id: text(&data.order_id, "data.order_id", MAX_ID_LEN)?,
+        })
+    }
+}
+
+impl WalletAttach {
+    pub(crate) fn parse(data: WalletAttachData) -> Result<Self, Rejection> {
+        Ok(Self {
+            order_id: text(&data.order.id, "data.order.id", MAX_ID_LEN)?,
+            order_status: text(&data.order.status, "data.order.status", MAX_TEXT_LEN)?,
+            customer_id: text(&data.order.customer.id, "data.order.customer.id", MAX_ID_LEN)?,
+            customer_payment_source_id: text(
+                &data.customer_payment_source_id,
+                "data.customer_payment_source_id",
+                MAX_ID_LEN,
+            )?,
+        })
+    }
+}
+
+/// A non-empty string of at most `max` bytes without control characters.
+pub(crate) fn text(value: &str, field: &str, max: usize) -> Result<String, Rejection> {
+    if value.is_empty() {
+        return Err(Rejection::new(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Rejection::new(field, format!("longer than the {max}-byte limit")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Rejection::new(field, "contains control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+fn optional_text(value: Option<String>, field: &str) -> Result<Option<String>, Rejection> {
+    value.map(|v| text(&v, field, MAX_TEXT_LEN)).transpose()
+}
+
+pub(crate) fn check_token(token: &Secret, field: &str) -> Result<(), Rejection> {
+    if token.is_empty() {
+        return Err(Rejection::new(field, "must not be empty"));
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(Rejection::new(
+            field,
+            format!("longer than the {MAX_TOKEN_LEN}-byte limit"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_metadata(metadata: &Map<String, Value>, field: &str) -> Result<(), Rejection> {
+    if metadata.len() > MAX_METADATA_KEYS {
+        return Err(Rejection::new(
+            field,
+            format!("more than the {MAX_METADATA_KEYS}-key limit"),
+        ));
+    }
+    let size = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(Rejection::new(
+            field,
+            format!("larger than the {MAX_METADATA_BYTES}-byte limit"),
+        ));
+    }
+    Ok(())
+}

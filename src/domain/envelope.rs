@@ -1,0 +1,186 @@
+//! The message envelope (contract §3) and the parse from raw AMQP delivery to a typed
+//! [`Inbound`] message. Parsing does no I/O and rejects bad input before any side effect.
+
+use super::commands::{Command, OrderPlaced, WalletAttach, WalletSave, text};
+use super::limits::{MAX_BODY_BYTES, MAX_ID_LEN, MAX_JSON_DEPTH, json_depth_exceeds};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// Routing keys (and envelope `type`s) the worker consumes.
+pub const INBOUND_TYPES: [&str; 3] = ["order.placed", "wallet.save", "wallet.attach"];
+
+/// What the broker handed us, before any interpretation.
+#[derive(Debug, Clone, Copy)]
+pub struct RawMessage<'a> {
+    pub body: &'a [u8],
+    /// The routing key the message was originally published with.
+    pub routing_key: &'a str,
+    /// The AMQP `message_id` property, when set.
+    pub message_id: Option<&'a str>,
+}
+
+/// Why a message is malformed: the field (a dotted path, or `body`) and what is wrong.
+/// Never contains a value taken from the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Rejection {
+    pub field: String,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The envelope fields every handler needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta {
+    /// The idempotency key (contract §3).
+    pub id: String,
+    pub kind: &'static str,
+    pub occurred_at: DateTime<Utc>,
+    pub correlation_id: Option<String>,
+}
+
+/// A parsed, validated inbound message.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub meta: Meta,
+    pub command: Command,
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    occurred_at: DateTime<Utc>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Parses one delivery. Bounds are checked first, so a hostile body costs at most one
+/// linear scan before it is refused.
+pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
+    if raw.body.len() > MAX_BODY_BYTES {
+        return Err(Rejection::new(
+            "body",
+            format!("larger than the {MAX_BODY_BYTES}-byte limit"),
+        ));
+    }
+    let body = std::str::from_utf8(raw.body)
+        .map_err(|e| Rejection::new("body", format!("not UTF-8 ({e})")))?;
+    if json_depth_exceeds(raw.body, MAX_JSON_DEPTH) {
+        return Err(Rejection::new(
+            "body",
+            format!("JSON nested deeper than the {MAX_JSON_DEPTH}-level limit"),
+        ));
+    }
+    let envelope: RawEnvelope<'_> = from_json(body, "")?;
+    let id = text(&envelope.id, "id", MAX_ID_LEN)?;
+    let kind = INBOUND_TYPES
+        .into_iter()
+        .find(|known| *known == envelope.kind)
+        .ok_or_else(|| Rejection::new("type", "unknown message type"))?;
+    if kind != raw.routing_key {
+        return Err(Rejection::new(
+            "type",
+            format!("`{kind}` does not match the routing key"),
+        ));
+    }
+    if raw.message_id.is_some_and(|property| property != id) {
+        return Err(Rejection::new(
+            "message_id",
+            "AMQP message_id property differs from the envelope id",
+        ));
+    }
+    let correlation_id = envelope
+        .correlation_id
+        .map(|c| text(&c, "correlation_id", MAX_ID_LEN))
+        .transpose()?;
+    let data = envelope.data.get();
+    let command = match kind {
+        "order.placed" => Command::OrderPlaced(OrderPlaced::parse(from_json(data, "data")?)?),
+        "wallet.save" => Command::WalletSave(WalletSave::parse(from_json(data, "data")?)?),
+        _ => Command::WalletAttach(WalletAttach::parse(from_json(data, "data")?)?),
+    };
+    Ok(Inbound {
+        meta: Meta {
+            id,
+            kind,
+            occurred_at: envelope.occurred_at,
+            correlation_id,
+        },
+        command,
+    })
+}
+
+/// Best-effort message id for logs and dead-letter listings of a message that failed
+/// to parse: the property, else the envelope `id` if the body gets that far.
+pub fn sniff_id(raw: RawMessage<'_>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    if let Some(id) = raw.message_id {
+        return Some(id.chars().take(MAX_ID_LEN).collect());
+    }
+    if raw.body.len() > MAX_BODY_BYTES || json_depth_exceeds(raw.body, MAX_JSON_DEPTH) {
+        return None;
+    }
+    let parsed: IdOnly = serde_json::from_slice(raw.body).ok()?;
+    Some(parsed.id.chars().take(MAX_ID_LEN).collect())
+}
+
+/// Deserializes `json`, naming the failing field by its path under `prefix`.
+pub(crate) fn from_json<'de, T: Deserialize<'de>>(
+    json: &'de str,
+    prefix: &str,
+) -> Result<T, Rejection> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let field = match (prefix.is_empty(), path.as_str()) {
+            (true, ".") => "body".to_string(),
+            (true, _) => path,
+            (false, ".") => prefix.to_string(),
+            (false, _) => format!("{prefix}.{path}"),
+        };
+        Rejection::new(field, describe_serde_error(err.inner()))
+    })
+}
+
+/// serde's messages quote the offending value (`invalid type: string "tok_…"`), and a
+/// value may be a token: keep the message, drop every quoted value.
+fn describe_serde_error(err: &serde_json::Error) -> String {
+    let message = err.to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message);
+    let mut out = String::with_capacity(message.len());
+    let mut in_quotes = false;
+    for ch in message.chars() {
+        if ch == '"' {
+            if !in_quotes {
+                out.push_str("\"…\"");
+            }
+            in_quotes = !in_quotes;
+        } else if !in_quotes {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+impl fmt::Display for Meta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.id)
+    }
+}

@@ -1,0 +1,120 @@
+//! Outbound events (contract §6) and their envelope (contract §3).
+
+use super::envelope::Meta;
+use super::secret::Secret;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// An event ready for the outbox: its routing key and its full JSON envelope.
+#[derive(Debug, Clone)]
+pub struct OutboundEvent {
+    pub id: String,
+    pub routing_key: &'static str,
+    pub correlation_id: Option<String>,
+    pub causation_id: String,
+    /// The serialized envelope; may hold tokens (`wallet.attached`), so it is never logged.
+    pub body: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    occurred_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    causation_id: &'a str,
+    data: T,
+}
+
+/// A customer payment source as events show it: never a token.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceSummary {
+    pub id: String,
+    pub gateway_id: String,
+    pub name: String,
+    pub metadata: Map<String, Value>,
+}
+
+/// Why a save was refused (contract §6).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SaveFailure {
+    GuestCustomer,
+    UnknownGateway,
+    GatewayRefused,
+    UnsupportedPaymentSource,
+}
+
+/// Why an attach was refused (contract §6).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachRejection {
+    NotFound,
+    OrderNotEditable,
+    GatewayDisabled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletSaved {
+    pub order_id: String,
+    pub customer_id: String,
+    pub customer_payment_source: SourceSummary,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletSaveFailed {
+    pub order_id: String,
+    pub customer_id: Option<String>,
+    pub reason: SaveFailure,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletAttached {
+    pub order_id: String,
+    pub customer_id: String,
+    pub customer_payment_source_id: String,
+    pub payment_source: AttachedPaymentSource,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachedPaymentSource {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub gateway_id: String,
+    pub customer_token: Secret,
+    pub payment_source_token: Secret,
+    pub metadata: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletAttachRejected {
+    pub order_id: String,
+    pub customer_payment_source_id: String,
+    pub reason: AttachRejection,
+}
+
+/// Builds the envelope for `data`, caused by the inbound message `cause`.
+pub fn outbound<T: Serialize>(cause: &Meta, routing_key: &'static str, data: T) -> OutboundEvent {
+    let id = super::ids::event_id();
+    let body = serde_json::to_vec(&Envelope {
+        id: &id,
+        kind: routing_key,
+        occurred_at: Utc::now(),
+        correlation_id: cause.correlation_id.as_deref(),
+        causation_id: &cause.id,
+        data,
+    })
+    .expect("event payloads are plain data and always serialize");
+    OutboundEvent {
+        id,
+        routing_key,
+        correlation_id: cause.correlation_id.clone(),
+        causation_id: cause.id.clone(),
+        body,
+    }
+}

@@ -1,0 +1,59 @@
+//! Input bounds, checked before any allocation-heavy work (contract §7).
+
+/// Largest accepted message body (contract §7: over 256 KiB is malformed).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Deepest accepted JSON nesting; real messages use 5 levels.
+pub const MAX_JSON_DEPTH: usize = 32;
+/// Longest accepted message id, correlation id or entity id.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest accepted token (payment source token, customer token).
+pub const MAX_TOKEN_LEN: usize = 1024;
+/// Longest accepted free text (email, order number, status, currency).
+pub const MAX_TEXT_LEN: usize = 320;
+/// Most keys accepted in a payment source's `metadata` object.
+pub const MAX_METADATA_KEYS: usize = 64;
+/// Largest accepted `metadata` object once serialized.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+/// Deepest nesting of `[` / `{` in `body`, counted without parsing (strings skipped),
+/// stopping as soon as `limit` is exceeded so hostile input costs one linear scan.
+pub fn json_depth_exceeds(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings_only() {
+        assert!(!json_depth_exceeds(br#"{"a":[{"b":"[[[[[["}]}"#, 3));
+        assert!(json_depth_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
+        assert!(!json_depth_exceeds(br#"{"a":"\"{{{{"}"#, 1));
+    }
+}

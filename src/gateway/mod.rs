@@ -1,0 +1,14 @@
+//! The external gateway's `token_url` (contract §5): the signed HTTP client the worker
+//! uses to save a payment source, and `gateway-sim`, a local stand-in for development.
+
+pub mod client;
+pub mod request;
+pub mod response;
+pub mod signature;
+pub mod sim;
+
+pub use client::{ClientSettings, GatewayClient};
+pub use request::{GatewayTarget, SaveRequest};
+pub use response::{GatewayError, Tokens};
+pub use signature::{TokenUrlError, sign, validate_token_url, verify};
+pub use sim::{SimConfig, SimStats};

@@ -1,0 +1,149 @@
+//! Saving an order's payment source into the customer's wallet (contract §5): the
+//! refusals decided before any HTTP call, the circuit breaker, and the token_url call.
+
+use super::effects::{SaveSource, Step};
+use super::{Context, RetryLater};
+use crate::domain::events::{self, SaveFailure, WalletSaveFailed};
+use crate::domain::{Meta, Order, PaymentSource};
+use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, validate_token_url};
+use crate::store::{gateways, inbox};
+use chrono::Utc;
+use serde_json::{Map, Value};
+
+/// What saving decided.
+pub enum Decision {
+    /// Commit these steps; `outcome` is the inbox label.
+    Commit(&'static str, Vec<Step>),
+    /// The message was processed meanwhile (a redelivery): do nothing.
+    Duplicate,
+    Retry(RetryLater),
+}
+
+pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Decision> {
+    let refuse = |reason, message: String| {
+        let event = events::outbound(
+            meta,
+            "wallet.save_failed",
+            WalletSaveFailed {
+                order_id: order.id.clone(),
+                customer_id: order.customer.as_ref().map(|c| c.id.clone()),
+                reason,
+                message,
+            },
+        );
+        Ok(Decision::Commit("save_failed", vec![Step::Event(event)]))
+    };
+    let Some(customer) = &order.customer else {
+        return refuse(SaveFailure::GuestCustomer, "guest orders cannot save payment sources".into());
+    };
+    let payment = match &order.payment_source {
+        Some(PaymentSource::External(payment)) => payment,
+        Some(PaymentSource::Unsupported { kind }) => {
+            return refuse(
+                SaveFailure::UnsupportedPaymentSource,
+                format!("payment source type {kind} cannot be saved; only external_payments"),
+            );
+        }
+        None => {
+            return refuse(
+                SaveFailure::UnsupportedPaymentSource,
+                "the order has no payment source".into(),
+            );
+        }
+    };
+    let Some(gateway) = gateways::find(&ctx.pool, &payment.gateway_id).await? else {
+        return refuse(
+            SaveFailure::UnknownGateway,
+            format!("no gateway {} is registered", payment.gateway_id),
+        );
+    };
+    let token_url = match validate_token_url(&gateway.token_url) {
+        Ok(url) => url,
+        Err(err) => {
+            return refuse(
+                SaveFailure::UnknownGateway,
+                format!("gateway {} has an unusable token_url: {err}", gateway.id),
+            );
+        }
+    };
+    if let Some(left) = gateway.circuit_open_for(Utc::now()) {
+        return Ok(Decision::Retry(RetryLater {
+            kind: "gateway_unavailable",
+            detail: format!("circuit open for gateway {}", gateway.id),
+            counts_as_attempt: false,
+            not_before: Some(left),
+        }));
+    }
+    // A redelivered message whose effect is already committed must not call again.
+    if inbox::is_processed(&ctx.pool, &meta.id).await? {
+        return Ok(Decision::Duplicate);
+    }
+    let target = GatewayTarget {
+        id: gateway.id.clone(),
+        token_url,
+        secret: gateway.secret.clone(),
+    };
+    let request = SaveRequest {
+        order,
+        customer,
+        payment,
+    };
+    match ctx.gateway.save(&target, &request).await {
+        Ok(tokens) => {
+            if gateway.consecutive_failures > 0 || gateway.circuit_open_until.is_some() {
+                gateways::record_success(&ctx.pool, &gateway.id).await?;
+            }
+            let mut metadata = payment.metadata.clone();
+            metadata.extend(tokens.metadata.clone());
+            Ok(Decision::Commit(
+                "saved",
+                vec![Step::SaveSource(SaveSource {
+                    cause: meta.clone(),
+                    order_id: order.id.clone(),
+                    customer_id: customer.id.clone(),
+                    gateway_id: gateway.id.clone(),
+                    name: source_name(&gateway.id, &metadata),
+                    metadata,
+                    reference: payment.id.clone(),
+                    customer_token: tokens.customer_token,
+                    payment_source_token: tokens.payment_source_token,
+                })],
+            ))
+        }
+        Err(GatewayError::Refused { code, message }) => refuse(
+            SaveFailure::GatewayRefused,
+            format!("gateway {} refused: {code}: {message}", gateway.id),
+        ),
+        Err(err @ GatewayError::Transient { .. }) => {
+            let threshold = ctx.circuit.threshold;
+            let opened =
+                gateways::record_failure(&ctx.pool, &gateway.id, threshold, ctx.circuit.cool_down)
+                    .await?;
+            if opened {
+                tracing::warn!(gateway = %gateway.id, "circuit opened after repeated failures");
+            }
+            Ok(Decision::Retry(RetryLater {
+                kind: "gateway_unavailable",
+                detail: err.to_string(),
+                counts_as_attempt: true,
+                not_before: err.retry_after(),
+            }))
+        }
+    }
+}
+
+/// A name people recognise: `Visa ending in 4242`, else the gateway's name.
+fn source_name(gateway_id: &str, metadata: &Map<String, Value>) -> String {
+    let text = |key| metadata.get(key).and_then(Value::as_str);
+    match (text("brand"), text("last4")) {
+        (Some(brand), Some(last4)) => {
+            let mut chars = brand.chars();
+            let brand: String = chars
+                .next()
+                .map(|first| first.to_uppercase().chain(chars).collect())
+                .unwrap_or_default();
+            format!("{brand} ending in {last4}")
+        }
+        _ => format!("{gateway_id} payment source"),
+    }
+}

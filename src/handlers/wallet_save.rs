@@ -1,0 +1,24 @@
+//! `wallet.save`: save the payment source of an order already placed.
+
+use super::effects::Changes;
+use super::saving::{self, Decision};
+use super::{Context, Outcome, RetryLater};
+use crate::domain::{Meta, WalletSave};
+use crate::store::orders;
+
+pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletSave) -> sqlx::Result<Outcome> {
+    let Some(order) = orders::find(&ctx.pool, &cmd.order_id).await? else {
+        // Its order.placed may still be on the way.
+        return Ok(Outcome::RetryLater(RetryLater {
+            kind: "order_not_found",
+            detail: format!("order {} has not been placed yet", cmd.order_id),
+            counts_as_attempt: true,
+            not_before: None,
+        }));
+    };
+    Ok(match saving::save(ctx, meta, &order).await? {
+        Decision::Commit(outcome, steps) => Outcome::Commit(std::sync::Arc::new(Changes { outcome, steps })),
+        Decision::Duplicate => Outcome::Duplicate,
+        Decision::Retry(retry) => Outcome::RetryLater(retry),
+    })
+}

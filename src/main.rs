@@ -1,0 +1,40 @@
+//! Entry point: parse the command line, set up logging, run one subcommand, and turn
+//! any error into one line on stderr with a non-zero exit.
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use wallet_worker::config::{Cli, Cmd};
+use wallet_worker::{cli, telemetry, worker};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Cli::parse();
+    telemetry::init(args.logging.log_format);
+    match dispatch(args.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("wallet-worker: {}", cli::one_line(&err));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Cmd) -> anyhow::Result<()> {
+    match command {
+        Cmd::Run(args) => {
+            let shutdown = CancellationToken::new();
+            let running = worker::start(args, shutdown.clone()).await?;
+            worker::shutdown_signal().await;
+            tracing::info!("shutdown requested; finishing messages in flight");
+            shutdown.cancel();
+            running.task.await?
+        }
+        Cmd::Migrate(db) => cli::migrate(&db).await,
+        Cmd::Gateway(cmd) => cli::gateway::run(cmd).await,
+        Cmd::Wallet(cmd) => cli::wallet::run(cmd).await,
+        Cmd::Dlq(cmd) => cli::dlq::run(cmd).await,
+        Cmd::GatewaySim(args) => cli::gateway_sim::run(args).await,
+        Cmd::Loadgen(args) => cli::loadgen::run(args).await.map(|_| ()),
+        Cmd::Demo(args) => cli::demo::run(args).await,
+    }
+}

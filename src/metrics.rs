@@ -1,0 +1,64 @@
+//! Metric names (Prometheus) and the recorder. Labels never carry ids or secrets.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Inbound messages handled, by `type` and `outcome`.
+pub const MESSAGES: &str = "wallet_messages_total";
+/// Seconds from delivery to settlement, by `type`.
+pub const MESSAGE_SECONDS: &str = "wallet_message_seconds";
+/// Token_url calls, by `gateway` and `status`.
+pub const GATEWAY_CALLS: &str = "wallet_gateway_calls_total";
+/// Token_url call latency, by `gateway`.
+pub const GATEWAY_SECONDS: &str = "wallet_gateway_call_seconds";
+/// Delayed retries scheduled, by `kind`.
+pub const RETRIES: &str = "wallet_retries_scheduled_total";
+/// Dead letters written, by `kind`.
+pub const DEAD_LETTERS: &str = "wallet_dead_letters_total";
+/// Events committed but not yet confirmed by the broker.
+pub const OUTBOX_BACKLOG: &str = "wallet_outbox_backlog";
+/// Events published (confirmed) by the relay.
+pub const EVENTS_PUBLISHED: &str = "wallet_events_published_total";
+/// Deliveries being handled right now.
+pub const IN_FLIGHT: &str = "wallet_deliveries_in_flight";
+/// 1 while the gateway's circuit is open, by `gateway`.
+pub const CIRCUIT_OPEN: &str = "wallet_gateway_circuit_open";
+/// 1 while connected to the broker.
+pub const BROKER_CONNECTED: &str = "wallet_broker_connected";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .expect("static bucket list is valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist in tests; the handle still renders ours.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(MESSAGES, "Inbound messages handled, by type and outcome");
+    describe_histogram!(MESSAGE_SECONDS, metrics::Unit::Seconds, "Delivery to settlement");
+    describe_counter!(GATEWAY_CALLS, "token_url calls by gateway and HTTP status");
+    describe_histogram!(GATEWAY_SECONDS, metrics::Unit::Seconds, "token_url call latency");
+    describe_counter!(RETRIES, "Delayed retries scheduled, by kind");
+    describe_counter!(DEAD_LETTERS, "Dead letters written, by kind");
+    describe_gauge!(OUTBOX_BACKLOG, "Events committed but not yet published");
+    describe_counter!(EVENTS_PUBLISHED, "Events published with a broker confirm");
+    describe_gauge!(IN_FLIGHT, "Deliveries being handled");
+    describe_gauge!(CIRCUIT_OPEN, "1 while a gateway's circuit is open");
+    describe_gauge!(BROKER_CONNECTED, "1 while connected to the broker");
+}

@@ -1,0 +1,152 @@
+//! Group commit: effects that finish around the same time share one transaction, so
+//! the commit's WAL flush is paid once per batch instead of once per message.
+//!
+//! Each effect runs after its inbox claim in the same transaction, so a message id has
+//! one effect however often it arrives. If a batch fails, its effects are retried one
+//! transaction each, so one bad effect cannot sink its neighbours.
+
+use super::{inbox, outbox};
+use crate::domain::events::OutboundEvent;
+use futures::future::BoxFuture;
+use sqlx::{PgConnection, PgPool};
+use std::sync::Arc;
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+
+/// A state change decided by a handler, applied inside the committer's transaction.
+pub trait Effect: Send + Sync + 'static {
+    /// The label recorded in the inbox (`saved`, `attach_rejected`, ...).
+    fn outcome(&self) -> &'static str;
+    /// Writes the state and returns the events it causes (written to the outbox).
+    fn apply<'a>(&'a self, conn: &'a mut PgConnection)
+    -> BoxFuture<'a, sqlx::Result<Vec<OutboundEvent>>>;
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The effect and its events are durable.
+    Applied { events: usize },
+    /// The message id was processed before: nothing was written.
+    Duplicate,
+}
+
+struct Job {
+    message_id: String,
+    message_type: &'static str,
+    effect: Arc<dyn Effect>,
+    reply: oneshot::Sender<sqlx::Result<Committed>>,
+}
+
+/// Handle to the group-commit tasks.
+#[derive(Clone)]
+pub struct Committer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    /// Starts `parallelism` commit loops, each taking up to `max_batch` waiting effects
+    /// per transaction. `events_committed` is notified after each commit with events.
+    pub fn spawn(
+        pool: PgPool,
+        parallelism: usize,
+        max_batch: usize,
+        events_committed: Arc<Notify>,
+    ) -> Self {
+        let (jobs, receiver) = mpsc::channel(max_batch * parallelism * 2);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..parallelism.max(1) {
+            let receiver = receiver.clone();
+            let pool = pool.clone();
+            let notify = events_committed.clone();
+            tokio::spawn(async move {
+                while let Some(batch) = next_batch(&receiver, max_batch).await {
+                    commit_batch(&pool, batch, &notify).await;
+                }
+            });
+        }
+        Self { jobs }
+    }
+
+    /// Commits `effect` for message `message_id` (or finds it was already processed).
+    pub async fn commit(
+        &self,
+        message_id: &str,
+        message_type: &'static str,
+        effect: Arc<dyn Effect>,
+    ) -> sqlx::Result<Committed> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            message_id: message_id.to_owned(),
+            message_type,
+            effect,
+            reply,
+        };
+        self.jobs.send(job).await.map_err(|_| sqlx::Error::PoolClosed)?;
+        answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+/// Waits for one job, then takes whatever else is already waiting (never waits for more:
+/// batching must not add latency).
+async fn next_batch(receiver: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>> {
+    let mut receiver = receiver.lock().await;
+    let first = receiver.recv().await?;
+    let mut batch = vec![first];
+    while batch.len() < max_batch {
+        match receiver.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+async fn commit_batch(pool: &PgPool, batch: Vec<Job>, notify: &Notify) {
+    let result = run_transaction(pool, &batch).await;
+    match result {
+        Ok(outcomes) => {
+            if outcomes.iter().any(|o| matches!(o, Committed::Applied { events } if *events > 0)) {
+                notify.notify_one();
+            }
+            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = job.reply.send(Ok(outcome));
+            }
+        }
+        Err(err) if batch.len() == 1 => {
+            let job = batch.into_iter().next().expect("batch of one");
+            let _ = job.reply.send(Err(err));
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, size = batch.len(), "batch commit failed, retrying one by one");
+            for job in batch {
+                let result = run_transaction(pool, std::slice::from_ref(&job)).await;
+                if matches!(result, Ok(ref o) if matches!(o[0], Committed::Applied { events } if events > 0)) {
+                    notify.notify_one();
+                }
+                let _ = job.reply.send(result.map(|o| o[0]));
+            }
+        }
+    }
+}
+
+async fn run_transaction(pool: &PgPool, jobs: &[Job]) -> sqlx::Result<Vec<Committed>> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let claimed =
+            inbox::claim(&mut tx, &job.message_id, job.message_type, job.effect.outcome()).await?;
+        if !claimed {
+            outcomes.push(Committed::Duplicate);
+            continue;
+        }
+        let events = job.effect.apply(&mut tx).await?;
+        for event in &events {
+            outbox::insert(&mut tx, event).await?;
+        }
+        outcomes.push(Committed::Applied {
+            events: events.len(),
+        });
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}

@@ -1,0 +1,83 @@
+//! Postgres: the store of record. All SQL lives in this module's files.
+
+pub mod committer;
+pub mod gateways;
+pub mod inbox;
+pub mod orders;
+pub mod outbox;
+pub mod wallet;
+
+pub use committer::{Committed, Committer, Effect};
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool, Postgres};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Embedded migrations (`migrations/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Connects to `url`, creating the database when it does not exist yet, and applies
+/// the migrations (contract §1: `migrate`, `run` and `demo` do this).
+pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    use anyhow::Context;
+    if !Postgres::database_exists(url)
+        .await
+        .context("cannot reach Postgres at DATABASE_URL")?
+    {
+        // Two processes may race to create it; the loser sees "already exists".
+        if let Err(err) = Postgres::create_database(url).await
+            && !Postgres::database_exists(url).await.unwrap_or(false)
+        {
+            return Err(err).context("cannot create the database named in DATABASE_URL");
+        }
+    }
+    let pool = pool(url, max_connections)?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("cannot apply database migrations")?;
+    Ok(pool)
+}
+
+/// A lazily connecting pool: a worker starts (and reports not ready) while Postgres is down.
+pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL: {e}"))?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options))
+}
+
+/// Whether a database error is worth retrying as-is: the server or the network is
+/// unwell, or a concurrent transaction got in the way.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception, 40: rollback (serialization, deadlock),
+            // 53: insufficient resources, 57: operator intervention (shutdown), 58: system
+            ["08", "40", "53", "57", "58"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
+/// `SELECT 1` within a second: the readiness probe.
+pub async fn ping(pool: &PgPool) -> bool {
+    tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(pool))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}

@@ -1,0 +1,183 @@
+//! `run`: wires the store, the committer, the admin server and the broker sessions, and
+//! reconnects to the broker until shutdown. Tests and `demo` call the same entry points.
+
+use crate::admin::{self, AdminState};
+use crate::broker::consumer::{self, ConsumerSettings, Shared};
+use crate::broker::{self, Topology, relay};
+use crate::config::WorkerArgs;
+use crate::gateway::{ClientSettings, GatewayClient};
+use crate::handlers::{CircuitSettings, Context};
+use crate::metrics as m;
+use crate::store::{self, Committer};
+use backon::BackoffBuilder;
+use lapin::options::ConfirmSelectOptions;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Effects per group-commit transaction.
+const MAX_COMMIT_BATCH: usize = 64;
+/// Group-commit loops running side by side.
+const COMMITTERS: usize = 2;
+
+/// A worker started in the background.
+pub struct RunningWorker {
+    /// Where the admin server listens (useful with port 0).
+    pub admin_addr: SocketAddr,
+    /// Ends when the worker has shut down.
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Runs the worker until `shutdown` is cancelled, then shuts down gracefully.
+pub async fn run(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(args, shutdown).await?.task.await?
+}
+
+/// Migrates, binds the admin server and starts consuming in the background.
+pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
+    let pool_size = u32::from(args.prefetch).clamp(8, 32) + COMMITTERS as u32;
+    let pool = store::connect_and_migrate(&args.db.database_url, pool_size).await?;
+    let broker_up = Arc::new(AtomicBool::new(false));
+    let admin_stop = CancellationToken::new();
+    let (admin_addr, admin_task) = admin::serve(
+        args.admin_addr,
+        AdminState {
+            pool: pool.clone(),
+            broker_up: broker_up.clone(),
+            metrics: m::install(),
+            token: args.admin_token.clone(),
+        },
+        admin_stop.clone(),
+    )
+    .await?;
+    let events_committed = Arc::new(Notify::new());
+    let shared = Arc::new(Shared {
+        handlers: Context {
+            pool: pool.clone(),
+            gateway: GatewayClient::new(ClientSettings::default())?,
+            circuit: CircuitSettings {
+                threshold: args.circuit_threshold,
+                cool_down: Duration::from_millis(args.circuit_cool_down_ms),
+            },
+        },
+        committer: Committer::spawn(pool.clone(), COMMITTERS, MAX_COMMIT_BATCH, events_committed.clone()),
+        topology: Topology::new(&args.amqp.exchange, &args.amqp.queue, args.retry_base_ms, args.retry_max_ms),
+        settings: ConsumerSettings {
+            prefetch: args.prefetch,
+            max_attempts: args.max_attempts,
+            retry_base_ms: args.retry_base_ms,
+            retry_max_ms: args.retry_max_ms,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        },
+    });
+    let task = tokio::spawn(async move {
+        supervise(&args.amqp.amqp_url, shared, pool.clone(), events_committed, broker_up, shutdown).await;
+        pool.close().await;
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        tracing::info!("worker stopped");
+        Ok(())
+    });
+    Ok(RunningWorker { admin_addr, task })
+}
+
+/// Connects, declares, consumes; on any broker failure, starts over after a backoff.
+async fn supervise(
+    amqp_url: &str,
+    shared: Arc<Shared>,
+    pool: sqlx::PgPool,
+    events_committed: Arc<Notify>,
+    broker_up: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let mut waits = reconnect_backoff();
+    while !shutdown.is_cancelled() {
+        let connected = tokio::select! {
+            connected = connect(amqp_url, &shared.topology) => connected,
+            _ = shutdown.cancelled() => break,
+        };
+        let connection = match connected {
+            Ok(connection) => connection,
+            Err(err) => {
+                let delay = waits.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(error = %err, delay_ms = delay.as_millis() as u64, "broker unavailable; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        waits = reconnect_backoff();
+        broker_up.store(true, Ordering::Relaxed);
+        metrics::gauge!(m::BROKER_CONNECTED).set(1.0);
+        tracing::info!(queue = %shared.topology.queue, "connected to the broker; consuming");
+        if let Err(err) = session(&connection, &shared, &pool, &events_committed, &shutdown).await {
+            tracing::warn!(error = %err, "broker session ended");
+        }
+        broker_up.store(false, Ordering::Relaxed);
+        metrics::gauge!(m::BROKER_CONNECTED).set(0.0);
+        let _ = connection.close(200, "bye".into()).await;
+    }
+}
+
+async fn connect(url: &str, topology: &Topology) -> lapin::Result<lapin::Connection> {
+    let connection = broker::connect(url, "consumer").await?;
+    topology.declare(&connection).await?;
+    Ok(connection)
+}
+
+/// One connection's life: the consumer session and the outbox relay side by side. The
+/// relay outlives the consumer so the events of the last commits are flushed.
+async fn session(
+    connection: &lapin::Connection,
+    shared: &Arc<Shared>,
+    pool: &sqlx::PgPool,
+    events_committed: &Arc<Notify>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let relay_channel = connection.create_channel().await?;
+    relay_channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let stop_consuming = shutdown.child_token();
+    let stop_relay = CancellationToken::new();
+    let relay_task = tokio::spawn({
+        let (pool, wake, exchange) = (pool.clone(), events_committed.clone(), shared.topology.exchange.clone());
+        let (stop_relay, stop_consuming) = (stop_relay.clone(), stop_consuming.clone());
+        async move {
+            let result = relay::run(pool, relay_channel, exchange, wake, stop_relay).await;
+            if let Err(err) = &result {
+                tracing::warn!(error = %err, "outbox relay lost its channel; restarting the session");
+                stop_consuming.cancel();
+            }
+            result
+        }
+    });
+    let consumed = consumer::run_session(connection, shared.clone(), stop_consuming).await;
+    stop_relay.cancel();
+    let relayed = relay_task.await?;
+    consumed?;
+    relayed?;
+    Ok(())
+}
+
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

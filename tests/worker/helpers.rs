@@ -1,0 +1,450 @@
+//! Test harness: `spawn_worker()` gives each test its own database, exchange and queues,
+//! a gateway stub, a channel to publish on and a queue that collects the worker's events.
+
+#![allow(dead_code)]
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, Consumer};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wallet_worker::config::{AmqpArgs, DbArgs, WorkerArgs};
+use wallet_worker::domain::Secret;
+use wallet_worker::gateway::{sign, verify};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+pub const GATEWAY_ID: &str = "acme-pay";
+pub const GATEWAY_SECRET: &str = "whsec_test_gateway_secret_9f8e";
+pub const ADMIN_TOKEN: &str = "admin_test_token_5d4c3b";
+/// How long a test waits for something the worker should do.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Every log line the worker wrote in this test process (JSON), for secret scans.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().expect("log buffer")).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+#[derive(Clone)]
+struct BufferWriter;
+impl std::io::Write for BufferWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().expect("log buffer").extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures every log line at trace level (silent unless `TEST_LOG` is set).
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter("trace,h2=info,hyper=info,reqwest=info,lapin=debug,amq_protocol=info")
+            .with_writer(|| BufferWriter)
+            .try_init();
+    });
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A worker running in this process with everything of its own.
+pub struct TestWorker {
+    pub pool: PgPool,
+    pub args: WorkerArgs,
+    pub channel: Channel,
+    pub connection: Connection,
+    pub events: Consumer,
+    pub gateway: MockServer,
+    pub admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Worker arguments for a fresh database and fresh queues; tests tweak them.
+pub fn test_args() -> WorkerArgs {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    WorkerArgs {
+        db: DbArgs {
+            database_url: format!("{PG_BASE}/wallet_test_{id}"),
+        },
+        amqp: AmqpArgs {
+            amqp_url: AMQP_URL.into(),
+            exchange: format!("test-commerce-{id}"),
+            queue: format!("test-wallet-{id}"),
+        },
+        prefetch: 16,
+        max_attempts: 4,
+        retry_base_ms: 50,
+        retry_max_ms: 400,
+        admin_addr: "127.0.0.1:0".parse().expect("address"),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        circuit_threshold: 50,
+        circuit_cool_down_ms: 1_000,
+        shutdown_grace_secs: 10,
+    }
+}
+
+pub async fn spawn_worker() -> TestWorker {
+    spawn_worker_with(test_args()).await
+}
+
+pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
+    init_logs();
+    let gateway = MockServer::start().await;
+    let pool = wallet_worker::store::connect_and_migrate(&args.db.database_url, 4)
+        .await
+        .expect("test database");
+    register_gateway(&pool, GATEWAY_ID, &format!("{}/token", gateway.uri())).await;
+    let connection = wallet_worker::broker::connect(AMQP_URL, "test")
+        .await
+        .expect("broker");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let shutdown = CancellationToken::new();
+    let running = wallet_worker::worker::start(args.clone(), shutdown.clone())
+        .await
+        .expect("worker starts");
+    let events = event_consumer(&channel, &args).await;
+    let worker = TestWorker {
+        pool,
+        args,
+        channel,
+        connection,
+        events,
+        gateway,
+        admin_addr: running.admin_addr,
+        shutdown,
+        task: Some(running.task),
+    };
+    worker.wait_until_ready().await;
+    worker
+}
+
+/// A private queue bound to the worker's outbound event keys.
+async fn event_consumer(channel: &Channel, args: &WorkerArgs) -> Consumer {
+    let exchange = &args.amqp.exchange;
+    // The worker declares the exchange; declare it too so binding never races it.
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange");
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("event queue");
+    for key in ["wallet.saved", "wallet.save_failed", "wallet.attached", "wallet.attach_rejected"] {
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+    }
+    channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume events")
+}
+
+pub async fn register_gateway(pool: &PgPool, id: &str, token_url: &str) {
+    wallet_worker::store::gateways::upsert(pool, id, token_url, &Secret::new(GATEWAY_SECRET), true)
+        .await
+        .expect("gateway");
+}
+
+/// An outbound event as a pipeline would receive it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub routing_key: String,
+    pub body: Value,
+    pub properties: BasicProperties,
+}
+
+impl Event {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+}
+
+impl TestWorker {
+    pub async fn wait_until_ready(&self) {
+        let url = format!("http://{}/readyz", self.admin_addr);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "worker never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Publishes a message the way a pipeline does: persistent JSON with `message_id`.
+    pub async fn publish(&self, routing_key: &str, envelope: &Value) {
+        let id = envelope["id"].as_str().unwrap_or_default();
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(id.into());
+        self.publish_raw(routing_key, &serde_json::to_vec(envelope).expect("json"), properties)
+            .await;
+    }
+
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8], properties: BasicProperties) {
+        self.channel
+            .basic_publish(
+                self.args.amqp.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
+    /// The next event the worker published, acked.
+    pub async fn next_event(&mut self) -> Event {
+        let delivery = tokio::time::timeout(PATIENCE, self.events.next())
+            .await
+            .expect("an event within the patience window")
+            .expect("event stream open")
+            .expect("event delivery");
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        Event {
+            routing_key: delivery.routing_key.to_string(),
+            body: serde_json::from_slice(&delivery.data).expect("events are JSON"),
+            properties: delivery.properties.clone(),
+        }
+    }
+
+    /// Events until the one caused by `message_id`.
+    pub async fn event_caused_by(&mut self, message_id: &str) -> Event {
+        loop {
+            let event = self.next_event().await;
+            if event.body["causation_id"] == message_id {
+                return event;
+            }
+        }
+    }
+
+    /// No further event arrives within `window` (used after a known last event).
+    pub async fn assert_no_event_within(&mut self, window: Duration) {
+        if let Ok(Some(Ok(delivery))) = tokio::time::timeout(window, self.events.next()).await {
+            panic!(
+                "unexpected event {}: {}",
+                delivery.routing_key,
+                String::from_utf8_lossy(&delivery.data)
+            );
+        }
+    }
+
+    /// Waits for the next dead letter and takes it off the dead-letter queue.
+    pub async fn next_dead_letter(&self) -> lapin::message::Delivery {
+        let dlq = format!("{}.dlq", self.args.amqp.queue);
+        let channel = self.connection.create_channel().await.expect("channel");
+        let mut consumer = channel
+            .basic_consume(dlq.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .expect("consume dlq");
+        let delivery = tokio::time::timeout(PATIENCE, consumer.next())
+            .await
+            .expect("a dead letter within the patience window")
+            .expect("dlq stream open")
+            .expect("dlq delivery");
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        let _ = channel.close(200, "done".into()).await;
+        delivery
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect("count query")
+    }
+
+    /// Stops the worker gracefully and removes the test's queues and exchange.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("worker task").expect("worker exits cleanly");
+        }
+        let topology = wallet_worker::broker::Topology::new(
+            &self.args.amqp.exchange,
+            &self.args.amqp.queue,
+            self.args.retry_base_ms,
+            self.args.retry_max_ms,
+        );
+        let mut queues = vec![topology.queue.clone(), topology.dead_letter_queue()];
+        queues.extend(topology.retry_levels.iter().map(|l| topology.retry_queue(*l)));
+        for queue in queues {
+            let _ = self
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = self
+            .channel
+            .exchange_delete(self.args.amqp.exchange.as_str().into(), Default::default())
+            .await;
+        self.pool.close().await;
+    }
+}
+
+// ---- messages ----
+
+pub fn envelope(kind: &str, data: Value) -> Value {
+    json!({
+        "id": unique("msg"),
+        "type": kind,
+        "occurred_at": "2026-11-27T16:00:00Z",
+        "correlation_id": unique("corr"),
+        "data": data,
+    })
+}
+
+/// An `order.placed` of `customer_id` paying with `token` at the test gateway.
+pub fn order_placed(order_id: &str, customer_id: &str, token: &str, save: bool) -> Value {
+    envelope(
+        "order.placed",
+        json!({ "order": {
+            "id": order_id, "number": "1234", "status": "placed",
+            "customer": { "id": customer_id, "email": "jane@example.com" },
+            "guest": false, "currency_code": "EUR", "total_amount_cents": 12900,
+            "payment_source": { "type": "external_payments", "id": unique("ps"),
+                "gateway_id": GATEWAY_ID, "payment_source_token": token,
+                "metadata": { "brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2030 } },
+            "save_payment_source_to_customer_wallet": save } }),
+    )
+}
+
+pub fn wallet_save(order_id: &str) -> Value {
+    envelope("wallet.save", json!({ "order_id": order_id }))
+}
+
+pub fn wallet_attach(order_id: &str, status: &str, customer_id: &str, source_id: &str) -> Value {
+    envelope(
+        "wallet.attach",
+        json!({ "order": { "id": order_id, "status": status, "customer": { "id": customer_id } },
+                "customer_payment_source_id": source_id }),
+    )
+}
+
+// ---- gateway stub ----
+
+/// The tokens the stub returns for a customer and an order's payment source token.
+pub fn customer_token_for(customer_id: &str) -> String {
+    format!("cus_tok_{customer_id}")
+}
+
+pub fn source_token_for(order_token: &str) -> String {
+    format!("pst_{order_token}")
+}
+
+/// A token_url that checks the signature and the Idempotency-Key like a real gateway,
+/// and answers with tokens derived from the request.
+pub struct SigningGateway;
+
+impl Respond for SigningGateway {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let signature = request
+            .headers
+            .get("X-CommerceLayer-Signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !verify(&request.body, &Secret::new(GATEWAY_SECRET), signature) {
+            return ResponseTemplate::new(401).set_body_json(json!({
+                "success": false, "data": { "error": { "code": "invalid_signature", "message": "bad signature" } } }));
+        }
+        if request.headers.get("Idempotency-Key").is_none() {
+            return ResponseTemplate::new(400);
+        }
+        let doc: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let token = doc["data"]["attributes"]["payment_source_token"].as_str().unwrap_or("");
+        let customer = doc["included"]
+            .as_array()
+            .and_then(|inc| inc.iter().find(|r| r["type"] == "customers"))
+            .and_then(|c| c["id"].as_str())
+            .unwrap_or("");
+        ResponseTemplate::new(200).set_body_json(json!({
+            "success": true,
+            "data": { "customer_token": customer_token_for(customer),
+                      "payment_source_token": source_token_for(token),
+                      "metadata": { "fingerprint": "fp_1" } } }))
+    }
+}
+
+impl TestWorker {
+    /// Mounts the signing gateway as the token_url.
+    pub async fn gateway_accepts(&self) {
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(SigningGateway)
+            .mount(&self.gateway)
+            .await;
+    }
+
+    pub async fn gateway_requests(&self) -> Vec<Request> {
+        self.gateway.received_requests().await.unwrap_or_default()
+    }
+}
+
+/// Signs like the worker does (for tests that build requests by hand).
+pub fn signature(body: &[u8]) -> String {
+    sign(body, &Secret::new(GATEWAY_SECRET))
+}
