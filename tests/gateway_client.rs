@@ -26,7 +26,10 @@ struct Fixture {
 
 impl Fixture {
     fn new(card_token: &str) -> Self {
-        let customer = Customer { id: "kWnEhpRgYD".into(), email: Some("jane@example.com".into()) };
+        let customer = Customer {
+            id: "kWnEhpRgYD".into(),
+            email: Some("jane@example.com".into()),
+        };
         let payment = ExternalPayment {
             id: "yZlPsRkQvB".into(),
             gateway_id: "acme-pay".into(),
@@ -43,11 +46,19 @@ impl Fixture {
             payment_source: None,
             save_to_wallet: true,
         };
-        Self { order, customer, payment }
+        Self {
+            order,
+            customer,
+            payment,
+        }
     }
 
     fn request(&self) -> SaveRequest<'_> {
-        SaveRequest { order: &self.order, customer: &self.customer, payment: &self.payment }
+        SaveRequest {
+            order: &self.order,
+            customer: &self.customer,
+            payment: &self.payment,
+        }
     }
 }
 
@@ -86,7 +97,9 @@ struct SignedBy(Secret);
 impl Match for SignedBy {
     fn matches(&self, request: &Request) -> bool {
         let header = request.headers.get("x-commercelayer-signature");
-        header.and_then(|h| h.to_str().ok()).is_some_and(|h| verify(&request.body, &self.0, h))
+        header
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| verify(&request.body, &self.0, h))
     }
 }
 
@@ -99,7 +112,10 @@ struct Script {
 
 impl Script {
     fn new(answers: Vec<ResponseTemplate>) -> Self {
-        Self { answers, arrivals: Arc::default() }
+        Self {
+            answers,
+            arrivals: Arc::default(),
+        }
     }
 
     fn arrivals(&self) -> Vec<Instant> {
@@ -118,7 +134,11 @@ impl Respond for Script {
 
 async fn stub(script: &Script) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).and(path("/token")).respond_with(script.clone()).mount(&server).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(script.clone())
+        .mount(&server)
+        .await;
     server
 }
 
@@ -135,34 +155,53 @@ async fn a_save_is_signed_over_its_exact_body_and_carries_the_idempotency_key() 
     Mock::given(method("POST"))
         .and(path("/token"))
         .and(header("content-type", "application/json"))
-        .and(header("idempotency-key", "wallet-save:qaMAhZkZvd:yZlPsRkQvB"))
+        .and(header(
+            "idempotency-key",
+            "wallet-save:qaMAhZkZvd:yZlPsRkQvB",
+        ))
         .and(SignedBy(Secret::new(SECRET)))
         .respond_with(success())
         .expect(1)
         .mount(&server)
         .await;
     let fixture = Fixture::new(CARD_TOKEN);
-    let tokens = fast_client().save(&target(&server.uri()), &fixture.request()).await.expect("tokens");
+    let tokens = fast_client()
+        .save(&target(&server.uri()), &fixture.request())
+        .await
+        .expect("tokens");
     assert_eq!(tokens.customer_token.expose(), "cus_secret_value");
     assert_eq!(tokens.payment_source_token.expose(), "pst_secret_value");
     assert_eq!(tokens.metadata["brand"], "visa");
     let requests = server.received_requests().await.expect("recording");
     let body: Value = requests[0].body_json().expect("json body");
-    assert_eq!(body["data"]["attributes"]["payment_source_token"], CARD_TOKEN);
+    assert_eq!(
+        body["data"]["attributes"]["payment_source_token"],
+        CARD_TOKEN
+    );
     assert_eq!(body["included"][1]["id"], "kWnEhpRgYD");
 }
 
 #[tokio::test]
 async fn two_503s_then_a_200_succeed_after_three_identical_calls() {
-    let script = Script::new(vec![ResponseTemplate::new(503), ResponseTemplate::new(503), success()]);
+    let script = Script::new(vec![
+        ResponseTemplate::new(503),
+        ResponseTemplate::new(503),
+        success(),
+    ]);
     let server = stub(&script).await;
     let fixture = Fixture::new(CARD_TOKEN);
-    fast_client().save(&target(&server.uri()), &fixture.request()).await.expect("tokens");
+    fast_client()
+        .save(&target(&server.uri()), &fixture.request())
+        .await
+        .expect("tokens");
     let requests = server.received_requests().await.expect("recording");
     assert_eq!(requests.len(), 3);
     for request in &requests {
         assert_eq!(request.body, requests[0].body);
-        assert_eq!(request.headers.get("idempotency-key"), requests[0].headers.get("idempotency-key"));
+        assert_eq!(
+            request.headers.get("idempotency-key"),
+            requests[0].headers.get("idempotency-key")
+        );
         assert_eq!(
             request.headers.get("x-commercelayer-signature"),
             requests[0].headers.get("x-commercelayer-signature")
@@ -174,10 +213,14 @@ async fn two_503s_then_a_200_succeed_after_three_identical_calls() {
 async fn a_422_or_a_200_with_success_false_is_refused_after_one_call() {
     let refusal = json!({"success": false, "data": {"error": {"code": "card_declined", "message": "declined"}}});
     for status in [422, 200] {
-        let script = Script::new(vec![ResponseTemplate::new(status).set_body_json(refusal.clone())]);
+        let script = Script::new(vec![
+            ResponseTemplate::new(status).set_body_json(refusal.clone()),
+        ]);
         let server = stub(&script).await;
         let fixture = Fixture::new(CARD_TOKEN);
-        let result = fast_client().save(&target(&server.uri()), &fixture.request()).await;
+        let result = fast_client()
+            .save(&target(&server.uri()), &fixture.request())
+            .await;
         assert_eq!(refused_code(result), "card_declined", "status {status}");
         assert_eq!(script.arrivals().len(), 1, "status {status}");
     }
@@ -188,9 +231,15 @@ async fn retries_that_keep_failing_end_with_the_transient_error_after_four_calls
     let script = Script::new(vec![ResponseTemplate::new(500)]);
     let server = stub(&script).await;
     let fixture = Fixture::new(CARD_TOKEN);
-    let error = fast_client().save(&target(&server.uri()), &fixture.request()).await.expect_err("fails");
+    let error = fast_client()
+        .save(&target(&server.uri()), &fixture.request())
+        .await
+        .expect_err("fails");
     assert!(error.is_transient());
-    assert_eq!(error.to_string(), "gateway unavailable: HTTP 500 from acme-pay");
+    assert_eq!(
+        error.to_string(),
+        "gateway unavailable: HTTP 500 from acme-pay"
+    );
     assert_eq!(script.arrivals().len(), 4);
 }
 
@@ -200,19 +249,30 @@ async fn a_429_with_retry_after_1_delays_the_next_call_by_about_a_second() {
     let script = Script::new(vec![busy, success()]);
     let server = stub(&script).await;
     let fixture = Fixture::new(CARD_TOKEN);
-    fast_client().save(&target(&server.uri()), &fixture.request()).await.expect("tokens");
+    fast_client()
+        .save(&target(&server.uri()), &fixture.request())
+        .await
+        .expect("tokens");
     let arrivals = script.arrivals();
     assert_eq!(arrivals.len(), 2);
     let gap = arrivals[1] - arrivals[0];
-    assert!(gap >= Duration::from_millis(900), "second call after {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(900),
+        "second call after {gap:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_long_retry_after_is_handed_back_to_the_caller_instead_of_waited_for() {
-    let script = Script::new(vec![ResponseTemplate::new(503).insert_header("retry-after", "30")]);
+    let script = Script::new(vec![
+        ResponseTemplate::new(503).insert_header("retry-after", "30"),
+    ]);
     let server = stub(&script).await;
     let fixture = Fixture::new(CARD_TOKEN);
-    let error = fast_client().save(&target(&server.uri()), &fixture.request()).await.expect_err("fails");
+    let error = fast_client()
+        .save(&target(&server.uri()), &fixture.request())
+        .await
+        .expect_err("fails");
     assert_eq!(error.retry_after(), Some(Duration::from_secs(30)));
     assert_eq!(script.arrivals().len(), 1);
 }
@@ -223,17 +283,28 @@ async fn a_timeout_or_a_refused_connection_is_transient() {
     let server = stub(&slow).await;
     let fixture = Fixture::new(CARD_TOKEN);
     let client = client(0, Duration::from_millis(100));
-    let error = client.save_once(&target(&server.uri()), &fixture.request()).await.expect_err("times out");
+    let error = client
+        .save_once(&target(&server.uri()), &fixture.request())
+        .await
+        .expect_err("times out");
     assert!(error.is_transient());
-    assert!(error.to_string().contains("timeout calling acme-pay"), "{error}");
+    assert!(
+        error.to_string().contains("timeout calling acme-pay"),
+        "{error}"
+    );
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = closed.local_addr().expect("address");
     drop(closed);
-    let result = client.save(&target(&format!("http://{address}")), &fixture.request()).await;
+    let result = client
+        .save(&target(&format!("http://{address}")), &fixture.request())
+        .await;
     let error = result.expect_err("refused");
     assert!(error.is_transient());
-    assert!(error.to_string().contains("connection to acme-pay failed"), "{error}");
+    assert!(
+        error.to_string().contains("connection to acme-pay failed"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -244,7 +315,9 @@ async fn an_oversized_or_broken_success_answer_is_refused_as_invalid() {
         let script = Script::new(vec![answer]);
         let server = stub(&script).await;
         let fixture = Fixture::new(CARD_TOKEN);
-        let result = fast_client().save(&target(&server.uri()), &fixture.request()).await;
+        let result = fast_client()
+            .save(&target(&server.uri()), &fixture.request())
+            .await;
         assert_eq!(refused_code(result), "invalid_response");
         assert_eq!(script.arrivals().len(), 1);
     }
@@ -254,18 +327,26 @@ async fn an_oversized_or_broken_success_answer_is_refused_as_invalid() {
 async fn a_redirect_to_another_origin_is_not_followed() {
     let elsewhere = Script::new(vec![success()]);
     let other = stub(&elsewhere).await;
-    let moved = ResponseTemplate::new(307).insert_header("location", format!("{}/token", other.uri()));
+    let moved =
+        ResponseTemplate::new(307).insert_header("location", format!("{}/token", other.uri()));
     let script = Script::new(vec![moved]);
     let server = stub(&script).await;
     let fixture = Fixture::new(CARD_TOKEN);
-    let result = fast_client().save(&target(&server.uri()), &fixture.request()).await;
+    let result = fast_client()
+        .save(&target(&server.uri()), &fixture.request())
+        .await;
     assert_eq!(refused_code(result), "http_307");
     assert!(elsewhere.arrivals().is_empty());
 }
 
 #[test]
 fn token_urls_must_be_https_unless_the_host_is_loopback() {
-    for ok in ["https://pay.example.com/t", "http://127.0.0.1:1/t", "http://[::1]:1/t", "http://localhost/t"] {
+    for ok in [
+        "https://pay.example.com/t",
+        "http://127.0.0.1:1/t",
+        "http://[::1]:1/t",
+        "http://localhost/t",
+    ] {
         assert!(validate_token_url(ok).is_ok(), "{ok}");
     }
     for bad in ["http://example.com/t", "ftp://127.0.0.1/t"] {
@@ -280,13 +361,19 @@ async fn tokens_and_errors_never_print_a_token_or_the_secret() {
     let script = Script::new(vec![ResponseTemplate::new(400).set_body_json(echo)]);
     let server = stub(&script).await;
     let fixture = Fixture::new(CARD_TOKEN);
-    let error = fast_client().save(&target(&server.uri()), &fixture.request()).await.expect_err("refused");
+    let error = fast_client()
+        .save(&target(&server.uri()), &fixture.request())
+        .await
+        .expect_err("refused");
     let tokens = Tokens {
         customer_token: Secret::new("cus_secret_value"),
         payment_source_token: Secret::new("pst_secret_value"),
         metadata: Map::new(),
     };
-    let transient = GatewayError::Transient { detail: "HTTP 503 from acme-pay".into(), retry_after: None };
+    let transient = GatewayError::Transient {
+        detail: "HTTP 503 from acme-pay".into(),
+        retry_after: None,
+    };
     let printed = [
         format!("{tokens:?}"),
         format!("{error}"),
@@ -304,27 +391,52 @@ async fn tokens_and_errors_never_print_a_token_or_the_secret() {
 fn hmac_hex(key: &str, data: &str, len: usize) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
     mac.update(data.as_bytes());
-    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     hex[..len].to_owned()
 }
 
 #[tokio::test]
 async fn the_gateway_sim_answers_signed_requests_deterministically_and_idempotently() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
-    let config = SimConfig { latency: Duration::ZERO, error_rate: 0.0, secret: Secret::new(SECRET) };
+    let config = SimConfig {
+        latency: Duration::ZERO,
+        error_rate: 0.0,
+        secret: Secret::new(SECRET),
+    };
     let stats = Arc::new(SimStats::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sim::serve_with_stats(listener, config, stats.clone(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(sim::serve_with_stats(
+        listener,
+        config,
+        stats.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let fixture = Fixture::new(CARD_TOKEN);
     let client = fast_client();
-    let first = client.save(&target(&base), &fixture.request()).await.expect("tokens");
-    let again = client.save(&target(&base), &fixture.request()).await.expect("tokens");
+    let first = client
+        .save(&target(&base), &fixture.request())
+        .await
+        .expect("tokens");
+    let again = client
+        .save(&target(&base), &fixture.request())
+        .await
+        .expect("tokens");
     let expected_customer = format!("cus_{}", hmac_hex(SECRET, "kWnEhpRgYD", 20));
-    let expected_source = format!("pst_{}", hmac_hex(SECRET, &format!("kWnEhpRgYD:{CARD_TOKEN}"), 24));
+    let expected_source = format!(
+        "pst_{}",
+        hmac_hex(SECRET, &format!("kWnEhpRgYD:{CARD_TOKEN}"), 24)
+    );
     assert_eq!(first.customer_token.expose(), expected_customer);
     assert_eq!(first.payment_source_token.expose(), expected_source);
     assert_eq!(first.metadata["last4"], "4242");
@@ -341,7 +453,10 @@ async fn the_gateway_sim_answers_signed_requests_deterministically_and_idempoten
     let forged = http
         .post(format!("{base}/token"))
         .header("idempotency-key", "k1")
-        .header("x-commercelayer-signature", sign(&body, &Secret::new("wrong")))
+        .header(
+            "x-commercelayer-signature",
+            sign(&body, &Secret::new("wrong")),
+        )
         .body(body.clone())
         .send()
         .await
@@ -351,7 +466,10 @@ async fn the_gateway_sim_answers_signed_requests_deterministically_and_idempoten
     assert_eq!(answer["data"]["error"]["code"], "invalid_signature");
     let keyless = http
         .post(format!("{base}/any/path"))
-        .header("x-commercelayer-signature", sign(&body, &Secret::new(SECRET)))
+        .header(
+            "x-commercelayer-signature",
+            sign(&body, &Secret::new(SECRET)),
+        )
         .body(body)
         .send()
         .await
@@ -361,4 +479,36 @@ async fn the_gateway_sim_answers_signed_requests_deterministically_and_idempoten
 
     let _ = stop.send(());
     server.await.expect("join").expect("served");
+}
+
+#[tokio::test]
+async fn the_gateway_sim_injects_503s_that_the_client_sees_as_transient() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let config = SimConfig {
+        latency: Duration::ZERO,
+        error_rate: 1.0,
+        secret: Secret::new(SECRET),
+    };
+    let stats = Arc::new(SimStats::default());
+    tokio::spawn(sim::serve_with_stats(
+        listener,
+        config,
+        stats.clone(),
+        std::future::pending(),
+    ));
+    let fixture = Fixture::new(CARD_TOKEN);
+    let error = fast_client()
+        .save(&target(&base), &fixture.request())
+        .await
+        .expect_err("503");
+    assert!(error.is_transient());
+    assert_eq!(
+        stats.errors_injected(),
+        4,
+        "one call and three quick retries"
+    );
+    assert_eq!(stats.replays(), 0, "errors are not stored");
 }

@@ -149,13 +149,27 @@ pub(crate) fn from_json<'de, T: Deserialize<'de>>(
     let mut de = serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
-        let field = match (prefix.is_empty(), path.as_str()) {
-            (true, ".") => "body".to_string(),
-            (true, _) => path,
-            (false, ".") => prefix.to_string(),
-            (false, _) => format!("{prefix}.{path}"),
+        // `.` is the document itself; `?` a syntax error before any field was reached.
+        let at_root = path == "." || path == "?";
+        let field = match (prefix.is_empty(), at_root) {
+            (true, true) => "body".to_string(),
+            (true, false) => path,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{path}"),
         };
-        Rejection::new(field, describe_serde_error(err.inner()))
+        let reason = describe_serde_error(err.inner());
+        // serde names a missing field in its message, at the parent's path.
+        if let Some(missing) = reason
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            let field = match field.as_str() {
+                "body" => missing.to_owned(),
+                parent => format!("{parent}.{missing}"),
+            };
+            return Rejection::new(field, "missing field");
+        }
+        Rejection::new(field, reason)
     })
 }
 

@@ -79,7 +79,11 @@ impl GatewayClient {
     /// One call plus up to `quick_retries` retries on transient errors (exponential
     /// backoff with jitter, at least `Retry-After`), all with the same bytes and
     /// Idempotency-Key. A refusal is returned at once.
-    pub async fn save(&self, target: &GatewayTarget, req: &SaveRequest<'_>) -> Result<Tokens, GatewayError> {
+    pub async fn save(
+        &self,
+        target: &GatewayTarget,
+        req: &SaveRequest<'_>,
+    ) -> Result<Tokens, GatewayError> {
         let prepared = Prepared::new(target, req);
         let backoff = ExponentialBuilder::default()
             .with_jitter()
@@ -103,8 +107,13 @@ impl GatewayClient {
     }
 
     /// Exactly one call, for callers that schedule their own retries.
-    pub async fn save_once(&self, target: &GatewayTarget, req: &SaveRequest<'_>) -> Result<Tokens, GatewayError> {
-        self.attempt(target, req, &Prepared::new(target, req), 1).await
+    pub async fn save_once(
+        &self,
+        target: &GatewayTarget,
+        req: &SaveRequest<'_>,
+    ) -> Result<Tokens, GatewayError> {
+        self.attempt(target, req, &Prepared::new(target, req), 1)
+            .await
     }
 
     async fn attempt(
@@ -130,7 +139,10 @@ impl GatewayClient {
                 let status = response.status().as_u16().to_string();
                 (status, response::interpret(&target.id, response).await)
             }
-            Err(error) => ("error".to_owned(), Err(response::transport_error(&target.id, &error))),
+            Err(error) => (
+                "error".to_owned(),
+                Err(response::transport_error(&target.id, &error)),
+            ),
         };
         ::metrics::counter!("wallet_gateway_calls_total", "gateway" => target.id.clone(), "status" => status)
             .increment(1);
@@ -148,7 +160,11 @@ impl Prepared {
     fn new(target: &GatewayTarget, req: &SaveRequest<'_>) -> Self {
         let body = req.body();
         let signature = sign(&body, &target.secret);
-        Self { body, signature, key: req.idempotency_key() }
+        Self {
+            body,
+            signature,
+            key: req.idempotency_key(),
+        }
     }
 }
 
@@ -160,7 +176,9 @@ impl Prepared {
 fn redirect_policy(attempt: Attempt<'_>) -> reqwest::redirect::Action {
     let keeps_body = matches!(attempt.status().as_u16(), 307 | 308);
     let (next, previous) = (attempt.url(), attempt.previous());
-    let same_origin = previous.first().is_some_and(|first| first.origin() == next.origin());
+    let same_origin = previous
+        .first()
+        .is_some_and(|first| first.origin() == next.origin());
     if keeps_body && same_origin && previous.len() <= MAX_REDIRECTS {
         attempt.follow()
     } else {

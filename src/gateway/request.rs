@@ -122,26 +122,53 @@ mod tests {
     #[test]
     fn the_body_is_the_json_api_document_of_the_contract() {
         let (order, customer, payment) = fixture();
-        let req = SaveRequest { order: &order, customer: &customer, payment: &payment };
+        let req = SaveRequest {
+            order: &order,
+            customer: &customer,
+            payment: &payment,
+        };
         let doc: Value = serde_json::from_slice(&req.body()).expect("valid JSON");
         assert_eq!(doc["data"]["type"], "external_payments");
-        assert_eq!(doc["data"]["attributes"]["payment_source_token"], "tok_1a2b3c");
+        assert_eq!(
+            doc["data"]["attributes"]["payment_source_token"],
+            "tok_1a2b3c"
+        );
         assert_eq!(doc["data"]["attributes"]["metadata"]["last4"], "4242");
-        assert_eq!(doc["data"]["relationships"]["order"]["data"]["id"], "qaMAhZkZvd");
-        assert_eq!(doc["included"][0]["attributes"]["total_amount_cents"], 12900);
-        assert_eq!(doc["included"][0]["relationships"]["customer"]["data"]["id"], "kWnEhpRgYD");
-        assert_eq!(doc["included"][1]["attributes"]["email"], "jane@example.com");
+        assert_eq!(
+            doc["data"]["relationships"]["order"]["data"]["id"],
+            "qaMAhZkZvd"
+        );
+        assert_eq!(
+            doc["included"][0]["attributes"]["total_amount_cents"],
+            12900
+        );
+        assert_eq!(
+            doc["included"][0]["relationships"]["customer"]["data"]["id"],
+            "kWnEhpRgYD"
+        );
+        assert_eq!(
+            doc["included"][1]["attributes"]["email"],
+            "jane@example.com"
+        );
         assert_eq!(req.body(), req.body(), "serialization is deterministic");
     }
 
     #[test]
     fn the_idempotency_key_is_a_header_safe_function_of_the_ids_only() {
         let (mut order, customer, mut payment) = fixture();
-        let req = SaveRequest { order: &order, customer: &customer, payment: &payment };
+        let req = SaveRequest {
+            order: &order,
+            customer: &customer,
+            payment: &payment,
+        };
         assert_eq!(req.idempotency_key(), "wallet-save:qaMAhZkZvd:yZlPsRkQvB");
         order.id = "a:b é".into();
         payment.id = "100%".into();
-        let req = SaveRequest { order: &order, customer: &customer, payment: &payment };
+        let req = SaveRequest {
+            order: &order,
+            customer: &customer,
+            payment: &payment,
+        };
         assert_eq!(req.idempotency_key(), "wallet-save:a%3Ab%20%C3%A9:100%25");
         assert!(!req.idempotency_key().contains("tok_"));
     }

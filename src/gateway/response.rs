@@ -30,7 +30,10 @@ pub struct Tokens {
 pub enum GatewayError {
     /// Worth retrying later: the gateway may answer next time.
     #[error("gateway unavailable: {detail}")]
-    Transient { detail: String, retry_after: Option<Duration> },
+    Transient {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     /// The gateway said no, or answered something unusable: retrying cannot help.
     #[error("gateway refused ({code}): {message}")]
     Refused { code: String, message: String },
@@ -50,11 +53,17 @@ impl GatewayError {
     }
 
     pub(crate) fn transient(detail: String) -> Self {
-        Self::Transient { detail, retry_after: None }
+        Self::Transient {
+            detail,
+            retry_after: None,
+        }
     }
 
     pub(crate) fn refused(code: &str, message: impl Into<String>) -> Self {
-        Self::Refused { code: code.to_owned(), message: message.into() }
+        Self::Refused {
+            code: code.to_owned(),
+            message: message.into(),
+        }
     }
 
     /// Replaces any occurrence of `needles` (the request's token, the gateway secret) in
@@ -67,7 +76,10 @@ impl GatewayError {
             text
         };
         match self {
-            Self::Refused { code, message } => Self::Refused { code: scrub(code), message: scrub(message) },
+            Self::Refused { code, message } => Self::Refused {
+                code: scrub(code),
+                message: scrub(message),
+            },
             transient => transient,
         }
     }
@@ -81,35 +93,55 @@ pub(crate) fn transport_error(gateway: &str, error: &reqwest::Error) -> GatewayE
     } else if error.is_connect() {
         GatewayError::transient(format!("connection to {gateway} failed"))
     } else if error.is_builder() {
-        GatewayError::refused("invalid_request", format!("the request to {gateway} could not be built"))
+        GatewayError::refused(
+            "invalid_request",
+            format!("the request to {gateway} could not be built"),
+        )
     } else {
         GatewayError::transient(format!("request to {gateway} failed"))
     }
 }
 
 /// Classifies a response, reading at most [`MAX_RESPONSE_BYTES`] of its body.
-pub(crate) async fn interpret(gateway: &str, mut response: Response) -> Result<Tokens, GatewayError> {
+pub(crate) async fn interpret(
+    gateway: &str,
+    mut response: Response,
+) -> Result<Tokens, GatewayError> {
     let status = response.status();
-    if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+    if status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+    {
         return Err(GatewayError::Transient {
             detail: format!("HTTP {} from {gateway}", status.as_u16()),
             retry_after: retry_after(response.headers()),
         });
     }
-    let body = read_bounded(&mut response).await.map_err(|e| transport_error(gateway, &e))?;
+    let body = read_bounded(&mut response)
+        .await
+        .map_err(|e| transport_error(gateway, &e))?;
     classify(gateway, status, body.as_deref())
 }
 
 /// `Retry-After` in whole seconds (the HTTP-date form is ignored), capped.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 /// The body, or `None` when it is larger than the limit (known from `Content-Length`
 /// or found while reading chunk by chunk, never buffering more than the limit).
 async fn read_bounded(response: &mut Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    if response.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
         return Ok(None);
     }
     let mut body = Vec::new();
@@ -138,16 +170,26 @@ struct Granted {
 }
 
 /// Contract §5 on a fully read answer; `body` is `None` when it was too large.
-pub(crate) fn classify(gateway: &str, status: StatusCode, body: Option<&[u8]>) -> Result<Tokens, GatewayError> {
+pub(crate) fn classify(
+    gateway: &str,
+    status: StatusCode,
+    body: Option<&[u8]>,
+) -> Result<Tokens, GatewayError> {
     let answer = body.and_then(|b| serde_json::from_slice::<Answer>(b).ok());
     if !status.is_success() {
         return Err(match answer {
-            Some(Answer { success: Some(false), data }) => refusal(data),
+            Some(Answer {
+                success: Some(false),
+                data,
+            }) => refusal(data),
             _ if status.is_redirection() => GatewayError::refused(
                 &format!("http_{}", status.as_u16()),
                 format!("{gateway} answered a redirect that is not followed"),
             ),
-            _ => GatewayError::refused(&format!("http_{}", status.as_u16()), format!("HTTP {} from {gateway}", status.as_u16())),
+            _ => GatewayError::refused(
+                &format!("http_{}", status.as_u16()),
+                format!("HTTP {} from {gateway}", status.as_u16()),
+            ),
         });
     }
     let invalid = |why: &str| GatewayError::refused("invalid_response", format!("{gateway} {why}"));
@@ -156,12 +198,21 @@ pub(crate) fn classify(gateway: &str, status: StatusCode, body: Option<&[u8]>) -
     };
     match serde_json::from_slice::<Answer>(body) {
         Err(_) => Err(invalid("answered something that is not the expected JSON")),
-        Ok(Answer { success: Some(false), data }) => Err(refusal(data)),
-        Ok(Answer { success: Some(true), data: Some(data) }) => {
-            let granted: Granted = serde_json::from_value(data).map_err(|_| invalid("answered malformed tokens"))?;
+        Ok(Answer {
+            success: Some(false),
+            data,
+        }) => Err(refusal(data)),
+        Ok(Answer {
+            success: Some(true),
+            data: Some(data),
+        }) => {
+            let granted: Granted =
+                serde_json::from_value(data).map_err(|_| invalid("answered malformed tokens"))?;
             let token = |value: Option<String>, name: &str| match value {
                 Some(t) if !t.is_empty() && t.len() <= MAX_TOKEN_LEN => Ok(Secret::new(t)),
-                Some(t) if !t.is_empty() => Err(invalid(&format!("answered a {name} over {MAX_TOKEN_LEN} bytes"))),
+                Some(t) if !t.is_empty() => Err(invalid(&format!(
+                    "answered a {name} over {MAX_TOKEN_LEN} bytes"
+                ))),
                 _ => Err(invalid(&format!("answered no {name}"))),
             };
             Ok(Tokens {
@@ -178,8 +229,14 @@ pub(crate) fn classify(gateway: &str, status: StatusCode, body: Option<&[u8]>) -
 fn refusal(data: Option<Value>) -> GatewayError {
     let error = data.as_ref().and_then(|d| d.get("error"));
     let field = |name: &str, max: usize| {
-        let text = error.and_then(|e| e.get(name)).and_then(Value::as_str).unwrap_or_default();
-        text.chars().filter(|c| !c.is_control()).take(max).collect::<String>()
+        let text = error
+            .and_then(|e| e.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        text.chars()
+            .filter(|c| !c.is_control())
+            .take(max)
+            .collect::<String>()
     };
     let code = Some(field("code", MAX_CODE_LEN)).filter(|c| !c.is_empty());
     let message = Some(field("message", MAX_MESSAGE_LEN)).filter(|m| !m.is_empty());

@@ -29,11 +29,17 @@ fn missing_empty_or_oversized_tokens_are_an_invalid_response() {
     for body in [
         r#"{"success":true,"data":{"customer_token":"cus_1"}}"#.to_owned(),
         r#"{"success":true,"data":{"customer_token":"","payment_source_token":"p"}}"#.to_owned(),
-        format!(r#"{{"success":true,"data":{{"customer_token":"{long}","payment_source_token":"p"}}}}"#),
+        format!(
+            r#"{{"success":true,"data":{{"customer_token":"{long}","payment_source_token":"p"}}}}"#
+        ),
         r#"{"success":true}"#.to_owned(),
         "<html>oops</html>".to_owned(),
     ] {
-        assert_eq!(refused_code(classify_json(200, &body)), "invalid_response", "{body}");
+        assert_eq!(
+            refused_code(classify_json(200, &body)),
+            "invalid_response",
+            "{body}"
+        );
     }
     let too_large = classify("acme-pay", StatusCode::OK, None);
     assert_eq!(refused_code(too_large), "invalid_response");
@@ -62,7 +68,10 @@ fn retry_after_is_read_in_seconds_and_capped() {
     assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
     headers.insert(RETRY_AFTER, "86400".parse().expect("header"));
     assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
-    headers.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"));
+    headers.insert(
+        RETRY_AFTER,
+        "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"),
+    );
     assert_eq!(retry_after(&headers), None);
 }
 
@@ -70,5 +79,8 @@ fn retry_after_is_read_in_seconds_and_capped() {
 fn a_refusal_echoing_a_token_or_the_secret_is_scrubbed() {
     let error = GatewayError::refused("bad_tok_1a2b3c", "token tok_1a2b3c and whsec_x rejected");
     let scrubbed = error.scrubbed(&["tok_1a2b3c", "whsec_x"]).to_string();
-    assert!(!scrubbed.contains("tok_1a2b3c") && !scrubbed.contains("whsec_x"), "{scrubbed}");
+    assert!(
+        !scrubbed.contains("tok_1a2b3c") && !scrubbed.contains("whsec_x"),
+        "{scrubbed}"
+    );
 }

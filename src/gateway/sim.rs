@@ -81,7 +81,11 @@ pub async fn serve_with_stats(
 
 /// The sim as a router: any POST path is a `token_url`.
 pub fn router(config: SimConfig, stats: Arc<SimStats>) -> Router {
-    let sim = Arc::new(Sim { config, stats, answers: Mutex::default() });
+    let sim = Arc::new(Sim {
+        config,
+        stats,
+        answers: Mutex::default(),
+    });
     Router::new()
         .route("/", post(token))
         .route("/{*path}", post(token))
@@ -119,15 +123,25 @@ struct SaveDocument {
 
 async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     sim.stats.requests.fetch_add(1, Relaxed);
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
-    let signed = header("x-commercelayer-signature").is_some_and(|s| verify(&body, &sim.config.secret, s));
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    };
+    let signed =
+        header("x-commercelayer-signature").is_some_and(|s| verify(&body, &sim.config.secret, s));
     if !signed {
         sim.stats.signature_failures.fetch_add(1, Relaxed);
         let message = "X-CommerceLayer-Signature is missing or does not match the body";
         return refusal(StatusCode::UNAUTHORIZED, "invalid_signature", message);
     }
     let Some(key) = header("idempotency-key") else {
-        return refusal(StatusCode::BAD_REQUEST, "missing_idempotency_key", "Idempotency-Key is required");
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "missing_idempotency_key",
+            "Idempotency-Key is required",
+        );
     };
     let Some(document) = parse(&body) else {
         let message = "the body is not an external_payments document with an included customer";
@@ -140,17 +154,32 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
     if let Some(stored) = sim.stored(key) {
         if stored.fingerprint != fingerprint {
             let message = "this Idempotency-Key was used for a different request";
-            return refusal(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message);
+            return refusal(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                message,
+            );
         }
         sim.stats.replays.fetch_add(1, Relaxed);
         return (stored.status, axum::Json(stored.body)).into_response();
     }
     if rand::rng().random::<f64>() < sim.config.error_rate {
         sim.stats.errors_injected.fetch_add(1, Relaxed);
-        return refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "injected error, try again");
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "injected error, try again",
+        );
     }
     let (status, answer) = sim.answer(&document);
-    sim.store(key, Stored { fingerprint, status, body: answer.clone() });
+    sim.store(
+        key,
+        Stored {
+            fingerprint,
+            status,
+            body: answer.clone(),
+        },
+    );
     (status, axum::Json(answer)).into_response()
 }
 
@@ -158,7 +187,10 @@ impl Sim {
     fn answer(&self, doc: &SaveDocument) -> (StatusCode, Value) {
         if doc.payment_source_token.starts_with("tok_refuse") {
             let error = json!({"code": "card_declined", "message": "the card was declined"});
-            return (StatusCode::UNPROCESSABLE_ENTITY, json!({"success": false, "data": {"error": error}}));
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"success": false, "data": {"error": error}}),
+            );
         }
         let key = self.config.secret.expose().as_bytes();
         let customer = hex(&hmac_sha256(key, doc.customer_id.as_bytes()), 20);
@@ -173,12 +205,18 @@ impl Sim {
     }
 
     fn stored(&self, key: &str) -> Option<Stored> {
-        let answers = self.answers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let answers = self
+            .answers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         answers.by_key.get(key).cloned()
     }
 
     fn store(&self, key: &str, stored: Stored) {
-        let mut answers = self.answers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut answers = self
+            .answers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if answers.by_key.insert(key.to_owned(), stored).is_none() {
             answers.order.push_back(key.to_owned());
         }
@@ -192,7 +230,9 @@ impl Sim {
 
 fn parse(body: &[u8]) -> Option<SaveDocument> {
     let document: Value = serde_json::from_slice(body).ok()?;
-    let data = document.get("data").filter(|d| d["type"] == "external_payments")?;
+    let data = document
+        .get("data")
+        .filter(|d| d["type"] == "external_payments")?;
     let attributes = data.get("attributes")?;
     let metadata = match attributes.get("metadata") {
         None | Some(Value::Null) => Map::new(),
@@ -213,7 +253,11 @@ fn parse(body: &[u8]) -> Option<SaveDocument> {
 
 fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
     let error = json!({"code": code, "message": message});
-    (status, axum::Json(json!({"success": false, "data": {"error": error}}))).into_response()
+    (
+        status,
+        axum::Json(json!({"success": false, "data": {"error": error}})),
+    )
+        .into_response()
 }
 
 /// The first `len` lowercase hex digits of `bytes`.
