@@ -32,7 +32,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/customers/{id}/customer_payment_sources", get(customer_payment_sources))
+        .route(
+            "/v1/customers/{id}/customer_payment_sources",
+            get(customer_payment_sources),
+        )
         .with_state(state)
 }
 
@@ -66,7 +69,11 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "broker": broker, "database": database }))).into_response()
+    (
+        status,
+        Json(json!({ "broker": broker, "database": database })),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
@@ -105,9 +112,10 @@ async fn customer_payment_sources(
 ) -> Response {
     if !authorized(&headers, state.token.as_ref()) {
         let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer".parse().expect("static header"),
+        );
         return response;
     }
     match wallet::list(&state.pool, &customer_id).await {

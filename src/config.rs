@@ -54,14 +54,22 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// Postgres URL; the database is created when it does not exist. TLS via `sslmode`.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/wallet")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/wallet"
+    )]
     pub database_url: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct AmqpArgs {
     /// Broker URL; use `amqps://` for TLS.
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
     /// Topic exchange for inbound and outbound messages.
     #[arg(long, env = "WALLET_EXCHANGE", default_value = "commerce")]
@@ -225,7 +233,13 @@ pub struct GatewaySimArgs {
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
     /// Signing secret to verify `X-CommerceLayer-Signature` with.
-    #[arg(long, env = "GATEWAY_SIM_SECRET", default_value = "sim-secret", hide_default_value = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "GATEWAY_SIM_SECRET",
+        default_value = "sim-secret",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
     pub secret: Secret,
 }
 
@@ -251,6 +265,10 @@ pub struct LoadgenArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Seed for the traffic mix: the same seed publishes the same shape of traffic
+    /// (ids stay fresh). Random when absent; the report prints the one used.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod gateway;
 pub mod handlers;
+pub mod loadgen;
 pub mod metrics;
 pub mod store;
 pub mod telemetry;

@@ -51,9 +51,17 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(MESSAGES, "Inbound messages handled, by type and outcome");
-    describe_histogram!(MESSAGE_SECONDS, metrics::Unit::Seconds, "Delivery to settlement");
+    describe_histogram!(
+        MESSAGE_SECONDS,
+        metrics::Unit::Seconds,
+        "Delivery to settlement"
+    );
     describe_counter!(GATEWAY_CALLS, "token_url calls by gateway and HTTP status");
-    describe_histogram!(GATEWAY_SECONDS, metrics::Unit::Seconds, "token_url call latency");
+    describe_histogram!(
+        GATEWAY_SECONDS,
+        metrics::Unit::Seconds,
+        "token_url call latency"
+    );
     describe_counter!(RETRIES, "Delayed retries scheduled, by kind");
     describe_counter!(DEAD_LETTERS, "Dead letters written, by kind");
     describe_gauge!(OUTBOX_BACKLOG, "Events committed but not yet published");

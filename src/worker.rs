@@ -64,8 +64,18 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
                 cool_down: Duration::from_millis(args.circuit_cool_down_ms),
             },
         },
-        committer: Committer::spawn(pool.clone(), COMMITTERS, MAX_COMMIT_BATCH, events_committed.clone()),
-        topology: Topology::new(&args.amqp.exchange, &args.amqp.queue, args.retry_base_ms, args.retry_max_ms),
+        committer: Committer::spawn(
+            pool.clone(),
+            COMMITTERS,
+            MAX_COMMIT_BATCH,
+            events_committed.clone(),
+        ),
+        topology: Topology::new(
+            &args.amqp.exchange,
+            &args.amqp.queue,
+            args.retry_base_ms,
+            args.retry_max_ms,
+        ),
         settings: ConsumerSettings {
             prefetch: args.prefetch,
             max_attempts: args.max_attempts,
@@ -75,7 +85,15 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         },
     });
     let task = tokio::spawn(async move {
-        supervise(&args.amqp.amqp_url, shared, pool.clone(), events_committed, broker_up, shutdown).await;
+        supervise(
+            &args.amqp.amqp_url,
+            shared,
+            pool.clone(),
+            events_committed,
+            broker_up,
+            shutdown,
+        )
+        .await;
         pool.close().await;
         admin_stop.cancel();
         let _ = admin_task.await;
@@ -140,11 +158,17 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let relay_channel = connection.create_channel().await?;
-    relay_channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    relay_channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let stop_consuming = shutdown.child_token();
     let stop_relay = CancellationToken::new();
     let relay_task = tokio::spawn({
-        let (pool, wake, exchange) = (pool.clone(), events_committed.clone(), shared.topology.exchange.clone());
+        let (pool, wake, exchange) = (
+            pool.clone(),
+            events_committed.clone(),
+            shared.topology.exchange.clone(),
+        );
         let (stop_relay, stop_consuming) = (stop_relay.clone(), stop_consuming.clone());
         async move {
             let result = relay::run(pool, relay_channel, exchange, wake, stop_relay).await;

@@ -60,7 +60,11 @@ async fn run(channel: Channel, mut receiver: mpsc::UnboundedReceiver<(u64, Settl
             window.settled_elsewhere(tag);
         }
         for (tag, multiple) in window.take_acks() {
-            if channel.basic_ack(tag, BasicAckOptions { multiple }).await.is_err() {
+            if channel
+                .basic_ack(tag, BasicAckOptions { multiple })
+                .await
+                .is_err()
+            {
                 return;
             }
         }

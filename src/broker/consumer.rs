@@ -13,7 +13,9 @@ use crate::metrics as m;
 use crate::store::{self, Committer};
 use backon::BackoffBuilder;
 use futures::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, message::Delivery};
 use std::sync::Arc;
@@ -84,7 +86,8 @@ pub async fn run_session(
             Some(Ok(delivery)) if stopping => ack.settle(delivery.delivery_tag, Settle::Requeue),
             Some(Ok(delivery)) => {
                 let shared = shared.clone();
-                let (ack, publish, hand_back) = (ack.clone(), publish_channel.clone(), hand_back.clone());
+                let (ack, publish, hand_back) =
+                    (ack.clone(), publish_channel.clone(), hand_back.clone());
                 tracker.spawn(async move {
                     let tag = delivery.delivery_tag;
                     metrics::gauge!(m::IN_FLIGHT).increment(1.0);
@@ -101,7 +104,10 @@ pub async fn run_session(
         }
     };
     tracker.close();
-    if tokio::time::timeout(shared.settings.shutdown_grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(shared.settings.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period over; handing back deliveries still in flight");
         hand_back.cancel();
         tracker.wait().await;
@@ -149,7 +155,15 @@ async fn process(shared: &Shared, publish: &Channel, delivery: &Delivery) -> Set
         attempt = attempts_done + 1,
     );
     async {
-        let settle = handle(shared, publish, delivery, &inbound, &routing_key, attempts_done).await;
+        let settle = handle(
+            shared,
+            publish,
+            delivery,
+            &inbound,
+            &routing_key,
+            attempts_done,
+        )
+        .await;
         metrics::histogram!(m::MESSAGE_SECONDS, "type" => inbound.meta.kind)
             .record(started.elapsed().as_secs_f64());
         settle
@@ -177,7 +191,11 @@ async fn handle(
     };
     let retry = match outcome {
         Outcome::Commit(effect) => loop {
-            match shared.committer.commit(&inbound.meta.id, kind, effect.clone()).await {
+            match shared
+                .committer
+                .commit(&inbound.meta.id, kind, effect.clone())
+                .await
+            {
                 Ok(store::Committed::Applied { .. }) => {
                     count(kind, effect.outcome());
                     tracing::debug!(outcome = effect.outcome(), "committed");
@@ -222,8 +240,14 @@ async fn settle_outcome(
         };
         return dead_letter(shared, publish, delivery, why, retry.kind).await;
     }
-    let backoff = retry::backoff(attempts.max(1), settings.retry_base_ms, settings.retry_max_ms);
-    let delay = retry.not_before.map_or(backoff, |at_least| at_least.max(backoff));
+    let backoff = retry::backoff(
+        attempts.max(1),
+        settings.retry_base_ms,
+        settings.retry_max_ms,
+    );
+    let delay = retry
+        .not_before
+        .map_or(backoff, |at_least| at_least.max(backoff));
     tracing::info!(kind = retry.kind, detail = %retry.detail, attempts, delay_ms = delay.as_millis() as u64, "retrying later");
     let scheduled = retry::schedule(
         publish,
@@ -256,7 +280,15 @@ async fn dead_letter(
     kind: &'static str,
 ) -> Settle {
     let routing_key = why.routing_key.to_owned();
-    match retry::dead_letter(publish, &shared.topology, &delivery.data, &delivery.properties, why).await {
+    match retry::dead_letter(
+        publish,
+        &shared.topology,
+        &delivery.data,
+        &delivery.properties,
+        why,
+    )
+    .await
+    {
         Ok(()) => {
             metrics::counter!(m::DEAD_LETTERS, "kind" => kind).increment(1);
             count(delivery_type(&routing_key), "dead_lettered");

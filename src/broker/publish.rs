@@ -1,7 +1,7 @@
 //! Publishing with publisher confirms: a publish counts only once the broker took it.
 
-use lapin::options::BasicPublishOptions;
 use lapin::Confirmation;
+use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
 /// Why a publish did not land.
@@ -57,5 +57,10 @@ pub fn json_properties(message_id: &str, kind: &str) -> BasicProperties {
         .with_message_id(message_id.into())
         .with_type(kind.into())
         .with_app_id("wallet-worker".into())
-        .with_timestamp(chrono::Utc::now().timestamp().try_into().unwrap_or_default())
+        .with_timestamp(
+            chrono::Utc::now()
+                .timestamp()
+                .try_into()
+                .unwrap_or_default(),
+        )
 }

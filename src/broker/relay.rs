@@ -4,11 +4,11 @@
 
 use super::publish::{self, PublishError};
 use crate::metrics as m;
-use crate::store::{self, outbox};
+use crate::store::outbox;
 use futures::future::try_join_all;
 use lapin::Channel;
 use lapin::options::BasicPublishOptions;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -63,12 +63,40 @@ pub async fn drain(pool: &PgPool, channel: &Channel, exchange: &str) -> Result<(
     Ok(())
 }
 
-/// Publishes one batch; returns how many events it published.
-async fn publish_batch(pool: &PgPool, channel: &Channel, exchange: &str) -> Result<usize, RelayError> {
+/// Publishes one batch; returns how many events it published. The transaction is
+/// rolled back explicitly on failure: a dropped one would keep its row locks until its
+/// connection is reused, and the rows would be skipped by every relay meanwhile.
+async fn publish_batch(
+    pool: &PgPool,
+    channel: &Channel,
+    exchange: &str,
+) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
-    let events = outbox::lock_batch(&mut tx, BATCH).await?;
+    match publish_locked(&mut tx, channel, exchange).await {
+        Ok(published) => {
+            if let Err(err) = tx.commit().await {
+                // Published but not deleted: they go out again later (at-least-once;
+                // events carry their own id for consumers to dedupe).
+                tracing::warn!(error = %err, "published events could not be marked; they will be republished");
+                return Err(err.into());
+            }
+            metrics::counter!(m::EVENTS_PUBLISHED).increment(published as u64);
+            Ok(published)
+        }
+        Err(err) => {
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
+}
+
+async fn publish_locked(
+    tx: &mut Transaction<'_, Postgres>,
+    channel: &Channel,
+    exchange: &str,
+) -> Result<usize, RelayError> {
+    let events = outbox::lock_batch(tx, BATCH).await?;
     if events.is_empty() {
-        tx.commit().await?;
         return Ok(0);
     }
     // Publish the whole batch, then wait for all confirms: one round trip, not one each.
@@ -95,15 +123,6 @@ async fn publish_batch(pool: &PgPool, channel: &Channel, exchange: &str) -> Resu
         publish::check(confirmation, &event.routing_key)?;
     }
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    outbox::delete(&mut tx, &seqs).await?;
-    if let Err(err) = tx.commit().await {
-        // Published but not deleted: they go out again later (at-least-once; events
-        // carry their own id for consumers to dedupe).
-        if store::is_transient(&err) {
-            tracing::warn!(error = %err, "published events could not be marked; they will be republished");
-        }
-        return Err(err.into());
-    }
-    metrics::counter!(m::EVENTS_PUBLISHED).increment(events.len() as u64);
+    outbox::delete(tx, &seqs).await?;
     Ok(events.len())
 }

@@ -34,7 +34,10 @@ pub async fn schedule(
         properties,
         &[
             (ATTEMPTS, Some(AMQPValue::LongLongInt(attempts_done.into()))),
-            (ORIGINAL_ROUTING_KEY, Some(headers::long_string(routing_key))),
+            (
+                ORIGINAL_ROUTING_KEY,
+                Some(headers::long_string(routing_key)),
+            ),
         ],
     );
     // The per-message expiration (≤ the queue's TTL) carries the jitter.
@@ -67,7 +70,10 @@ pub async fn dead_letter(
             (ERROR, Some(headers::long_string(why.kind))),
             (ERROR_DETAIL, Some(headers::long_string(why.detail))),
             (ATTEMPTS, Some(AMQPValue::LongLongInt(why.attempts.into()))),
-            (ORIGINAL_ROUTING_KEY, Some(headers::long_string(why.routing_key))),
+            (
+                ORIGINAL_ROUTING_KEY,
+                Some(headers::long_string(why.routing_key)),
+            ),
             (
                 DEAD_LETTERED_AT,
                 Some(headers::long_string(
@@ -77,7 +83,15 @@ pub async fn dead_letter(
         ],
     );
     let props = headers::rebuild(properties, headers, None);
-    publish_confirmed(channel, "", &topology.dead_letter_queue(), body, props, true).await
+    publish_confirmed(
+        channel,
+        "",
+        &topology.dead_letter_queue(),
+        body,
+        props,
+        true,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -72,7 +72,10 @@ impl Topology {
             )
             .await?;
         let mut quorum = FieldTable::default();
-        quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        quorum.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         declare_queue(connection, &self.queue, quorum).await?;
         for key in INBOUND_TYPES {
             channel
@@ -89,8 +92,14 @@ impl Topology {
         declare_queue(connection, &self.dead_letter_queue(), FieldTable::default()).await?;
         for level in &self.retry_levels {
             let mut args = FieldTable::default();
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(*level as i64));
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(*level as i64),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
             args.insert(
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(self.queue.as_str().into()),
@@ -120,7 +129,10 @@ async fn declare_queue(connection: &Connection, name: &str, args: FieldTable) ->
                 passive: true,
                 ..Default::default()
             };
-            match channel.queue_declare(name.into(), passive, FieldTable::default()).await {
+            match channel
+                .queue_declare(name.into(), passive, FieldTable::default())
+                .await
+            {
                 Ok(_) => {
                     tracing::warn!(queue = name, error = %err, "queue exists with other arguments; using it as declared");
                     let _ = channel.close(200, "declared".into()).await;

@@ -22,17 +22,27 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
             gateways::upsert(&pool, &id, &token_url, &secret, !disabled)
                 .await
                 .context("cannot save the gateway")?;
-            println!("gateway {id} saved ({token_url}{})", if disabled { ", disabled" } else { "" });
+            println!(
+                "gateway {id} saved ({token_url}{})",
+                if disabled { ", disabled" } else { "" }
+            );
         }
         GatewayCmd::List { db, json } => {
             let pool = store::connect_and_migrate(&db.database_url, 2).await?;
-            let list = gateways::list(&pool).await.context("cannot list gateways")?;
+            let list = gateways::list(&pool)
+                .await
+                .context("cannot list gateways")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
-                println!("no gateways; add one with `wallet-worker gateway set ID --token-url URL --secret SECRET`");
+                println!(
+                    "no gateways; add one with `wallet-worker gateway set ID --token-url URL --secret SECRET`"
+                );
             } else {
-                println!("{:<20} {:<9} {:<10} {:>8}  TOKEN_URL", "ID", "ENABLED", "CIRCUIT", "FAILURES");
+                println!(
+                    "{:<20} {:<9} {:<10} {:>8}  TOKEN_URL",
+                    "ID", "ENABLED", "CIRCUIT", "FAILURES"
+                );
                 for g in list {
                     println!(
                         "{:<20} {:<9} {:<10} {:>8}  {}",
@@ -43,14 +53,20 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
         }
         GatewayCmd::Remove { db, id } => {
             let pool = store::connect_and_migrate(&db.database_url, 2).await?;
-            if !gateways::remove(&pool, &id).await.context("cannot remove the gateway")? {
+            if !gateways::remove(&pool, &id)
+                .await
+                .context("cannot remove the gateway")?
+            {
                 bail!("no gateway {id}");
             }
             println!("gateway {id} removed");
         }
         GatewayCmd::ResetCircuit { db, id } => {
             let pool = store::connect_and_migrate(&db.database_url, 2).await?;
-            if !gateways::reset_circuit(&pool, &id).await.context("cannot reset the circuit")? {
+            if !gateways::reset_circuit(&pool, &id)
+                .await
+                .context("cannot reset the circuit")?
+            {
                 bail!("no gateway {id}");
             }
             println!("circuit of gateway {id} closed");

@@ -1,8 +1,8 @@
 //! Subcommands other than `run`: thin layers over the library that print for people,
 //! or JSON for scripts with `--json`.
 
-pub mod dlq;
 pub mod demo;
+pub mod dlq;
 pub mod gateway;
 pub mod gateway_sim;
 pub mod loadgen;

@@ -19,7 +19,10 @@ pub async fn run(cmd: WalletCmd) -> anyhow::Result<()> {
     } else if sources.is_empty() {
         println!("customer {customer_id} has no saved payment sources");
     } else {
-        println!("{:<12} {:<16} {:<28} {:<14} CREATED", "ID", "GATEWAY", "NAME", "REFERENCE");
+        println!(
+            "{:<12} {:<16} {:<28} {:<14} CREATED",
+            "ID", "GATEWAY", "NAME", "REFERENCE"
+        );
         for s in sources {
             println!(
                 "{:<12} {:<16} {:<28} {:<14} {}",

@@ -1,7 +1,9 @@
 //! The three inbound commands (contract §4) as typed values, validated field by field.
 
 use super::envelope::Rejection;
-use super::limits::{MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_KEYS, MAX_TEXT_LEN, MAX_TOKEN_LEN};
+use super::limits::{
+    MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_KEYS, MAX_TEXT_LEN, MAX_TOKEN_LEN,
+};
 use super::secret::Secret;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -210,7 +212,11 @@ impl WalletAttach {
         Ok(Self {
             order_id: text(&data.order.id, "data.order.id", MAX_ID_LEN)?,
             order_status: text(&data.order.status, "data.order.status", MAX_TEXT_LEN)?,
-            customer_id: text(&data.order.customer.id, "data.order.customer.id", MAX_ID_LEN)?,
+            customer_id: text(
+                &data.order.customer.id,
+                "data.order.customer.id",
+                MAX_ID_LEN,
+            )?,
             customer_payment_source_id: text(
                 &data.customer_payment_source_id,
                 "data.customer_payment_source_id",
@@ -226,7 +232,10 @@ pub(crate) fn text(value: &str, field: &str, max: usize) -> Result<String, Rejec
         return Err(Rejection::new(field, "must not be empty"));
     }
     if value.len() > max {
-        return Err(Rejection::new(field, format!("longer than the {max}-byte limit")));
+        return Err(Rejection::new(
+            field,
+            format!("longer than the {max}-byte limit"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(Rejection::new(field, "contains control characters"));
@@ -248,6 +257,9 @@ pub(crate) fn check_token(token: &Secret, field: &str) -> Result<(), Rejection> 
             format!("longer than the {MAX_TOKEN_LEN}-byte limit"),
         ));
     }
+    if token.expose().chars().any(char::is_control) {
+        return Err(Rejection::new(field, "contains control characters"));
+    }
     Ok(())
 }
 
@@ -265,5 +277,25 @@ pub(crate) fn check_metadata(metadata: &Map<String, Value>, field: &str) -> Resu
             format!("larger than the {MAX_METADATA_BYTES}-byte limit"),
         ));
     }
+    // Postgres stores metadata as jsonb, which cannot hold U+0000: refuse it here rather
+    // than fail the insert on every attempt.
+    if map_holds_nul(metadata) {
+        return Err(Rejection::new(field, "contains a NUL character"));
+    }
     Ok(())
+}
+
+/// Whether any string in `map` (keys included) holds U+0000. Recursion is bounded by the
+/// body's depth limit, checked before parsing.
+fn map_holds_nul(map: &Map<String, Value>) -> bool {
+    map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v))
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map_holds_nul(map),
+        _ => false,
+    }
 }

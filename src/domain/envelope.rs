@@ -141,17 +141,27 @@ pub fn sniff_id(raw: RawMessage<'_>) -> Option<String> {
     Some(parsed.id.chars().take(MAX_ID_LEN).collect())
 }
 
-/// Deserializes `json`, naming the failing field by its path under `prefix`.
+/// Field names of the wire shapes: a rejection's path is made of these only, so a key
+/// chosen by the sender (in `metadata`, or an unknown field) never reaches a log line or
+/// a dead-letter header. A path stops at the first other key (at its known parent).
+#[rustfmt::skip]
+const WIRE_FIELDS: [&str; 20] = [
+    "id", "type", "occurred_at", "correlation_id", "data", "order", "number", "status",
+    "customer", "email", "guest", "currency_code", "total_amount_cents", "payment_source",
+    "gateway_id", "payment_source_token", "metadata", "save_payment_source_to_customer_wallet",
+    "order_id", "customer_payment_source_id",
+];
+
+/// Deserializes `json` (the whole of it: trailing input is refused), naming the failing
+/// field by its path under `prefix`.
 pub(crate) fn from_json<'de, T: Deserialize<'de>>(
     json: &'de str,
     prefix: &str,
 ) -> Result<T, Rejection> {
     let mut de = serde_json::Deserializer::from_str(json);
-    serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        // `.` is the document itself; `?` a syntax error before any field was reached.
-        let at_root = path == "." || path == "?";
-        let field = match (prefix.is_empty(), at_root) {
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = known_path(err.path());
+        let field = match (prefix.is_empty(), path.is_empty()) {
             (true, true) => "body".to_string(),
             (true, false) => path,
             (false, true) => prefix.to_string(),
@@ -170,24 +180,51 @@ pub(crate) fn from_json<'de, T: Deserialize<'de>>(
             return Rejection::new(field, "missing field");
         }
         Rejection::new(field, reason)
-    })
+    })?;
+    de.end().map_err(|err| {
+        let field = if prefix.is_empty() { "body" } else { prefix };
+        Rejection::new(field, describe_serde_error(&err))
+    })?;
+    Ok(value)
 }
 
-/// serde's messages quote the offending value (`invalid type: string "tok_…"`), and a
-/// value may be a token: keep the message, drop every quoted value.
+/// The path as dotted wire field names, cut before the first segment that is not one.
+fn known_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Map { key } if WIRE_FIELDS.contains(&key.as_str()) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// serde's messages quote the offending value (`invalid type: string "tok_…"`, escaped
+/// the way `Debug` escapes it), and a value may be a token: keep the message, drop every
+/// quoted value, escaped quotes included.
 fn describe_serde_error(err: &serde_json::Error) -> String {
     let message = err.to_string();
     let message = message.split(" at line ").next().unwrap_or(&message);
     let mut out = String::with_capacity(message.len());
-    let mut in_quotes = false;
+    let (mut in_quotes, mut escaped) = (false, false);
     for ch in message.chars() {
-        if ch == '"' {
-            if !in_quotes {
+        match (in_quotes, escaped, ch) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => in_quotes = false,
+            (true, false, _) => {}
+            (false, _, '"') => {
                 out.push_str("\"…\"");
+                in_quotes = true;
             }
-            in_quotes = !in_quotes;
-        } else if !in_quotes {
-            out.push(ch);
+            (false, _, _) => out.push(ch),
         }
     }
     out
@@ -198,3 +235,7 @@ impl fmt::Display for Meta {
         write!(f, "{} {}", self.kind, self.id)
     }
 }
+
+#[cfg(test)]
+#[path = "envelope_tests.rs"]
+mod tests;

@@ -57,3 +57,7 @@ mod tests {
         assert!(!json_depth_exceeds(br#"{"a":"\"{{{{"}"#, 1));
     }
 }
+
+#[cfg(test)]
+#[path = "limits_tests.rs"]
+mod bounds;

@@ -6,6 +6,7 @@ pub mod request;
 pub mod response;
 pub mod signature;
 pub mod sim;
+mod sim_store;
 
 pub use client::{ClientSettings, GatewayClient};
 pub use request::{GatewayTarget, SaveRequest};

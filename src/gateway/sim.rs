@@ -3,6 +3,7 @@
 //! deterministic tokens, and can add latency and inject 503s.
 
 use super::signature::{hmac_sha256, verify};
+use super::sim_store::{AnswerStore, Stored};
 use crate::domain::Secret;
 use axum::Router;
 use axum::body::Bytes;
@@ -13,10 +14,9 @@ use axum::routing::post;
 use rand::RngExt;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Stored answers kept for idempotent replay; the oldest are forgotten beyond this.
@@ -84,7 +84,7 @@ pub fn router(config: SimConfig, stats: Arc<SimStats>) -> Router {
     let sim = Arc::new(Sim {
         config,
         stats,
-        answers: Mutex::default(),
+        answers: AnswerStore::new(MAX_STORED_ANSWERS),
     });
     Router::new()
         .route("/", post(token))
@@ -96,22 +96,7 @@ pub fn router(config: SimConfig, stats: Arc<SimStats>) -> Router {
 struct Sim {
     config: SimConfig,
     stats: Arc<SimStats>,
-    answers: Mutex<Answers>,
-}
-
-/// Idempotency store: answers by key, plus insertion order for eviction.
-#[derive(Default)]
-struct Answers {
-    by_key: HashMap<String, Stored>,
-    order: VecDeque<String>,
-}
-
-#[derive(Clone)]
-struct Stored {
-    /// SHA-256 of the request body: one key reused for another request is an error.
-    fingerprint: [u8; 32],
-    status: StatusCode,
-    body: Value,
+    answers: AnswerStore,
 }
 
 /// What the sim needs from the JSON:API document.
@@ -151,7 +136,7 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
         tokio::time::sleep(sim.config.latency).await;
     }
     let fingerprint: [u8; 32] = Sha256::digest(&body).into();
-    if let Some(stored) = sim.stored(key) {
+    if let Some(stored) = sim.answers.get(key) {
         if stored.fingerprint != fingerprint {
             let message = "this Idempotency-Key was used for a different request";
             return refusal(
@@ -172,7 +157,7 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
         );
     }
     let (status, answer) = sim.answer(&document);
-    sim.store(
+    sim.answers.put(
         key,
         Stored {
             fingerprint,
@@ -202,29 +187,6 @@ impl Sim {
             "metadata": doc.metadata,
         });
         (StatusCode::OK, json!({"success": true, "data": data}))
-    }
-
-    fn stored(&self, key: &str) -> Option<Stored> {
-        let answers = self
-            .answers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        answers.by_key.get(key).cloned()
-    }
-
-    fn store(&self, key: &str, stored: Stored) {
-        let mut answers = self
-            .answers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if answers.by_key.insert(key.to_owned(), stored).is_none() {
-            answers.order.push_back(key.to_owned());
-        }
-        while answers.order.len() > MAX_STORED_ANSWERS {
-            if let Some(oldest) = answers.order.pop_front() {
-                answers.by_key.remove(&oldest);
-            }
-        }
     }
 }
 

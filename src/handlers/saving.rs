@@ -34,7 +34,10 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
         Ok(Decision::Commit("save_failed", vec![Step::Event(event)]))
     };
     let Some(customer) = &order.customer else {
-        return refuse(SaveFailure::GuestCustomer, "guest orders cannot save payment sources".into());
+        return refuse(
+            SaveFailure::GuestCustomer,
+            "guest orders cannot save payment sources".into(),
+        );
     };
     let payment = match &order.payment_source {
         Some(PaymentSource::External(payment)) => payment,

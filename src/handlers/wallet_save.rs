@@ -17,7 +17,9 @@ pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletSave) -> sqlx::Resul
         }));
     };
     Ok(match saving::save(ctx, meta, &order).await? {
-        Decision::Commit(outcome, steps) => Outcome::Commit(std::sync::Arc::new(Changes { outcome, steps })),
+        Decision::Commit(outcome, steps) => {
+            Outcome::Commit(std::sync::Arc::new(Changes { outcome, steps }))
+        }
         Decision::Duplicate => Outcome::Duplicate,
         Decision::Retry(retry) => Outcome::RetryLater(retry),
     })

@@ -17,8 +17,10 @@ pub trait Effect: Send + Sync + 'static {
     /// The label recorded in the inbox (`saved`, `attach_rejected`, ...).
     fn outcome(&self) -> &'static str;
     /// Writes the state and returns the events it causes (written to the outbox).
-    fn apply<'a>(&'a self, conn: &'a mut PgConnection)
-    -> BoxFuture<'a, sqlx::Result<Vec<OutboundEvent>>>;
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+    ) -> BoxFuture<'a, sqlx::Result<Vec<OutboundEvent>>>;
 }
 
 /// What a commit did.
@@ -81,7 +83,10 @@ impl Committer {
             effect,
             reply,
         };
-        self.jobs.send(job).await.map_err(|_| sqlx::Error::PoolClosed)?;
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
         answer.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }
@@ -105,7 +110,10 @@ async fn commit_batch(pool: &PgPool, batch: Vec<Job>, notify: &Notify) {
     let result = run_transaction(pool, &batch).await;
     match result {
         Ok(outcomes) => {
-            if outcomes.iter().any(|o| matches!(o, Committed::Applied { events } if *events > 0)) {
+            if outcomes
+                .iter()
+                .any(|o| matches!(o, Committed::Applied { events } if *events > 0))
+            {
                 notify.notify_one();
             }
             for (job, outcome) in batch.into_iter().zip(outcomes) {
@@ -120,7 +128,8 @@ async fn commit_batch(pool: &PgPool, batch: Vec<Job>, notify: &Notify) {
             tracing::debug!(error = %err, size = batch.len(), "batch commit failed, retrying one by one");
             for job in batch {
                 let result = run_transaction(pool, std::slice::from_ref(&job)).await;
-                if matches!(result, Ok(ref o) if matches!(o[0], Committed::Applied { events } if events > 0)) {
+                if matches!(result, Ok(ref o) if matches!(o[0], Committed::Applied { events } if events > 0))
+                {
                     notify.notify_one();
                 }
                 let _ = job.reply.send(result.map(|o| o[0]));
@@ -129,24 +138,38 @@ async fn commit_batch(pool: &PgPool, batch: Vec<Job>, notify: &Notify) {
     }
 }
 
+/// Runs `jobs` in one transaction, rolled back explicitly on failure (a dropped
+/// transaction keeps its locks until its connection is reused).
 async fn run_transaction(pool: &PgPool, jobs: &[Job]) -> sqlx::Result<Vec<Committed>> {
     let mut tx = pool.begin().await?;
+    match apply_all(&mut tx, jobs).await {
+        Ok(outcomes) => {
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+        Err(err) => {
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
+}
+
+async fn apply_all(tx: &mut PgConnection, jobs: &[Job]) -> sqlx::Result<Vec<Committed>> {
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
         let claimed =
-            inbox::claim(&mut tx, &job.message_id, job.message_type, job.effect.outcome()).await?;
+            inbox::claim(tx, &job.message_id, job.message_type, job.effect.outcome()).await?;
         if !claimed {
             outcomes.push(Committed::Duplicate);
             continue;
         }
-        let events = job.effect.apply(&mut tx).await?;
+        let events = job.effect.apply(tx).await?;
         for event in &events {
-            outbox::insert(&mut tx, event).await?;
+            outbox::insert(tx, event).await?;
         }
         outcomes.push(Committed::Applied {
             events: events.len(),
         });
     }
-    tx.commit().await?;
     Ok(outcomes)
 }

@@ -45,6 +45,8 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
 pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL: {e}"))?
+        // A transaction left open by a crashed task must not hold its locks forever.
+        .options([("idle_in_transaction_session_timeout", "30s")])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
     Ok(PgPoolOptions::new()
@@ -77,7 +79,10 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
 
 /// `SELECT 1` within a second: the readiness probe.
 pub async fn ping(pool: &PgPool) -> bool {
-    tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(pool))
-        .await
-        .is_ok_and(|r| r.is_ok())
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query("SELECT 1").execute(pool),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
 }

@@ -1,7 +1,7 @@
 //! Orders the worker has seen, and the customers they belong to.
 
-use crate::domain::{Order, PaymentSource, Secret};
 use crate::domain::commands::{Customer, ExternalPayment};
+use crate::domain::{Order, PaymentSource, Secret};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -54,7 +54,9 @@ pub async fn record_placed(conn: &mut PgConnection, order: &Order) -> sqlx::Resu
     .bind(external.map(|p| &p.id))
     .bind(external.map(|p| &p.gateway_id))
     .bind(external.map(|p| p.token.expose()))
-    .bind(sqlx::types::Json(external.map(|p| p.metadata.clone()).unwrap_or_default()))
+    .bind(sqlx::types::Json(
+        external.map(|p| p.metadata.clone()).unwrap_or_default(),
+    ))
     .execute(conn)
     .await?;
     Ok(())
@@ -90,8 +92,12 @@ pub async fn find(pool: &PgPool, order_id: &str) -> sqlx::Result<Option<Order>> 
             let metadata: sqlx::types::Json<Map<String, Value>> =
                 row.try_get("payment_source_metadata")?;
             Some(PaymentSource::External(ExternalPayment {
-                id: row.try_get::<Option<String>, _>("payment_source_id")?.unwrap_or_default(),
-                gateway_id: row.try_get::<Option<String>, _>("gateway_id")?.unwrap_or_default(),
+                id: row
+                    .try_get::<Option<String>, _>("payment_source_id")?
+                    .unwrap_or_default(),
+                gateway_id: row
+                    .try_get::<Option<String>, _>("gateway_id")?
+                    .unwrap_or_default(),
                 token: Secret::new(
                     row.try_get::<Option<String>, _>("payment_source_token")?
                         .unwrap_or_default(),
@@ -122,9 +128,9 @@ pub async fn status(pool: &PgPool, order_id: &str) -> sqlx::Result<Option<String
         "SELECT CASE WHEN placed_at IS NOT NULL THEN 'placed' ELSE status END
          FROM orders WHERE id = $1",
     )
-        .bind(order_id)
-        .fetch_optional(pool)
-        .await
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Records that an order in checkout pays with a stored source. An order already

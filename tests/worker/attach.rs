@@ -4,10 +4,14 @@ use crate::helpers::*;
 
 /// Saves a card for `customer` and returns the new source id.
 async fn saved_source(w: &mut TestWorker, order: &str, customer: &str, token: &str) -> String {
-    w.publish("order.placed", &order_placed(order, customer, token, true)).await;
+    w.publish("order.placed", &order_placed(order, customer, token, true))
+        .await;
     let event = w.next_event().await;
     assert_eq!(event.routing_key, "wallet.saved");
-    event.data()["customer_payment_source"]["id"].as_str().unwrap().to_owned()
+    event.data()["customer_payment_source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -28,7 +32,10 @@ async fn attach_publishes_wallet_attached_with_the_stored_tokens() {
     assert_eq!(ps["type"], "external_payments");
     assert_eq!(ps["gateway_id"], GATEWAY_ID);
     assert_eq!(ps["customer_token"], customer_token_for("cus_a").as_str());
-    assert_eq!(ps["payment_source_token"], source_token_for("tok_a").as_str());
+    assert_eq!(
+        ps["payment_source_token"],
+        source_token_for("tok_a").as_str()
+    );
     assert_eq!(ps["metadata"]["brand"], "visa");
     w.stop().await;
 }
@@ -38,9 +45,17 @@ async fn attaching_another_customers_source_is_not_found() {
     let mut w = spawn_worker().await;
     w.gateway_accepts().await;
     let source = saved_source(&mut w, "ord_b1", "cus_owner", "tok_b").await;
-    w.publish("wallet.attach", &wallet_attach("ord_thief", "pending", "cus_thief", &source)).await;
+    w.publish(
+        "wallet.attach",
+        &wallet_attach("ord_thief", "pending", "cus_thief", &source),
+    )
+    .await;
     let foreign = w.next_event().await;
-    w.publish("wallet.attach", &wallet_attach("ord_thief", "pending", "cus_thief", "NoSuchOne1")).await;
+    w.publish(
+        "wallet.attach",
+        &wallet_attach("ord_thief", "pending", "cus_thief", "NoSuchOne1"),
+    )
+    .await;
     let unknown = w.next_event().await;
     for event in [&foreign, &unknown] {
         assert_eq!(event.routing_key, "wallet.attach_rejected");
@@ -56,13 +71,25 @@ async fn attaching_to_a_placed_order_is_order_not_editable() {
     w.gateway_accepts().await;
     let source = saved_source(&mut w, "ord_c1", "cus_c", "tok_c").await;
     for status in ["placed", "approved", "cancelled"] {
-        w.publish("wallet.attach", &wallet_attach("ord_c9", status, "cus_c", &source)).await;
+        w.publish(
+            "wallet.attach",
+            &wallet_attach("ord_c9", status, "cus_c", &source),
+        )
+        .await;
         let event = w.next_event().await;
         assert_eq!(event.routing_key, "wallet.attach_rejected");
-        assert_eq!(event.data()["reason"], "order_not_editable", "status {status}");
+        assert_eq!(
+            event.data()["reason"],
+            "order_not_editable",
+            "status {status}"
+        );
     }
     // The worker saw ord_c1 placed: a message claiming it is pending is still refused.
-    w.publish("wallet.attach", &wallet_attach("ord_c1", "pending", "cus_c", &source)).await;
+    w.publish(
+        "wallet.attach",
+        &wallet_attach("ord_c1", "pending", "cus_c", &source),
+    )
+    .await;
     let event = w.next_event().await;
     assert_eq!(event.data()["reason"], "order_not_editable");
     w.stop().await;
@@ -82,7 +109,11 @@ async fn attaching_a_source_of_a_disabled_gateway_is_gateway_disabled() {
     )
     .await
     .unwrap();
-    w.publish("wallet.attach", &wallet_attach("ord_d2", "pending", "cus_d", &source)).await;
+    w.publish(
+        "wallet.attach",
+        &wallet_attach("ord_d2", "pending", "cus_d", &source),
+    )
+    .await;
     let event = w.next_event().await;
     assert_eq!(event.data()["reason"], "gateway_disabled");
     w.stop().await;

@@ -44,7 +44,10 @@ fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
 struct BufferWriter;
 impl std::io::Write for BufferWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        log_buffer().lock().expect("log buffer").extend_from_slice(buf);
+        log_buffer()
+            .lock()
+            .expect("log buffer")
+            .extend_from_slice(buf);
         if std::env::var_os("TEST_LOG").is_some() {
             std::io::stderr().write_all(buf)?;
         }
@@ -176,7 +179,12 @@ async fn event_consumer(channel: &Channel, args: &WorkerArgs) -> Consumer {
         )
         .await
         .expect("event queue");
-    for key in ["wallet.saved", "wallet.save_failed", "wallet.attached", "wallet.attach_rejected"] {
+    for key in [
+        "wallet.saved",
+        "wallet.save_failed",
+        "wallet.attached",
+        "wallet.attach_rejected",
+    ] {
         channel
             .queue_bind(
                 queue.name().clone(),
@@ -229,7 +237,10 @@ impl TestWorker {
             {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "worker never became ready");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker never became ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -241,8 +252,12 @@ impl TestWorker {
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_message_id(id.into());
-        self.publish_raw(routing_key, &serde_json::to_vec(envelope).expect("json"), properties)
-            .await;
+        self.publish_raw(
+            routing_key,
+            &serde_json::to_vec(envelope).expect("json"),
+            properties,
+        )
+        .await;
     }
 
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8], properties: BasicProperties) {
@@ -262,17 +277,24 @@ impl TestWorker {
 
     /// The next event the worker published, acked.
     pub async fn next_event(&mut self) -> Event {
-        let delivery = tokio::time::timeout(PATIENCE, self.events.next())
+        self.next_event_within(PATIENCE)
             .await
             .expect("an event within the patience window")
+    }
+
+    /// The next event, or `None` if none comes within `window`.
+    pub async fn next_event_within(&mut self, window: Duration) -> Option<Event> {
+        let delivery = tokio::time::timeout(window, self.events.next())
+            .await
+            .ok()?
             .expect("event stream open")
             .expect("event delivery");
         delivery.ack(BasicAckOptions::default()).await.expect("ack");
-        Event {
+        Some(Event {
             routing_key: delivery.routing_key.to_string(),
             body: serde_json::from_slice(&delivery.data).expect("events are JSON"),
             properties: delivery.properties.clone(),
-        }
+        })
     }
 
     /// Events until the one caused by `message_id`.
@@ -301,7 +323,12 @@ impl TestWorker {
         let dlq = format!("{}.dlq", self.args.amqp.queue);
         let channel = self.connection.create_channel().await.expect("channel");
         let mut consumer = channel
-            .basic_consume(dlq.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                dlq.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .expect("consume dlq");
         let delivery = tokio::time::timeout(PATIENCE, consumer.next())
@@ -315,14 +342,19 @@ impl TestWorker {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect("count query")
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query")
     }
 
     /// Stops the worker gracefully and removes the test's queues and exchange.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            task.await.expect("worker task").expect("worker exits cleanly");
+            task.await
+                .expect("worker task")
+                .expect("worker exits cleanly");
         }
         let topology = wallet_worker::broker::Topology::new(
             &self.args.amqp.exchange,
@@ -331,7 +363,12 @@ impl TestWorker {
             self.args.retry_max_ms,
         );
         let mut queues = vec![topology.queue.clone(), topology.dead_letter_queue()];
-        queues.extend(topology.retry_levels.iter().map(|l| topology.retry_queue(*l)));
+        queues.extend(
+            topology
+                .retry_levels
+                .iter()
+                .map(|l| topology.retry_queue(*l)),
+        );
         for queue in queues {
             let _ = self
                 .channel
@@ -415,7 +452,9 @@ impl Respond for SigningGateway {
             return ResponseTemplate::new(400);
         }
         let doc: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        let token = doc["data"]["attributes"]["payment_source_token"].as_str().unwrap_or("");
+        let token = doc["data"]["attributes"]["payment_source_token"]
+            .as_str()
+            .unwrap_or("");
         let customer = doc["included"]
             .as_array()
             .and_then(|inc| inc.iter().find(|r| r["type"] == "customers"))
@@ -447,4 +486,139 @@ impl TestWorker {
 /// Signs like the worker does (for tests that build requests by hand).
 pub fn signature(body: &[u8]) -> String {
     sign(body, &Secret::new(GATEWAY_SECRET))
+}
+
+// ---- process-based tests ----
+
+impl TestWorker {
+    /// Stops the in-process worker, keeping the harness (database, stub, event queue) so
+    /// worker processes can take over the queue.
+    pub async fn pause_in_process_worker(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("worker task")
+                .expect("worker exits cleanly");
+        }
+    }
+}
+
+/// Publishes `count` order.placed messages that each save a distinct card; returns ids.
+pub async fn publish_saves(w: &TestWorker, tag: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let msg = order_placed(
+            &format!("ord_{tag}_{i}"),
+            &format!("cus_{tag}_{}", i % 50),
+            &format!("tok_{tag}_{i}"),
+            true,
+        );
+        w.publish("order.placed", &msg).await;
+        ids.push(msg["id"].as_str().expect("id").to_owned());
+    }
+    ids
+}
+
+// ---- dead letters ----
+
+impl TestWorker {
+    /// The worker's exchange and queue names, for the dead-letter operations.
+    pub fn topology(&self) -> wallet_worker::broker::Topology {
+        wallet_worker::broker::Topology::new(
+            &self.args.amqp.exchange,
+            &self.args.amqp.queue,
+            self.args.retry_base_ms,
+            self.args.retry_max_ms,
+        )
+    }
+
+    /// Ready messages in the dead-letter queue (a passive declare).
+    pub async fn dead_letter_count(&self) -> u32 {
+        let channel = self.connection.create_channel().await.expect("channel");
+        let queue = channel
+            .queue_declare(
+                self.topology().dead_letter_queue().as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the dead-letter queue exists");
+        let _ = channel.close(200, "counted".into()).await;
+        queue.message_count()
+    }
+
+    /// Polls until the dead-letter queue holds exactly `n` ready messages.
+    pub async fn wait_for_dead_letters(&self, n: u32) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let count = self.dead_letter_count().await;
+            if count == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "dead-letter queue holds {count}, expected {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until `sql` (a `count(*)`) returns `n`.
+    pub async fn wait_for_count(&self, sql: &str, n: i64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let count = self.count(sql).await;
+            if count == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{sql} gave {count}, expected {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+// ---- the admin server and the CLI, as an operator uses them ----
+
+/// What a run of the real binary printed.
+pub struct CliOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `wallet-worker ARGS` against `database_url`, logging everything (trace, JSON).
+pub async fn run_cli(database_url: &str, args: &[&str]) -> CliOutput {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wallet-worker"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "trace")
+        .output()
+        .await
+        .expect("wallet-worker binary runs");
+    CliOutput {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl TestWorker {
+    /// GET `path` on the admin server, with `Authorization: <authorization>` when given.
+    pub async fn admin_get(&self, path: &str, authorization: Option<&str>) -> (u16, String) {
+        let mut request = reqwest::Client::new().get(format!("http://{}{path}", self.admin_addr));
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        let response = request.send().await.expect("admin server answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("admin body"))
+    }
 }

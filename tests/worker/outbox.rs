@@ -29,7 +29,10 @@ async fn an_outbox_row_left_unpublished_by_a_crash_is_published_after_restart() 
     let mut w = spawn_worker_with(args).await;
     let event = w.next_event().await;
     assert_eq!(event.body["id"], "evt-left-behind");
-    assert_eq!(event.properties.message_id().as_ref().unwrap().as_str(), "evt-left-behind");
+    assert_eq!(
+        event.properties.message_id().as_ref().unwrap().as_str(),
+        "evt-left-behind"
+    );
     assert_eq!(w.count("SELECT count(*) FROM outbox").await, 0);
     w.stop().await;
 }
@@ -39,7 +42,11 @@ async fn every_event_leaves_the_outbox_once_the_broker_confirmed_it() {
     let mut w = spawn_worker().await;
     w.gateway_accepts().await;
     for i in 0..20 {
-        w.publish("order.placed", &order_placed(&format!("ord_o{i}"), "cus_o", &format!("tok_o{i}"), true)).await;
+        w.publish(
+            "order.placed",
+            &order_placed(&format!("ord_o{i}"), "cus_o", &format!("tok_o{i}"), true),
+        )
+        .await;
     }
     for _ in 0..20 {
         assert_eq!(w.next_event().await.routing_key, "wallet.saved");
@@ -47,7 +54,10 @@ async fn every_event_leaves_the_outbox_once_the_broker_confirmed_it() {
     // The relay deletes after the confirm; the backlog drains to zero.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while w.count("SELECT count(*) FROM outbox").await > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "outbox never drained");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox never drained"
+        );
         tokio::task::yield_now().await;
     }
     assert_eq!(w.count("SELECT count(*) FROM processed_messages").await, 20);

@@ -29,7 +29,10 @@ async fn order_placed_with_the_flag_saves_the_source_and_publishes_wallet_saved(
     assert_eq!(source["gateway_id"], GATEWAY_ID);
     assert_eq!(source["name"], "Visa ending in 4242");
     assert_eq!(source["metadata"]["last4"], "4242");
-    assert!(event.body.to_string().find("tok_1a2b3c").is_none(), "no token in wallet.saved");
+    assert!(
+        event.body.to_string().find("tok_1a2b3c").is_none(),
+        "no token in wallet.saved"
+    );
 
     let stored: (String, String) = sqlx::query_as(
         "SELECT customer_token, payment_source_token FROM customer_payment_sources WHERE id = $1",
@@ -38,7 +41,10 @@ async fn order_placed_with_the_flag_saves_the_source_and_publishes_wallet_saved(
     .fetch_one(&w.pool)
     .await
     .expect("stored source");
-    assert_eq!(stored, (customer_token_for("cus_1"), source_token_for("tok_1a2b3c")));
+    assert_eq!(
+        stored,
+        (customer_token_for("cus_1"), source_token_for("tok_1a2b3c"))
+    );
     w.stop().await;
 }
 
@@ -46,13 +52,21 @@ async fn order_placed_with_the_flag_saves_the_source_and_publishes_wallet_saved(
 async fn order_placed_without_the_flag_records_the_order_and_calls_no_gateway() {
     let mut w = spawn_worker().await;
     w.gateway_accepts().await;
-    w.publish("order.placed", &order_placed("ord_nf", "cus_nf", "tok_nf", false)).await;
+    w.publish(
+        "order.placed",
+        &order_placed("ord_nf", "cus_nf", "tok_nf", false),
+    )
+    .await;
     // A later save of another order proves the first was handled before it.
     let msg = order_placed("ord_nf2", "cus_nf", "tok_nf2", true);
     w.publish("order.placed", &msg).await;
     let event = w.event_caused_by(msg["id"].as_str().unwrap()).await;
     assert_eq!(event.routing_key, "wallet.saved");
-    assert_eq!(w.count("SELECT count(*) FROM orders WHERE id = 'ord_nf'").await, 1);
+    assert_eq!(
+        w.count("SELECT count(*) FROM orders WHERE id = 'ord_nf'")
+            .await,
+        1
+    );
     assert_eq!(w.gateway_requests().await.len(), 1);
     w.stop().await;
 }
@@ -61,7 +75,11 @@ async fn order_placed_without_the_flag_records_the_order_and_calls_no_gateway() 
 async fn wallet_save_saves_the_source_of_an_order_already_placed() {
     let mut w = spawn_worker().await;
     w.gateway_accepts().await;
-    w.publish("order.placed", &order_placed("ord_ws", "cus_ws", "tok_ws", false)).await;
+    w.publish(
+        "order.placed",
+        &order_placed("ord_ws", "cus_ws", "tok_ws", false),
+    )
+    .await;
     let save = wallet_save("ord_ws");
     w.publish("wallet.save", &save).await;
     let event = w.next_event().await;
@@ -85,10 +103,21 @@ async fn the_same_message_id_twice_has_one_effect_and_one_event() {
     let marker = order_placed("ord_marker", "cus_dup", "tok_marker", true);
     w.publish("order.placed", &marker).await;
     let next = w.next_event().await;
-    assert_eq!(next.body["causation_id"], marker["id"], "the duplicate produced no event");
-    assert_eq!(w.count("SELECT count(*) FROM customer_payment_sources").await, 2);
     assert_eq!(
-        w.count(&format!("SELECT count(*) FROM processed_messages WHERE message_id = '{}'", msg["id"].as_str().unwrap())).await,
+        next.body["causation_id"], marker["id"],
+        "the duplicate produced no event"
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM customer_payment_sources")
+            .await,
+        2
+    );
+    assert_eq!(
+        w.count(&format!(
+            "SELECT count(*) FROM processed_messages WHERE message_id = '{}'",
+            msg["id"].as_str().unwrap()
+        ))
+        .await,
         1
     );
     w.stop().await;
@@ -98,9 +127,17 @@ async fn the_same_message_id_twice_has_one_effect_and_one_event() {
 async fn the_same_card_twice_reuses_the_stored_source() {
     let mut w = spawn_worker().await;
     w.gateway_accepts().await;
-    w.publish("order.placed", &order_placed("ord_c1", "cus_card", "tok_same", true)).await;
+    w.publish(
+        "order.placed",
+        &order_placed("ord_c1", "cus_card", "tok_same", true),
+    )
+    .await;
     let first = w.next_event().await;
-    w.publish("order.placed", &order_placed("ord_c2", "cus_card", "tok_same", true)).await;
+    w.publish(
+        "order.placed",
+        &order_placed("ord_c2", "cus_card", "tok_same", true),
+    )
+    .await;
     let second = w.next_event().await;
     assert_eq!(first.data()["created"], true);
     assert_eq!(second.data()["created"], false);
@@ -108,7 +145,11 @@ async fn the_same_card_twice_reuses_the_stored_source() {
         first.data()["customer_payment_source"]["id"],
         second.data()["customer_payment_source"]["id"]
     );
-    assert_eq!(w.count("SELECT count(*) FROM customer_payment_sources").await, 1);
+    assert_eq!(
+        w.count("SELECT count(*) FROM customer_payment_sources")
+            .await,
+        1
+    );
     w.stop().await;
 }
 
@@ -122,17 +163,34 @@ async fn two_503s_then_200_saves_after_three_calls_with_one_idempotency_key() {
         .mount(&w.gateway)
         .await;
     w.gateway_accepts().await;
-    w.publish("order.placed", &order_placed("ord_503", "cus_503", "tok_503", true)).await;
+    w.publish(
+        "order.placed",
+        &order_placed("ord_503", "cus_503", "tok_503", true),
+    )
+    .await;
     let event = w.next_event().await;
     assert_eq!(event.routing_key, "wallet.saved");
     let calls = w.gateway_requests().await;
     assert_eq!(calls.len(), 3);
     let keys: Vec<_> = calls
         .iter()
-        .map(|r| r.headers.get("Idempotency-Key").expect("key").to_str().unwrap().to_owned())
+        .map(|r| {
+            r.headers
+                .get("Idempotency-Key")
+                .expect("key")
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    assert!(keys.iter().all(|k| *k == keys[0]), "one Idempotency-Key: {keys:?}");
-    assert!(calls.iter().all(|r| r.body == calls[0].body), "same signed bytes every time");
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "one Idempotency-Key: {keys:?}"
+    );
+    assert!(
+        calls.iter().all(|r| r.body == calls[0].body),
+        "same signed bytes every time"
+    );
     w.stop().await;
 }
 
@@ -145,12 +203,21 @@ async fn a_4xx_is_refused_once_without_retry() {
             "success": false, "data": { "error": { "code": "card_declined", "message": "Declined" } } })))
         .mount(&w.gateway)
         .await;
-    w.publish("order.placed", &order_placed("ord_422", "cus_422", "tok_422", true)).await;
+    w.publish(
+        "order.placed",
+        &order_placed("ord_422", "cus_422", "tok_422", true),
+    )
+    .await;
     let event = w.next_event().await;
     assert_eq!(event.routing_key, "wallet.save_failed");
     assert_eq!(event.data()["reason"], "gateway_refused");
     assert_eq!(event.data()["customer_id"], "cus_422");
-    assert!(event.data()["message"].as_str().unwrap().contains("card_declined"));
+    assert!(
+        event.data()["message"]
+            .as_str()
+            .unwrap()
+            .contains("card_declined")
+    );
     assert_eq!(w.gateway_requests().await.len(), 1);
     w.stop().await;
 }
@@ -164,7 +231,11 @@ async fn success_false_with_200_is_refused_once_without_retry() {
             "success": false, "data": { "error": { "code": "unsupported_card", "message": "No" } } })))
         .mount(&w.gateway)
         .await;
-    w.publish("order.placed", &order_placed("ord_sf", "cus_sf", "tok_sf", true)).await;
+    w.publish(
+        "order.placed",
+        &order_placed("ord_sf", "cus_sf", "tok_sf", true),
+    )
+    .await;
     let event = w.next_event().await;
     assert_eq!(event.routing_key, "wallet.save_failed");
     assert_eq!(event.data()["reason"], "gateway_refused");
@@ -183,7 +254,10 @@ async fn a_guest_order_is_refused_before_any_gateway_call() {
     assert_eq!(event.routing_key, "wallet.save_failed");
     assert_eq!(event.data()["reason"], "guest_customer");
     let mut no_customer = order_placed("ord_guest2", "x", "tok_guest2", true);
-    no_customer["data"]["order"].as_object_mut().unwrap().remove("customer");
+    no_customer["data"]["order"]
+        .as_object_mut()
+        .unwrap()
+        .remove("customer");
     w.publish("order.placed", &no_customer).await;
     let event = w.next_event().await;
     assert_eq!(event.data()["reason"], "guest_customer");
@@ -222,19 +296,35 @@ async fn an_unsupported_payment_source_is_refused_before_any_gateway_call() {
 async fn the_gateway_stub_verifies_the_signature_of_every_call() {
     let mut w = spawn_worker().await;
     w.gateway_accepts().await;
-    w.publish("order.placed", &order_placed("ord_sig", "cus_sig", "tok_sig", true)).await;
+    w.publish(
+        "order.placed",
+        &order_placed("ord_sig", "cus_sig", "tok_sig", true),
+    )
+    .await;
     assert_eq!(w.next_event().await.routing_key, "wallet.saved");
     let calls = w.gateway_requests().await;
     assert_eq!(calls.len(), 1);
-    let header = calls[0].headers.get("X-CommerceLayer-Signature").unwrap().to_str().unwrap();
+    let header = calls[0]
+        .headers
+        .get("X-CommerceLayer-Signature")
+        .unwrap()
+        .to_str()
+        .unwrap();
     assert_eq!(header, signature(&calls[0].body));
-    assert_eq!(calls[0].headers.get("Content-Type").unwrap(), "application/json");
+    assert_eq!(
+        calls[0].headers.get("Content-Type").unwrap(),
+        "application/json"
+    );
     let doc: serde_json::Value = serde_json::from_slice(&calls[0].body).unwrap();
     assert_eq!(doc["data"]["type"], "external_payments");
     assert_eq!(doc["data"]["attributes"]["payment_source_token"], "tok_sig");
     // A gateway registered with another secret refuses: the signature really is checked.
     register_gateway_with_secret(&w, "other-secret").await;
-    w.publish("order.placed", &order_placed("ord_sig2", "cus_sig", "tok_sig2", true)).await;
+    w.publish(
+        "order.placed",
+        &order_placed("ord_sig2", "cus_sig", "tok_sig2", true),
+    )
+    .await;
     let event = w.next_event().await;
     assert_eq!(event.routing_key, "wallet.save_failed");
     assert_eq!(event.data()["reason"], "gateway_refused");

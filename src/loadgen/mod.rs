@@ -1,0 +1,134 @@
+//! The load generator behind `loadgen` and `demo` (contract §1): publishes realistic
+//! traffic to a running worker, matches each completion event to its message by
+//! `causation_id`, and reports throughput and latency percentiles. The CLI, the demo,
+//! the tests and benchmarks all call [`run`].
+
+mod dead_letters;
+mod message;
+mod report;
+mod session;
+mod tracker;
+mod traffic;
+
+pub use dead_letters::{DeadLetterCount, count_dead_letters, queue_depth};
+pub use message::Message;
+pub use report::{Latency, Report};
+pub use session::{COMPLETION_EVENTS, Session};
+pub use tracker::SavedSource;
+pub use traffic::attach_data;
+
+use crate::config::LoadgenArgs;
+use anyhow::bail;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What to publish, where, and how long to wait.
+#[derive(Debug, Clone)]
+pub struct LoadgenConfig {
+    pub amqp_url: String,
+    pub exchange: String,
+    /// Messages to publish.
+    pub count: u64,
+    /// Messages per second; as fast as the broker confirms when `None`.
+    pub rate: Option<f64>,
+    /// Probability that a placed order asks to save its payment source.
+    pub save_ratio: f64,
+    /// The gateway the orders pay with; it must be registered with the worker.
+    pub gateway_id: String,
+    /// How long to wait for the completions once everything is published.
+    pub timeout: Duration,
+    /// Decides the shape of the traffic; the same seed, the same mix.
+    pub seed: u64,
+}
+
+impl LoadgenConfig {
+    /// From the command line, validated (a random seed unless `--seed` is given).
+    pub fn from_args(args: &LoadgenArgs) -> anyhow::Result<Self> {
+        let config = Self {
+            amqp_url: args.amqp.amqp_url.clone(),
+            exchange: args.amqp.exchange.clone(),
+            count: args.count,
+            rate: args.rate,
+            save_ratio: args.save_ratio,
+            gateway_id: args.gateway_id.clone(),
+            timeout: Duration::from_secs(args.timeout_secs),
+            seed: args.seed.unwrap_or_else(rand::random),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.count == 0 {
+            bail!("--count must be at least 1");
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            bail!("--rate must be a positive number of messages per second");
+        }
+        if !(0.0..=1.0).contains(&self.save_ratio) {
+            bail!("--save-ratio must be between 0 and 1");
+        }
+        if self.gateway_id.is_empty() {
+            bail!("--gateway-id must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// Publishes `config.count` messages, waits for their completions and reports. With
+/// `progress`, draws a progress bar on stderr when it is a terminal.
+pub async fn run(config: LoadgenConfig, progress: bool) -> anyhow::Result<Report> {
+    config.validate()?;
+    let run_id = format!("lg-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let session = Session::open(&config.amqp_url, &config.exchange, &run_id).await?;
+    let mut traffic = traffic::Traffic::new(
+        &run_id,
+        config.seed,
+        config.count,
+        &config.gateway_id,
+        config.save_ratio,
+    );
+    let bar = progress_bar(config.count, progress);
+    let started = Instant::now();
+    for n in 0..config.count {
+        if let Some(rate) = config.rate {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(n as f64 / rate)).await;
+        }
+        let message = traffic.next(|pick| session.saved_source(pick));
+        session.publish(&message).await?;
+        if n % 64 == 0 {
+            bar.set_position(session.settled());
+        }
+    }
+    let ticker = tokio::spawn({
+        let (bar, tracker) = (bar.clone(), session.progress_handle());
+        async move {
+            loop {
+                bar.set_position(tracker.settled());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let report = session.finish(config.timeout, config.seed).await;
+    ticker.abort();
+    match &report {
+        Ok(r) if r.is_complete() => bar.finish_and_clear(),
+        _ => bar.abandon(),
+    }
+    report
+}
+
+/// A bar over all messages (answered, fire-and-forget or failed), hidden when stderr is
+/// not a terminal so logs and pipes stay clean.
+fn progress_bar(len: u64, wanted: bool) -> ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(
+        "{spinner} {bar:40} {pos}/{len} settled  {per_sec}  {elapsed}",
+    )
+    .expect("a valid template");
+    ProgressBar::new(len).with_style(style)
+}

@@ -1,0 +1,127 @@
+//! Crash safety: SIGKILLs at arbitrary points, with two worker processes competing for
+//! the queue, leave every message with exactly one effect.
+
+use crate::accounting::Ledger;
+use crate::helpers::*;
+use crate::process::WorkerProcess;
+use std::time::Duration;
+
+/// Messages in the crash test; `WALLET_TEST_CRASH_MESSAGES` runs it bigger.
+fn message_count() -> usize {
+    std::env::var("WALLET_TEST_CRASH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+#[tokio::test]
+async fn three_sigkills_among_two_competing_workers_lose_and_double_nothing() {
+    let count = message_count();
+    let mut args = test_args();
+    args.prefetch = 64;
+    let mut w = spawn_worker_with(args.clone()).await;
+    w.pause_in_process_worker().await;
+    w.gateway_accepts().await;
+    let mut workers = [WorkerProcess::start(&args), WorkerProcess::start(&args)];
+
+    let publisher = {
+        let harness = PublishHarness::new(&w).await;
+        tokio::spawn(async move { harness.publish_saves("crash", count).await })
+    };
+    // Kill a worker each time another fifth of the messages has been processed.
+    for kill in 0..3 {
+        let target = (kill + 1) as i64 * count as i64 / 5;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while w.count("SELECT count(*) FROM processed_messages").await < target {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no progress before kill {kill}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let victim = kill % 2;
+        let dead = std::mem::replace(&mut workers[victim], WorkerProcess::start(&args));
+        dead.kill().await;
+    }
+    let published = publisher.await.expect("publisher");
+    let ledger = Ledger::collect(&mut w, &published, Duration::from_secs(120)).await;
+    let (lost, duplicated) = ledger.report("crash", &published);
+    assert_eq!(lost, 0, "lost messages");
+    assert_eq!(duplicated, 0, "duplicated effects");
+    assert_eq!(
+        w.count("SELECT count(*) FROM processed_messages").await,
+        count as i64
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM customer_payment_sources")
+            .await,
+        count as i64
+    );
+    for worker in workers {
+        assert!(worker.terminate().await.success());
+    }
+    w.stop().await;
+}
+
+/// Publishes from its own connection so the test can watch the worker meanwhile.
+struct PublishHarness {
+    channel: lapin::Channel,
+    exchange: String,
+    _connection: lapin::Connection,
+}
+
+impl PublishHarness {
+    async fn new(w: &TestWorker) -> Self {
+        let connection = wallet_worker::broker::connect(AMQP_URL, "test-publisher")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        PublishHarness {
+            channel,
+            exchange: w.args.amqp.exchange.clone(),
+            _connection: connection,
+        }
+    }
+
+    async fn publish_saves(self, tag: &str, count: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(count);
+        let mut confirms = Vec::with_capacity(count);
+        for i in 0..count {
+            let msg = order_placed(
+                &format!("ord_{tag}_{i}"),
+                &format!("cus_{tag}_{}", i % 50),
+                &format!("tok_{tag}_{i}"),
+                true,
+            );
+            let id = msg["id"].as_str().unwrap().to_owned();
+            let properties = lapin::BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2)
+                .with_message_id(id.as_str().into());
+            let confirm = self
+                .channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    "order.placed".into(),
+                    Default::default(),
+                    &serde_json::to_vec(&msg).unwrap(),
+                    properties,
+                )
+                .await
+                .unwrap();
+            confirms.push(confirm);
+            ids.push(id);
+        }
+        for confirm in confirms {
+            assert!(matches!(
+                confirm.await.unwrap(),
+                lapin::Confirmation::Ack(None)
+            ));
+        }
+        ids
+    }
+}

@@ -1,0 +1,58 @@
+//! The worker as a real process (`wallet-worker run`), for tests that kill or signal it.
+
+use std::process::Stdio;
+use tokio::process::{Child, Command};
+use wallet_worker::config::WorkerArgs;
+
+pub struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    /// Starts `wallet-worker run` configured only through the environment, as ops do.
+    pub fn start(args: &WorkerArgs) -> WorkerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wallet-worker"));
+        command
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &args.db.database_url)
+            .env("AMQP_URL", &args.amqp.amqp_url)
+            .env("WALLET_EXCHANGE", &args.amqp.exchange)
+            .env("WALLET_QUEUE", &args.amqp.queue)
+            .env("WALLET_PREFETCH", args.prefetch.to_string())
+            .env("WALLET_MAX_ATTEMPTS", args.max_attempts.to_string())
+            .env("WALLET_RETRY_BASE_MS", args.retry_base_ms.to_string())
+            .env("WALLET_RETRY_MAX_MS", args.retry_max_ms.to_string())
+            .env("WALLET_ADMIN_ADDR", "127.0.0.1:0")
+            .env(
+                "WALLET_SHUTDOWN_GRACE_SECS",
+                args.shutdown_grace_secs.to_string(),
+            )
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true);
+        WorkerProcess {
+            child: command.spawn().expect("wallet-worker binary starts"),
+        }
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash or an OOM kill.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+
+    /// SIGTERM, then the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await;
+        assert!(sent.expect("kill runs").success());
+        self.child.wait().await.expect("exit status")
+    }
+}
