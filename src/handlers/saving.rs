@@ -5,6 +5,7 @@ use super::effects::{SaveSource, Step};
 use super::{Context, RetryLater};
 use crate::domain::events::{self, SaveFailure, WalletSaveFailed};
 use crate::domain::{Meta, Order, PaymentSource};
+use crate::metrics as m;
 use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, validate_token_url};
 use crate::store::{gateways, inbox};
 use chrono::Utc;
@@ -70,6 +71,7 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
         }
     };
     if let Some(left) = gateway.circuit_open_for(Utc::now()) {
+        metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(1.0);
         return Ok(Decision::Retry(RetryLater {
             kind: "gateway_unavailable",
             detail: format!("circuit open for gateway {}", gateway.id),
@@ -95,6 +97,7 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
         Ok(tokens) => {
             if gateway.consecutive_failures > 0 || gateway.circuit_open_until.is_some() {
                 gateways::record_success(&ctx.pool, &gateway.id).await?;
+                metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(0.0);
             }
             let mut metadata = payment.metadata.clone();
             metadata.extend(tokens.metadata.clone());
@@ -123,6 +126,7 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
                 gateways::record_failure(&ctx.pool, &gateway.id, threshold, ctx.circuit.cool_down)
                     .await?;
             if opened {
+                metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(1.0);
                 tracing::warn!(gateway = %gateway.id, "circuit opened after repeated failures");
             }
             Ok(Decision::Retry(RetryLater {

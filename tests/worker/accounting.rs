@@ -32,11 +32,21 @@ impl Ledger {
             if !wanted.contains(&cause) {
                 continue;
             }
-            if !ledger.effects.entry(cause).or_default().insert(event_id) {
-                ledger.redelivered_events += 1;
-            }
+            ledger.record(cause, event_id);
         }
         ledger
+    }
+
+    /// Records that event `event_id` was caused by message `cause`.
+    pub fn record(&mut self, cause: String, event_id: String) {
+        if !self.effects.entry(cause).or_default().insert(event_id) {
+            self.redelivered_events += 1;
+        }
+    }
+
+    /// Messages with at least one effect.
+    pub fn completed(&self) -> usize {
+        self.effects.len()
     }
 
     fn completed_of(&self, published: &[String]) -> usize {

@@ -15,6 +15,7 @@ mod loadgen;
 mod malformed;
 mod outage;
 mod outbox;
+mod restart;
 mod retries;
 mod save;
 mod secrets;
