@@ -103,6 +103,9 @@ pub struct WorkerArgs {
     /// Bearer token for the read API; without it the read API is disabled.
     #[arg(long, env = "WALLET_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// Postgres connections of this process; by default derived from the prefetch.
+    #[arg(long, env = "WALLET_DB_POOL_SIZE", value_parser = clap::value_parser!(u32).range(2..))]
+    pub db_pool_size: Option<u32>,
     /// Consecutive transient gateway failures that open its circuit.
     #[arg(long, env = "WALLET_CIRCUIT_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..))]
     pub circuit_threshold: i32,

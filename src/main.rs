@@ -9,7 +9,13 @@ use wallet_worker::{cli, telemetry, worker};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Cli::parse();
-    telemetry::init(args.logging.log_format);
+    let default_filter = match args.command {
+        Cmd::Run(_) | Cmd::Demo(_) | Cmd::GatewaySim(_) => "info",
+        // A one-shot command's answer is its output: only warnings, and none of the
+        // broker client's own error lines (a missing queue is reported in one line).
+        _ => "warn,lapin=off",
+    };
+    telemetry::init(args.logging.log_format, default_filter);
     match dispatch(args.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

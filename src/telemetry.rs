@@ -4,9 +4,12 @@ use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber (once; later calls are ignored). Logs go to stderr so
-/// that CLI output on stdout stays clean for scripts.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// that CLI output on stdout stays clean for scripts. `default_filter` applies when
+/// `RUST_LOG` is unset: `info` for long-running commands, quieter for one-shot ones
+/// (whose result is their one line of output).
+pub fn init(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

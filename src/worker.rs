@@ -6,7 +6,7 @@ use crate::broker::consumer::{self, ConsumerSettings, Shared};
 use crate::broker::{self, Topology, relay};
 use crate::config::WorkerArgs;
 use crate::gateway::{ClientSettings, GatewayClient};
-use crate::handlers::{CircuitSettings, Context};
+use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
 use crate::metrics as m;
 use crate::store::{self, Committer};
 use backon::BackoffBuilder;
@@ -39,7 +39,11 @@ pub async fn run(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Resul
 
 /// Migrates, binds the admin server and starts consuming in the background.
 pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
-    let pool_size = u32::from(args.prefetch).clamp(8, 32) + COMMITTERS as u32;
+    // Handlers hold a connection only for short reads, and commits are batched: a
+    // quarter of the prefetch window is plenty, and Postgres connections are scarce.
+    let pool_size = args
+        .db_pool_size
+        .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(4, 24) + COMMITTERS as u32);
     let pool = store::connect_and_migrate(&args.db.database_url, pool_size).await?;
     let broker_up = Arc::new(AtomicBool::new(false));
     let admin_stop = CancellationToken::new();
@@ -55,9 +59,15 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     )
     .await?;
     let events_committed = Arc::new(Notify::new());
+    let gateways = Arc::new(GatewayDirectory::new(pool.clone(), Duration::from_secs(1)));
+    let watcher = gateways.watch(shutdown.clone()).await;
+    if let Err(err) = &watcher {
+        tracing::warn!(error = %err, "cannot watch gateway changes; cached gateways expire after 1 s");
+    }
     let shared = Arc::new(Shared {
         handlers: Context {
             pool: pool.clone(),
+            gateways,
             gateway: GatewayClient::new(ClientSettings::default())?,
             circuit: CircuitSettings {
                 threshold: args.circuit_threshold,

@@ -26,7 +26,7 @@ const ROUTING_KEYS: [&str; 4] = [
 
 proptest! {
     // Bounded so the whole file runs in a few seconds; a failure is shrunk and printed.
-    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn every_valid_message_parses_into_the_values_it_carries(

@@ -4,7 +4,7 @@
 //! and the broker hands them out again.
 
 use super::acker::{self, Settle};
-use super::headers::{self, ATTEMPTS, ORIGINAL_ROUTING_KEY};
+use super::headers::{self, ATTEMPTS, ORIGINAL_ROUTING_KEY, REPLAYED_AT};
 use super::retry::{self, DeadLetter};
 use super::topology::Topology;
 use crate::domain::{self, Inbound, RawMessage};
@@ -132,7 +132,11 @@ async fn process(shared: &Shared, publish: &Channel, delivery: &Delivery) -> Set
         message_id: properties.message_id().as_ref().map(|id| id.as_str()),
     };
     let inbound = match domain::parse(raw) {
-        Ok(inbound) => inbound,
+        Ok(mut inbound) => {
+            inbound.meta.maybe_seen =
+                delivery.redelivered || headers::text(properties, REPLAYED_AT).is_some();
+            inbound
+        }
         Err(rejection) => {
             let id = domain::envelope::sniff_id(raw).unwrap_or_default();
             let span = tracing::warn_span!("delivery", message_id = %id, r#type = %routing_key);

@@ -8,6 +8,8 @@ pub const ERROR_DETAIL: &str = "x-wallet-error-detail";
 pub const ATTEMPTS: &str = "x-wallet-attempts";
 pub const ORIGINAL_ROUTING_KEY: &str = "x-wallet-original-routing-key";
 pub const DEAD_LETTERED_AT: &str = "x-wallet-dead-lettered-at";
+/// Set by `dlq replay`: the message may have been handled before.
+pub const REPLAYED_AT: &str = "x-wallet-replayed-at";
 
 /// A header's value as text, whatever string type the publisher used.
 pub fn text(properties: &BasicProperties, name: &str) -> Option<String> {

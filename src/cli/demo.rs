@@ -59,11 +59,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         worker.admin_addr.set_port(0);
     }
 
-    let dlq = format!("{}.dlq", amqp.queue);
-    let dlq_before = loadgen::queue_depth(&amqp.amqp_url, &dlq).await?;
     let shutdown = CancellationToken::new();
     let running = worker::start(worker, shutdown.clone()).await?;
-    let outcome = exercise(&amqp, running.admin_addr, count, &dlq, dlq_before).await;
+    let outcome = exercise(&amqp, running.admin_addr, count).await;
     shutdown.cancel();
     running.task.await??;
     stop_sim.cancel();
@@ -91,10 +89,11 @@ async fn exercise(
     amqp: &AmqpArgs,
     admin: SocketAddr,
     count: u64,
-    dlq: &str,
-    dlq_before: u32,
 ) -> anyhow::Result<(Report, Report, DeadLetters)> {
     wait_until_ready(admin).await?;
+    // Measured once the worker declared it; old dead letters are not this run's.
+    let dlq = format!("{}.dlq", amqp.queue);
+    let dlq_before = loadgen::queue_depth(&amqp.amqp_url, &dlq).await?;
     let config = LoadgenConfig {
         amqp_url: amqp.amqp_url.clone(),
         exchange: amqp.exchange.clone(),
@@ -131,13 +130,13 @@ async fn exercise(
     let extras = session.finish(PATIENCE, 0).await?;
 
     let deadline = Instant::now() + PATIENCE;
-    let mut depth = loadgen::queue_depth(&amqp.amqp_url, dlq).await?;
+    let mut depth = loadgen::queue_depth(&amqp.amqp_url, &dlq).await?;
     while depth <= dlq_before && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        depth = loadgen::queue_depth(&amqp.amqp_url, dlq).await?;
+        depth = loadgen::queue_depth(&amqp.amqp_url, &dlq).await?;
     }
     let prefixes = [load.run_id.as_str(), run.as_str()];
-    let ours = loadgen::count_dead_letters(&amqp.amqp_url, dlq, &prefixes).await?;
+    let ours = loadgen::count_dead_letters(&amqp.amqp_url, &dlq, &prefixes).await?;
     let dead = DeadLetters {
         new_in_queue: depth.saturating_sub(dlq_before),
         ours,
@@ -197,7 +196,7 @@ fn print_summary(
     );
     println!("  refusals        {:>6}", refusals.values().sum::<u64>());
     for (reason, n) in &refusals {
-        println!("    {reason:<30}{n:>6}");
+        println!("    {reason:<36}{n:>6}");
     }
     let kinds: Vec<String> = dead
         .ours

@@ -47,6 +47,9 @@ pub struct Meta {
     pub kind: &'static str,
     pub occurred_at: DateTime<Utc>,
     pub correlation_id: Option<String>,
+    /// The transport says this delivery may have been handled before (a redelivery):
+    /// handlers then check the inbox before calling out.
+    pub maybe_seen: bool,
 }
 
 /// A parsed, validated inbound message.
@@ -119,6 +122,7 @@ pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
             kind,
             occurred_at: envelope.occurred_at,
             correlation_id,
+            maybe_seen: false,
         },
         command,
     })

@@ -1,12 +1,14 @@
 //! Business rules: one module per inbound message. A handler reads what it needs, calls
 //! the gateway if it must, and returns an [`Outcome`]; it knows nothing of AMQP.
 
+mod directory;
 mod effects;
 mod order_placed;
 mod saving;
 mod wallet_attach;
 mod wallet_save;
 
+pub use directory::GatewayDirectory;
 pub use effects::{Changes, Step};
 
 use crate::domain::{Command, Inbound};
@@ -20,6 +22,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Context {
     pub pool: PgPool,
+    /// Gateways, cached briefly.
+    pub gateways: Arc<GatewayDirectory>,
     pub gateway: GatewayClient,
     pub circuit: CircuitSettings,
 }

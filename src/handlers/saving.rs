@@ -5,8 +5,8 @@ use super::effects::{SaveSource, Step};
 use super::{Context, RetryLater};
 use crate::domain::events::{self, SaveFailure, WalletSaveFailed};
 use crate::domain::{Meta, Order, PaymentSource};
-use crate::metrics as m;
 use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, validate_token_url};
+use crate::metrics as m;
 use crate::store::{gateways, inbox};
 use chrono::Utc;
 use serde_json::{Map, Value};
@@ -55,7 +55,7 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
             );
         }
     };
-    let Some(gateway) = gateways::find(&ctx.pool, &payment.gateway_id).await? else {
+    let Some(gateway) = ctx.gateways.find(&payment.gateway_id).await? else {
         return refuse(
             SaveFailure::UnknownGateway,
             format!("no gateway {} is registered", payment.gateway_id),
@@ -79,8 +79,10 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
             not_before: Some(left),
         }));
     }
-    // A redelivered message whose effect is already committed must not call again.
-    if inbox::is_processed(&ctx.pool, &meta.id).await? {
+    // A redelivery may already have its effect: then the gateway must not be called
+    // again. (A first delivery is checked by the commit alone; if a publisher sent the
+    // same id twice, the repeated call carries the same Idempotency-Key.)
+    if meta.maybe_seen && inbox::is_processed(&ctx.pool, &meta.id).await? {
         return Ok(Decision::Duplicate);
     }
     let target = GatewayTarget {
@@ -97,6 +99,7 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
         Ok(tokens) => {
             if gateway.consecutive_failures > 0 || gateway.circuit_open_until.is_some() {
                 gateways::record_success(&ctx.pool, &gateway.id).await?;
+                ctx.gateways.forget(&gateway.id);
                 metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(0.0);
             }
             let mut metadata = payment.metadata.clone();
@@ -125,6 +128,7 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
             let opened =
                 gateways::record_failure(&ctx.pool, &gateway.id, threshold, ctx.circuit.cool_down)
                     .await?;
+            ctx.gateways.forget(&gateway.id);
             if opened {
                 metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(1.0);
                 tracing::warn!(gateway = %gateway.id, "circuit opened after repeated failures");

@@ -8,7 +8,7 @@ use crate::domain::events::{
     self, AttachRejection, AttachedPaymentSource, WalletAttachRejected, WalletAttached,
 };
 use crate::domain::{Meta, WalletAttach};
-use crate::store::{gateways, orders, wallet};
+use crate::store::{orders, wallet};
 
 pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletAttach) -> sqlx::Result<Outcome> {
     let reject = |reason| {
@@ -38,7 +38,7 @@ pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletAttach) -> sqlx::Res
     else {
         return reject(AttachRejection::NotFound);
     };
-    let gateway = gateways::find(&ctx.pool, &source.gateway_id).await?;
+    let gateway = ctx.gateways.find(&source.gateway_id).await?;
     if !gateway.is_some_and(|g| g.enabled) {
         return reject(AttachRejection::GatewayDisabled);
     }

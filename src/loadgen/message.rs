@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 pub struct Message {
     /// Envelope `id`, AMQP `message_id`, and what the completion's `causation_id` names.
     pub id: String,
+    /// Position in the run's publish order (0 for messages built by hand): tells
+    /// which messages went out before an answered one.
+    pub seq: u64,
     pub routing_key: String,
     pub correlation_id: String,
     pub body: Vec<u8>,
@@ -35,6 +38,7 @@ impl Message {
         });
         Self {
             id: id.to_owned(),
+            seq: 0,
             routing_key: kind.to_owned(),
             correlation_id: correlation_id.to_owned(),
             body: serde_json::to_vec(&envelope).expect("a JSON value always serializes"),
@@ -47,6 +51,7 @@ impl Message {
     pub fn malformed(id: &str, routing_key: &str, body: &[u8]) -> Self {
         Self {
             id: id.to_owned(),
+            seq: 0,
             routing_key: routing_key.to_owned(),
             correlation_id: format!("corr_{id}"),
             body: body.to_vec(),

@@ -23,6 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
 use tokio::time::Instant;
+use traffic::{Plan, Traffic};
 
 /// What to publish, where, and how long to wait.
 #[derive(Debug, Clone)]
@@ -83,7 +84,7 @@ pub async fn run(config: LoadgenConfig, progress: bool) -> anyhow::Result<Report
     config.validate()?;
     let run_id = format!("lg-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let session = Session::open(&config.amqp_url, &config.exchange, &run_id).await?;
-    let mut traffic = traffic::Traffic::new(
+    let mut traffic = Traffic::new(
         &run_id,
         config.seed,
         config.count,
@@ -91,17 +92,6 @@ pub async fn run(config: LoadgenConfig, progress: bool) -> anyhow::Result<Report
         config.save_ratio,
     );
     let bar = progress_bar(config.count, progress);
-    let started = Instant::now();
-    for n in 0..config.count {
-        if let Some(rate) = config.rate {
-            tokio::time::sleep_until(started + Duration::from_secs_f64(n as f64 / rate)).await;
-        }
-        let message = traffic.next(|pick| session.saved_source(pick));
-        session.publish(&message).await?;
-        if n % 64 == 0 {
-            bar.set_position(session.settled());
-        }
-    }
     let ticker = tokio::spawn({
         let (bar, tracker) = (bar.clone(), session.progress_handle());
         async move {
@@ -111,13 +101,94 @@ pub async fn run(config: LoadgenConfig, progress: bool) -> anyhow::Result<Report
             }
         }
     });
-    let report = session.finish(config.timeout, config.seed).await;
+    let outcome = publish_all(&config, &session, &mut traffic).await;
+    let report = match outcome {
+        Ok(waited) => {
+            session
+                .finish(config.timeout.saturating_sub(waited), config.seed)
+                .await
+        }
+        Err(err) => Err(err),
+    };
     ticker.abort();
     match &report {
         Ok(r) if r.is_complete() => bar.finish_and_clear(),
         _ => bar.abandon(),
     }
     report
+}
+
+/// Publishes every message at the configured rate. A message whose dependency is not
+/// met yet (an attach before any source was saved, a save before its order was
+/// recorded) is held back and sent once it is, so the worker sees causes before
+/// effects whatever the rate. Returns how long that took out of the timeout.
+async fn publish_all(
+    config: &LoadgenConfig,
+    session: &Session,
+    traffic: &mut Traffic,
+) -> anyhow::Result<Duration> {
+    let mut pace = Pace::new(config.rate);
+    let mut held = Vec::new();
+    for _ in 0..config.count {
+        let plan = traffic.plan();
+        match build(plan, session, traffic) {
+            Some(message) => pace.publish(session, &message).await?,
+            None => held.push(plan),
+        }
+    }
+    let waiting = Instant::now();
+    for plan in held {
+        let message = loop {
+            if let Some(message) = build(plan, session, traffic) {
+                break message;
+            }
+            // Nothing in flight can satisfy it any more: send a placed order instead.
+            let hopeless = matches!(plan, Plan::Attach { .. }) && session.pending() == 0;
+            if hopeless || waiting.elapsed() >= config.timeout {
+                break traffic.placed();
+            }
+            session.next_answer(Duration::from_millis(100)).await;
+        };
+        pace.publish(session, &message).await?;
+    }
+    Ok(waiting.elapsed())
+}
+
+fn build(plan: Plan, session: &Session, traffic: &mut Traffic) -> Option<Message> {
+    match plan {
+        Plan::Attach { pick } => session
+            .saved_source(pick)
+            .map(|source| traffic.attach(source)),
+        Plan::LateSave if !traffic.has_flagless() => Some(traffic.placed()),
+        Plan::LateSave => traffic.late_save(session.answered_up_to()),
+        Plan::Placed => Some(traffic.placed()),
+    }
+}
+
+/// Spaces publishes `1/rate` apart from the start (no drift), or not at all.
+struct Pace {
+    rate: Option<f64>,
+    started: Instant,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(rate: Option<f64>) -> Self {
+        Self {
+            rate,
+            started: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    async fn publish(&mut self, session: &Session, message: &Message) -> anyhow::Result<()> {
+        if let Some(rate) = self.rate {
+            let due = self.started + Duration::from_secs_f64(self.sent as f64 / rate);
+            tokio::time::sleep_until(due).await;
+        }
+        self.sent += 1;
+        session.publish(message).await
+    }
 }
 
 /// A bar over all messages (answered, fire-and-forget or failed), hidden when stderr is

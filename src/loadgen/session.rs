@@ -140,7 +140,8 @@ impl Session {
                 self.exchange
             );
         }
-        self.tracker.publishing(&message.id, message.expects_event);
+        self.tracker
+            .publishing(&message.id, message.seq, message.expects_event);
         let options = BasicPublishOptions {
             mandatory: true,
             ..Default::default()
@@ -171,6 +172,21 @@ impl Session {
     /// One of the sources the worker saved so far in this session.
     pub fn saved_source(&self, pick: u64) -> Option<SavedSource> {
         self.tracker.saved_source(pick)
+    }
+
+    /// The highest publish position ([`Message::seq`]) answered so far.
+    pub fn answered_up_to(&self) -> u64 {
+        self.tracker.answered_up_to()
+    }
+
+    /// Expected completions not received yet.
+    pub fn pending(&self) -> usize {
+        self.tracker.pending()
+    }
+
+    /// Waits until the next completion (or `at_most`).
+    pub async fn next_answer(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.tracker.changed.notified()).await;
     }
 
     /// Messages whose story is over (for a progress bar).

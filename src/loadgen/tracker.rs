@@ -27,7 +27,10 @@ pub(crate) struct Tracker {
 }
 
 struct State {
-    pending: HashMap<String, Instant>,
+    /// Message id → when it was published and its place in the publish order.
+    pending: HashMap<String, (Instant, u64)>,
+    /// The highest publish position answered so far.
+    answered_up_to: u64,
     first_publish: Option<Instant>,
     last_publish: Option<Instant>,
     last_completion: Option<Instant>,
@@ -50,6 +53,7 @@ impl Tracker {
             run: run.to_owned(),
             state: Mutex::new(State {
                 pending: HashMap::new(),
+                answered_up_to: 0,
                 first_publish: None,
                 last_publish: None,
                 last_completion: None,
@@ -70,13 +74,13 @@ impl Tracker {
     }
 
     /// Called just before publishing `id`.
-    pub fn publishing(&self, id: &str, expects_event: bool) {
+    pub fn publishing(&self, id: &str, seq: u64, expects_event: bool) {
         let now = Instant::now();
         let mut state = self.lock();
         state.first_publish.get_or_insert(now);
         state.last_publish = Some(now);
         if expects_event {
-            state.pending.insert(id.to_owned(), now);
+            state.pending.insert(id.to_owned(), (now, seq));
         }
     }
 
@@ -108,7 +112,7 @@ impl Tracker {
         };
         let cause = event["causation_id"].as_str().unwrap_or_default();
         let mut state = self.lock();
-        let Some(published_at) = state.pending.remove(cause) else {
+        let Some((published_at, seq)) = state.pending.remove(cause) else {
             if cause.starts_with(&self.run) {
                 state.duplicates += 1;
             }
@@ -118,6 +122,7 @@ impl Tracker {
             u64::try_from(now.duration_since(published_at).as_micros()).unwrap_or(u64::MAX);
         state.latency.saturating_record(micros.max(1));
         state.last_completion = Some(now);
+        state.answered_up_to = state.answered_up_to.max(seq);
         *state.completed.entry(routing_key.to_owned()).or_default() += 1;
         let data = &event["data"];
         match routing_key {
@@ -156,6 +161,11 @@ impl Tracker {
         let state = self.lock();
         let len = state.saved.len() as u64;
         (len > 0).then(|| state.saved[(pick % len) as usize].clone())
+    }
+
+    /// The highest publish position answered so far (0 before the first answer).
+    pub fn answered_up_to(&self) -> u64 {
+        self.lock().answered_up_to
     }
 
     pub fn pending(&self) -> usize {

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 /// Share of messages that attach a source saved earlier in the run (once one exists).
 const ATTACH_SHARE: f64 = 0.20;
@@ -22,10 +23,11 @@ const GUEST_SHARE: f64 = 0.03;
 const DECLINED_SHARE: f64 = 0.02;
 /// Attaches aimed at an order already placed: refused (`order_not_editable`).
 const NOT_EDITABLE_SHARE: f64 = 0.05;
-/// A `wallet.save` follows its order by at least this many messages: more than a
-/// worker's default prefetch, so the order is normally recorded by then (if it is
-/// not, the worker retries the save, which shows in the latency tail).
-const LATE_SAVE_LAG: u64 = 128;
+/// A `wallet.save` goes out once a message published after its order was answered
+/// (the worker has most likely recorded the order by then), or at the latest this
+/// long after the order, since placed orders alone are never answered. An early save
+/// is retried by the worker and shows in the latency tail.
+const LATE_SAVE_MIN_AGE: Duration = Duration::from_secs(1);
 /// Customers per message: enough that most saves are new cards, few enough that
 /// some repeat (`created: false`) and some customers come back to attach.
 const MESSAGES_PER_CUSTOMER: u64 = 6;
@@ -49,8 +51,20 @@ struct Card {
 /// An order placed without the flag, waiting for a possible `wallet.save`.
 struct Flagless {
     seq: u64,
+    placed_at: Instant,
     order_id: String,
     correlation_id: String,
+}
+
+/// What the next message is; attaches and late saves depend on earlier answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Attach a saved source, chosen by `pick` among those saved so far.
+    Attach {
+        pick: u64,
+    },
+    LateSave,
+    Placed,
 }
 
 /// Produces the run's messages one at a time.
@@ -97,30 +111,40 @@ impl Traffic {
         }
     }
 
-    /// The next message. `saved(n)` picks a source saved so far (any, by `n`), if any.
-    pub fn next(&mut self, saved: impl FnOnce(u64) -> Option<SavedSource>) -> Message {
-        self.seq += 1;
+    /// Rolls what the next message is; the caller builds it once its dependency is met.
+    pub fn plan(&mut self) -> Plan {
         let roll: f64 = self.shape.random();
         let pick: u64 = self.shape.random();
-        if roll < ATTACH_SHARE
-            && let Some(source) = saved(pick)
-        {
-            return self.attach(source);
+        if roll < ATTACH_SHARE {
+            Plan::Attach { pick }
+        } else if roll < ATTACH_SHARE + LATE_SAVE_SHARE && !self.flagless.is_empty() {
+            Plan::LateSave
+        } else {
+            Plan::Placed
         }
-        if roll < ATTACH_SHARE + LATE_SAVE_SHARE
-            && self
-                .flagless
-                .front()
-                .is_some_and(|f| self.seq - f.seq >= LATE_SAVE_LAG)
-            && let Some(order) = self.flagless.pop_front()
-        {
-            let data = json!({ "order_id": order.order_id });
-            return Message::envelope(&self.id(), "wallet.save", &order.correlation_id, data, true);
-        }
-        self.placed()
     }
 
-    fn placed(&mut self) -> Message {
+    /// Whether an order placed without the flag is still waiting for its late save.
+    pub fn has_flagless(&self) -> bool {
+        !self.flagless.is_empty()
+    }
+
+    /// A `wallet.save` of the oldest order placed without the flag, once the worker
+    /// has likely recorded it: a message published after it was answered, or it is
+    /// [`LATE_SAVE_MIN_AGE`] old (placed orders alone are never answered).
+    pub fn late_save(&mut self, answered_up_to: u64) -> Option<Message> {
+        let order = self.flagless.front()?;
+        if order.seq >= answered_up_to && order.placed_at.elapsed() < LATE_SAVE_MIN_AGE {
+            return None;
+        }
+        let order = self.flagless.pop_front()?;
+        let data = json!({ "order_id": order.order_id });
+        Some(self.build("wallet.save", &order.correlation_id, data, true))
+    }
+
+    /// A new order, with or without the flag (never waits for anything).
+    pub fn placed(&mut self) -> Message {
+        let seq = self.seq + 1;
         let order_id = alnum(&mut self.ids, 10);
         let correlation_id = format!("corr_{order_id}");
         let save = self.shape.random_bool(self.save_ratio);
@@ -132,7 +156,7 @@ impl Traffic {
             paying = card(&mut self.shape, &mut self.ids, "tok_refuse");
         }
         let mut order = json!({
-            "id": order_id, "number": self.seq.to_string(), "status": "placed",
+            "id": order_id, "number": seq.to_string(), "status": "placed",
             "guest": guest, "currency_code": "EUR",
             "total_amount_cents": self.shape.random_range(500..50_000),
             "payment_source": {
@@ -146,17 +170,23 @@ impl Traffic {
             order["customer"] = json!({ "id": customer.id, "email": customer.email });
             if !save && !declined {
                 self.flagless.push_back(Flagless {
-                    seq: self.seq,
+                    seq,
+                    placed_at: Instant::now(),
                     order_id: order_id.clone(),
                     correlation_id: correlation_id.clone(),
                 });
             }
         }
-        let data = json!({ "order": order });
-        Message::envelope(&self.id(), "order.placed", &correlation_id, data, save)
+        self.build(
+            "order.placed",
+            &correlation_id,
+            json!({ "order": order }),
+            save,
+        )
     }
 
-    fn attach(&mut self, source: SavedSource) -> Message {
+    /// Attaches `source` (saved earlier) to a new order of its owner in checkout.
+    pub fn attach(&mut self, source: SavedSource) -> Message {
         let order_id = alnum(&mut self.ids, 10);
         let status = if self.shape.random_bool(NOT_EDITABLE_SHARE) {
             "placed"
@@ -164,17 +194,22 @@ impl Traffic {
             "pending"
         };
         let data = attach_data(&order_id, status, &source.customer_id, &source.source_id);
-        Message::envelope(
-            &self.id(),
-            "wallet.attach",
-            &format!("corr_{order_id}"),
-            data,
-            true,
-        )
+        self.build("wallet.attach", &format!("corr_{order_id}"), data, true)
     }
 
-    fn id(&self) -> String {
-        format!("{}-{:06}", self.run, self.seq)
+    /// The next message in sequence: ids `<run>-000001`, ... in publish order.
+    fn build(
+        &mut self,
+        kind: &str,
+        correlation: &str,
+        data: Value,
+        expects_event: bool,
+    ) -> Message {
+        self.seq += 1;
+        let id = format!("{}-{:06}", self.run, self.seq);
+        let mut message = Message::envelope(&id, kind, correlation, data, expects_event);
+        message.seq = self.seq;
+        message
     }
 }
 
@@ -207,13 +242,16 @@ mod tests {
     fn kinds(seed: u64) -> Vec<(String, bool)> {
         let mut traffic = Traffic::new("lg-test", seed, 600, "sim", 0.5);
         (0..600)
-            .map(|n| {
-                let source = SavedSource {
-                    customer_id: "c".into(),
-                    source_id: "s".into(),
+            .map(|_| {
+                let message = match traffic.plan() {
+                    Plan::Attach { .. } => traffic.attach(SavedSource {
+                        customer_id: "c".into(),
+                        source_id: "s".into(),
+                    }),
+                    Plan::LateSave => traffic.late_save(u64::MAX).expect("a flagless order"),
+                    Plan::Placed => traffic.placed(),
                 };
-                let m = traffic.next(|_| (n > 50).then_some(source));
-                (m.routing_key, m.expects_event)
+                (message.routing_key, message.expects_event)
             })
             .collect()
     }

@@ -154,22 +154,33 @@ async fn run_transaction(pool: &PgPool, jobs: &[Job]) -> sqlx::Result<Vec<Commit
     }
 }
 
+/// Claims every message id of the batch with one statement, applies the effects of the
+/// claimed ones, and writes all their events with one more: two round trips per batch
+/// on top of the effects' own writes.
 async fn apply_all(tx: &mut PgConnection, jobs: &[Job]) -> sqlx::Result<Vec<Committed>> {
+    let claims: Vec<_> = jobs
+        .iter()
+        .map(|job| inbox::Claim {
+            message_id: &job.message_id,
+            message_type: job.message_type,
+            outcome: job.effect.outcome(),
+        })
+        .collect();
+    let mut claimed = inbox::claim_all(tx, &claims).await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut events = Vec::new();
     for job in jobs {
-        let claimed =
-            inbox::claim(tx, &job.message_id, job.message_type, job.effect.outcome()).await?;
-        if !claimed {
+        // `remove`: a second job with the same id in this batch is a duplicate too.
+        if !claimed.remove(job.message_id.as_str()) {
             outcomes.push(Committed::Duplicate);
             continue;
         }
-        let events = job.effect.apply(tx).await?;
-        for event in &events {
-            outbox::insert(tx, event).await?;
-        }
+        let caused = job.effect.apply(tx).await?;
         outcomes.push(Committed::Applied {
-            events: events.len(),
+            events: caused.len(),
         });
+        events.extend(caused);
     }
+    outbox::insert_all(tx, &events).await?;
     Ok(outcomes)
 }

@@ -1,25 +1,37 @@
 //! The inbox: which inbound message ids have had their effect.
 
 use sqlx::{PgConnection, PgPool};
+use std::collections::HashSet;
 
-/// Records `message_id` as processed; false when it already was (the caller must then
-/// apply nothing). Racing transactions serialize on the primary key.
-pub async fn claim(
+/// One message to record as processed.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub message_id: &'a str,
+    pub message_type: &'a str,
+    pub outcome: &'a str,
+}
+
+/// Records every message of a batch in one statement; returns the ids that were new.
+/// Ids already processed (or repeated within the batch) are claimed at most once.
+pub async fn claim_all(
     conn: &mut PgConnection,
-    message_id: &str,
-    message_type: &str,
-    outcome: &str,
-) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
+    claims: &[Claim<'_>],
+) -> sqlx::Result<HashSet<String>> {
+    let ids: Vec<&str> = claims.iter().map(|c| c.message_id).collect();
+    let types: Vec<&str> = claims.iter().map(|c| c.message_type).collect();
+    let outcomes: Vec<&str> = claims.iter().map(|c| c.outcome).collect();
+    let claimed: Vec<String> = sqlx::query_scalar(
         "INSERT INTO processed_messages (message_id, message_type, outcome)
-         VALUES ($1, $2, $3) ON CONFLICT (message_id) DO NOTHING",
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+         ON CONFLICT (message_id) DO NOTHING
+         RETURNING message_id",
     )
-    .bind(message_id)
-    .bind(message_type)
-    .bind(outcome)
-    .execute(conn)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&outcomes)
+    .fetch_all(conn)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(claimed.into_iter().collect())
 }
 
 /// Whether `message_id` was already processed: lets a redelivered save skip the gateway.

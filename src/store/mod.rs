@@ -67,11 +67,13 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception, 40: rollback (serialization, deadlock),
-            // 53: insufficient resources, 57: operator intervention (shutdown), 58: system
-            ["08", "40", "53", "57", "58"]
-                .iter()
-                .any(|class| code.starts_with(class))
+            // 08: connection exception (but 08P01, a protocol violation, is our bug),
+            // 40: rollback (serialization, deadlock), 53: insufficient resources,
+            // 57: operator intervention (shutdown), 58: system error
+            code != "08P01"
+                && ["08", "40", "53", "57", "58"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
         }),
         _ => false,
     }

@@ -5,30 +5,20 @@ use crate::domain::{Order, PaymentSource, Secret};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, Row};
 
-pub async fn upsert_customer(conn: &mut PgConnection, customer: &Customer) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO customers (id, email) VALUES ($1, $2)
-         ON CONFLICT (id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email)",
-    )
-    .bind(&customer.id)
-    .bind(&customer.email)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Records a placed order (and its customer), replacing what an earlier message said.
+/// Records a placed order and its customer (one statement: the customer is upserted
+/// in a CTE, and the foreign key is checked at the end of the statement), replacing
+/// what an earlier message said.
 pub async fn record_placed(conn: &mut PgConnection, order: &Order) -> sqlx::Result<()> {
-    if let Some(customer) = &order.customer {
-        upsert_customer(conn, customer).await?;
-    }
     let (kind, external) = match &order.payment_source {
         Some(PaymentSource::External(p)) => (Some("external_payments"), Some(p)),
         Some(PaymentSource::Unsupported { kind }) => (Some(kind.as_str()), None),
         None => (None, None),
     };
     sqlx::query(
-        "INSERT INTO orders (id, customer_id, number, status, guest, currency_code,
+        "WITH customer AS (
+             INSERT INTO customers (id, email) SELECT $2, $13 WHERE $2 IS NOT NULL
+             ON CONFLICT (id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email))
+         INSERT INTO orders (id, customer_id, number, status, guest, currency_code,
              total_amount_cents, payment_source_type, payment_source_id, gateway_id,
              payment_source_token, payment_source_metadata, placed_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
@@ -57,6 +47,7 @@ pub async fn record_placed(conn: &mut PgConnection, order: &Order) -> sqlx::Resu
     .bind(sqlx::types::Json(
         external.map(|p| p.metadata.clone()).unwrap_or_default(),
     ))
+    .bind(order.customer.as_ref().and_then(|c| c.email.as_ref()))
     .execute(conn)
     .await?;
     Ok(())

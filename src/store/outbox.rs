@@ -15,16 +15,26 @@ pub struct PendingEvent {
     pub body: Vec<u8>,
 }
 
-pub async fn insert(conn: &mut PgConnection, event: &OutboundEvent) -> sqlx::Result<()> {
+/// Writes a batch of events with one statement.
+pub async fn insert_all(conn: &mut PgConnection, events: &[OutboundEvent]) -> sqlx::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let keys: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
+    let correlations: Vec<Option<&str>> =
+        events.iter().map(|e| e.correlation_id.as_deref()).collect();
+    let causes: Vec<&str> = events.iter().map(|e| e.causation_id.as_str()).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_slice()).collect();
     sqlx::query(
         "INSERT INTO outbox (event_id, routing_key, correlation_id, causation_id, body)
-         VALUES ($1, $2, $3, $4, $5)",
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])",
     )
-    .bind(&event.id)
-    .bind(event.routing_key)
-    .bind(&event.correlation_id)
-    .bind(&event.causation_id)
-    .bind(&event.body)
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&correlations)
+    .bind(&causes)
+    .bind(&bodies)
     .execute(conn)
     .await?;
     Ok(())

@@ -37,8 +37,15 @@ async fn the_circuit_opens_parks_messages_and_recovers_after_a_reset() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // Attempts already under way finish their quick retries; after that, silence.
-    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
-    let calls_when_opened = w.gateway_requests().await.len();
+    let mut calls_when_opened = w.gateway_requests().await.len();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let calls = w.gateway_requests().await.len();
+        if calls == calls_when_opened {
+            break;
+        }
+        calls_when_opened = calls;
+    }
     // Parked messages cycle through the retry queue without calling the gateway and
     // without being dead-lettered (attempts are not spent while the circuit is open).
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;

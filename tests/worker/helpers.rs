@@ -82,6 +82,8 @@ pub struct TestWorker {
     pub channel: Channel,
     pub connection: Connection,
     pub events: Consumer,
+    /// Events read while looking for another one, kept for later calls.
+    stashed: Vec<Event>,
     pub gateway: MockServer,
     pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
@@ -108,6 +110,7 @@ pub fn test_args() -> WorkerArgs {
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
         circuit_threshold: 50,
         circuit_cool_down_ms: 1_000,
+        db_pool_size: None,
         shutdown_grace_secs: 10,
     }
 }
@@ -119,7 +122,7 @@ pub async fn spawn_worker() -> TestWorker {
 pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
     init_logs();
     let gateway = MockServer::start().await;
-    let pool = wallet_worker::store::connect_and_migrate(&args.db.database_url, 4)
+    let pool = wallet_worker::store::connect_and_migrate(&args.db.database_url, 2)
         .await
         .expect("test database");
     register_gateway(&pool, GATEWAY_ID, &format!("{}/token", gateway.uri())).await;
@@ -142,6 +145,7 @@ pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
         channel,
         connection,
         events,
+        stashed: Vec::new(),
         gateway,
         admin_addr: running.admin_addr,
         shutdown,
@@ -284,6 +288,13 @@ impl TestWorker {
 
     /// The next event, or `None` if none comes within `window`.
     pub async fn next_event_within(&mut self, window: Duration) -> Option<Event> {
+        if !self.stashed.is_empty() {
+            return Some(self.stashed.remove(0));
+        }
+        self.read_event(window).await
+    }
+
+    async fn read_event(&mut self, window: Duration) -> Option<Event> {
         let delivery = tokio::time::timeout(window, self.events.next())
             .await
             .ok()?
@@ -297,14 +308,25 @@ impl TestWorker {
         })
     }
 
-    /// Events until the one caused by `message_id`.
+    /// The event caused by `message_id`; others read meanwhile stay for later calls.
     pub async fn event_caused_by(&mut self, message_id: &str) -> Event {
-        loop {
-            let event = self.next_event().await;
-            if event.body["causation_id"] == message_id {
-                return event;
-            }
+        let caused = |event: &Event| event.body["causation_id"] == message_id;
+        if let Some(at) = self.stashed.iter().position(caused) {
+            return self.stashed.remove(at);
         }
+        let mut skipped = Vec::new();
+        let event = loop {
+            let event = self
+                .read_event(PATIENCE)
+                .await
+                .expect("an event within the patience window");
+            if caused(&event) {
+                break event;
+            }
+            skipped.push(event);
+        };
+        self.stashed.extend(skipped);
+        event
     }
 
     /// No further event arrives within `window` (used after a known last event).

@@ -125,3 +125,45 @@ async fn loadgen_fails_clearly_when_no_worker_queue_is_bound() {
         .exchange_delete(args.amqp.exchange.as_str().into(), Default::default())
         .await;
 }
+
+#[tokio::test]
+async fn demo_runs_end_to_end_on_its_own_queues_and_database() {
+    let worker = test_args();
+    let args = wallet_worker::config::DemoArgs {
+        worker: worker.clone(),
+        count: 120,
+    };
+    wallet_worker::cli::demo::run(args)
+        .await
+        .expect("the demo succeeds");
+
+    let topology = wallet_worker::broker::Topology::new(
+        &worker.amqp.exchange,
+        &worker.amqp.queue,
+        worker.retry_base_ms,
+        worker.retry_max_ms,
+    );
+    let dead = loadgen::queue_depth(AMQP_URL, &topology.dead_letter_queue())
+        .await
+        .expect("depth");
+    assert_eq!(dead, 1, "the demo's malformed message, and nothing else");
+    let connection = wallet_worker::broker::connect(AMQP_URL, "test")
+        .await
+        .expect("broker");
+    let channel = connection.create_channel().await.expect("channel");
+    let mut queues = vec![topology.queue.clone(), topology.dead_letter_queue()];
+    queues.extend(
+        topology
+            .retry_levels
+            .iter()
+            .map(|l| topology.retry_queue(*l)),
+    );
+    for queue in queues {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+    }
+    let _ = channel
+        .exchange_delete(worker.amqp.exchange.as_str().into(), Default::default())
+        .await;
+}

@@ -7,6 +7,7 @@ mod helpers;
 mod process;
 mod proxy;
 
+mod admin;
 mod attach;
 mod circuit;
 mod crash;

@@ -53,7 +53,10 @@ async fn broker_restart_under_load_loses_nothing() {
     let published = publish_saves(&w, "restart", 600).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while w.count("SELECT count(*) FROM processed_messages").await < 50 {
-        assert!(tokio::time::Instant::now() < deadline, "no progress before the restart");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress before the restart"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     rabbitmqctl(&["stop_app"]).await;
@@ -61,10 +64,17 @@ async fn broker_restart_under_load_loses_nothing() {
     rabbitmqctl(&["await_startup"]).await;
 
     // Observe from a fresh connection; the worker reconnects on its own.
-    let connection = wallet_worker::broker::connect(AMQP_URL, "test-observer").await.unwrap();
+    let connection = wallet_worker::broker::connect(AMQP_URL, "test-observer")
+        .await
+        .unwrap();
     let channel = connection.create_channel().await.unwrap();
     let mut consumer = channel
-        .basic_consume(events.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            events.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let wanted: HashSet<&String> = published.iter().collect();

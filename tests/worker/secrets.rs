@@ -6,6 +6,8 @@ use crate::helpers::*;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::json;
+use wallet_worker::domain::{RawMessage, parse};
+use wallet_worker::store;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -64,9 +66,9 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
     w.gateway_accepts().await;
 
     // Save, attach (its event carries the tokens, as it must), refuse, 503-then-OK.
-    let msg = order_placed(&unique("ord"), &customer, &saved, true);
-    w.publish("order.placed", &msg).await;
-    let event = w.event_caused_by(msg["id"].as_str().unwrap()).await;
+    let save = order_placed(&unique("ord"), &customer, &saved, true);
+    w.publish("order.placed", &save).await;
+    let event = w.event_caused_by(save["id"].as_str().unwrap()).await;
     assert_eq!(event.routing_key, "wallet.saved");
     let source_id = event.data()["customer_payment_source"]["id"]
         .as_str()
@@ -171,6 +173,27 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
         cli[0].1
     );
     assert!(cli[2].1.contains(GATEWAY_ID));
+
+    // What `?value` in any log line would print: the worker's values that hold secrets.
+    let body = serde_json::to_vec(&save).unwrap();
+    let raw = RawMessage {
+        body: &body,
+        routing_key: "order.placed",
+        message_id: None,
+    };
+    let debugged = format!(
+        "{:?}\n{:?}\n{:?}\n{:?}",
+        w.args,
+        parse(raw).expect("the save parses"),
+        store::gateways::find(&w.pool, GATEWAY_ID)
+            .await
+            .expect("gateway"),
+        store::wallet::find_owned(&w.pool, &source_id, &customer)
+            .await
+            .expect("source"),
+    );
+    assert!(debugged.contains(&source_id) && debugged.contains(GATEWAY_ID));
+    sinks.push(("Debug of values holding secrets".to_owned(), debugged));
 
     let logs = captured_logs();
     assert!(

@@ -177,5 +177,13 @@ fn replay_headers(delivery: &Delivery) -> FieldTable {
             || name.starts_with("x-first-death-")
             || name.starts_with("x-last-death-"))
     });
+    // Marks a message that may already have had its effect (a doubled replay), so the
+    // worker checks its inbox before calling the gateway again.
+    inner.insert(
+        headers::REPLAYED_AT.into(),
+        headers::long_string(
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+    );
     FieldTable::from(inner)
 }
