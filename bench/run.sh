@@ -146,6 +146,7 @@ run_one() { # design latency prefetch count [rate]
   start_sim "$latency"
   "start_$design" "$prefetch"
   loadgen "$WARMUP_COUNT" >/dev/null
+  log "  warmed up; measuring"
   local before after report
   before="$(cpu_ticks "$CONSUMER_PID")"
   report="$(loadgen "$count" "$rate")" || { log "loadgen failed: $report"; stop_run; return 1; }

@@ -86,7 +86,10 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 
 /// Whether the request carries the configured bearer token, compared in constant time.
 fn authorized(headers: &HeaderMap, token: Option<&Secret>) -> bool {
-    let Some(token) = token else { return false };
+    // No token, or an empty one (`WALLET_ADMIN_TOKEN=`), disables the read API.
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return false;
+    };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -12,6 +12,9 @@ use lapin::{Connection, ExchangeKind};
 
 use crate::domain::envelope::INBOUND_TYPES;
 
+/// Redeliveries of one message (crashes, hand-backs) before the broker dead-letters it.
+const REDELIVERY_LIMIT: i64 = 50;
+
 /// Names and retry levels derived from the configuration.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -75,6 +78,21 @@ impl Topology {
         quorum.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
+        );
+        // A message redelivered this often (crash loops: the worker itself never
+        // requeues a message forever) goes to the dead-letter queue instead of being
+        // dropped, which is what RabbitMQ 4's default limit of 20 would do.
+        quorum.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(REDELIVERY_LIMIT),
+        );
+        quorum.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        quorum.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(self.dead_letter_queue().as_str().into()),
         );
         declare_queue(connection, &self.queue, quorum).await?;
         for key in INBOUND_TYPES {
