@@ -3,6 +3,7 @@
 
 pub mod acker;
 pub mod consumer;
+pub mod delivery;
 pub mod dlq;
 pub mod headers;
 pub mod publish;
