@@ -10,7 +10,9 @@ use wallet_worker::{cli, telemetry, worker};
 async fn main() -> std::process::ExitCode {
     let args = Cli::parse();
     let default_filter = match args.command {
-        Cmd::Run(_) | Cmd::Demo(_) | Cmd::GatewaySim(_) => "info",
+        Cmd::Run(_) | Cmd::GatewaySim(_) => "info",
+        // The demo prints its own summary; the worker inside it only speaks up for problems.
+        Cmd::Demo(_) => "warn",
         // A one-shot command's answer is its output: only warnings, and none of the
         // broker client's own error lines (a missing queue is reported in one line).
         _ => "warn,lapin=off",

@@ -176,14 +176,29 @@ fn rejected(rejection: &Rejection, body: &[u8]) {
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
         return;
     };
+    // The reason's own words may coincide with a short or wordy token (libFuzzer learns
+    // `missing field` from our comparisons), so only token-like values are looked for:
+    // 8+ bytes with a letter and a digit, outside the `quoted` names and numbers.
+    let reason = without_backticked(&rejection.reason);
     let mut tokens = Vec::new();
     collect_tokens(&json, &mut tokens);
-    for token in tokens.iter().filter(|t| t.len() >= 8) {
+    for token in tokens.iter().filter(|t| looks_like_a_token(t)) {
         assert!(
-            !text.contains(token.as_str()),
+            !reason.contains(token.as_str()),
             "rejection echoes a token: {text}"
         );
     }
+}
+
+fn looks_like_a_token(value: &str) -> bool {
+    value.len() >= 8
+        && value.bytes().any(|b| b.is_ascii_digit())
+        && value.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+/// `text` without the segments between backticks (serde quotes field names that way).
+fn without_backticked(text: &str) -> String {
+    text.split('`').step_by(2).collect()
 }
 
 /// Every string under a `payment_source_token` key, at any depth.

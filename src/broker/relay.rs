@@ -43,6 +43,8 @@ pub async fn run(
             }
         }
         if stop.is_cancelled() {
+            // Closed here, before its connection is: no error line for a clean stop.
+            let _ = channel.close(200, "outbox flushed".into()).await;
             return Ok(());
         }
         tokio::select! {

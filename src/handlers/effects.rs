@@ -48,6 +48,18 @@ impl Effect for Changes {
         self.outcome
     }
 
+    fn lock_key(&self) -> &str {
+        self.steps
+            .iter()
+            .find_map(|step| match step {
+                Step::RecordPlaced(order) => order.customer.as_ref().map(|c| c.id.as_str()),
+                Step::SaveSource(save) => Some(save.customer_id.as_str()),
+                Step::Attach { customer_id, .. } => Some(customer_id.as_str()),
+                Step::Event(_) => None,
+            })
+            .unwrap_or("")
+    }
+
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,

@@ -16,6 +16,12 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 pub trait Effect: Send + Sync + 'static {
     /// The label recorded in the inbox (`saved`, `attach_rejected`, ...).
     fn outcome(&self) -> &'static str;
+    /// The row this effect contends for most (its customer id). Batches apply effects
+    /// in this order, so two transactions — of this worker or another — lock shared
+    /// rows in the same order and cannot deadlock on them.
+    fn lock_key(&self) -> &str {
+        ""
+    }
     /// Writes the state and returns the events it causes (written to the outbox).
     fn apply<'a>(
         &'a self,
@@ -61,7 +67,11 @@ impl Committer {
             let pool = pool.clone();
             let notify = events_committed.clone();
             tokio::spawn(async move {
-                while let Some(batch) = next_batch(&receiver, max_batch).await {
+                while let Some(mut batch) = next_batch(&receiver, max_batch).await {
+                    batch.sort_by(|a, b| {
+                        (a.effect.lock_key(), &a.message_id)
+                            .cmp(&(b.effect.lock_key(), &b.message_id))
+                    });
                     commit_batch(&pool, batch, &notify).await;
                 }
             });
