@@ -2,34 +2,37 @@
 # bench/run.sh — throughput, latency, CPU and memory of the full worker against the
 # naive ceiling (examples/naive_ceiling.rs), on the same traffic, local services.
 #
-#   bench/run.sh                 # from the repository root; about 10-15 minutes
-#   QUICK=1 bench/run.sh         # small counts: checks the plumbing in about 2 minutes
+#   bench/run.sh                 # from anywhere in the repository; about 12 minutes
+#   QUICK=1 bench/run.sh         # short runs, one repetition: checks the plumbing (~3 min)
 #
-# Needs Postgres and RabbitMQ on localhost (as the worker's defaults), curl and jq.
-# For each gateway latency (LATENCIES) and prefetch (PREFETCHES), for each design:
+# Needs Postgres and RabbitMQ on localhost (the worker's defaults), curl, jq and psql.
+# For each gateway latency (LATENCIES) × prefetch (PREFETCHES), REPEAT times, for each
+# design (in A B B A order, so a slow spell of a noisy machine hits both):
 #   1. starts `wallet-worker gateway-sim` on a free port with that latency;
 #   2. starts the consumer with its own database, exchange and queue:
 #        worker:  `wallet-worker run` (gateway registered with `gateway set sim ...`)
 #        ceiling: `naive_ceiling`
 #   3. warms it up with a short loadgen, then runs `wallet-worker loadgen --count N
-#      --json` with a fixed seed and save ratio (the same traffic for both designs),
-#      sampling the consumer's CPU time (/proc/PID/stat) before and after, and its
-#      peak RSS (VmHWM in /proc/PID/status) at the end;
+#      --json` with a fixed seed and save ratio (the same traffic for both designs);
+#      CPU time (utime + stime from /proc/PID/stat) is sampled before and after for
+#      the consumer, its Postgres backends, the broker (beam.smp) and the whole
+#      machine (/proc/stat), and the consumer's peak RSS (VmHWM) at the end;
 #   4. stops everything and deletes the queues, the exchange and the database.
-# Then, at half the worker's peak rate (prefetch 256), it measures p99 for both designs.
+# Then, at half the worker's peak rate at prefetch 256, it measures p99 for both designs.
 #
 # Output: bench/results.jsonl (one JSON object per run: loadgen's report plus the
-# measurements) and bench/results.md (the tables). Logs of the last run stay in $WORK.
+# measurements) and bench/results.md (tables: means over the repetitions).
+# Logs of the current run are in $WORK (printed at start).
 #
 # Settings (environment):
 #   AMQP_URL     broker                       (amqp://guest:guest@127.0.0.1:5672/%2f)
 #   PG_URL       Postgres server, no database (postgres://postgres@127.0.0.1:5432)
 #   LATENCIES    gateway latencies in ms      ("0 20")
 #   PREFETCHES   prefetch values              ("16 64 256")
+#   REPEAT       runs per design and setting  (2)
 #   SEED         loadgen --seed               (42)
 #   SAVE_RATIO   loadgen --save-ratio         (0.5)
-#   RUN_SECONDS  target length of a measured run; counts are derived from it (15)
-#   QUICK=1      RUN_SECONDS=3 and short warm-ups
+#   RUN_SECONDS  rough length of a measured run; message counts derive from it (12)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -37,11 +40,12 @@ export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
 LATENCIES="${LATENCIES:-0 20}"
 PREFETCHES="${PREFETCHES:-16 64 256}"
+REPEAT="${REPEAT:-2}"
 SEED="${SEED:-42}"
 SAVE_RATIO="${SAVE_RATIO:-0.5}"
-RUN_SECONDS="${RUN_SECONDS:-15}"
+RUN_SECONDS="${RUN_SECONDS:-12}"
 WARMUP_COUNT=1000
-if [[ "${QUICK:-0}" == 1 ]]; then RUN_SECONDS=3 WARMUP_COUNT=200; fi
+if [[ "${QUICK:-0}" == 1 ]]; then RUN_SECONDS=3 WARMUP_COUNT=300 REPEAT=1; fi
 SECRET="bench-secret-$RANDOM$RANDOM"
 BIN=target/release/wallet-worker
 NAIVE=target/release/examples/naive_ceiling
@@ -51,19 +55,20 @@ WORK="$(mktemp -d /tmp/wallet-bench.XXXXXX)"
 CLK_TCK="$(getconf CLK_TCK)"
 STAMP="$(date +%s)"
 RUN_NO=0
-# What the current run started, for the exit trap.
+# What the current run started, for stop_run and the exit trap.
 SIM_PID="" CONSUMER_PID="" NAME="" DB=""
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 
-# Waits up to 30 s for a line matching $2 in file $1 (while process $3 lives).
+# Waits up to 30 s for a line matching $2 in file $1 while process $3 lives.
 wait_for_line() {
   for _ in $(seq 300); do
     grep -q "$2" "$1" 2>/dev/null && return 0
     kill -0 "$3" 2>/dev/null || { log "process $3 died; see $1"; cat "$1" >&2; return 1; }
     sleep 0.1
   done
-  log "timed out waiting for '$2' in $1"; return 1
+  log "timed out waiting for '$2' in $1"
+  return 1
 }
 
 free_port() {
@@ -74,9 +79,32 @@ free_port() {
   done
 }
 
-# utime + stime of a process, in clock ticks.
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# ---- measurements ---------------------------------------------------------------
+
+# utime + stime of each pid given, in clock ticks, one "pid ticks" line each.
+cpu_ticks() {
+  local pid
+  for pid in "$@"; do
+    [[ -r "/proc/$pid/stat" ]] && echo "$pid $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')"
+  done
+  return 0
+}
+# Busy ticks of the whole machine (everything but idle and iowait).
+machine_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+backend_pids() {
+  psql -At "$PG_URL/postgres" -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'"
+}
+broker_pid() { pgrep -x beam.smp | head -1; }
+
+# Ticks spent between two `cpu_ticks` snapshots ($1 before, $2 after); a pid that is
+# only in the second was born during the run and counts whole.
+ticks_between() {
+  awk 'NR == FNR {before[$1] = $2; next} {sum += $2 - ($1 in before ? before[$1] : 0)} END {print sum + 0}' \
+    <(echo "$1") <(echo "$2")
+}
+
+# ---- starting and stopping ------------------------------------------------------
 
 stop_run() {
   if [[ -n "$CONSUMER_PID" ]]; then
@@ -119,7 +147,8 @@ start_worker() { # prefetch → sets CONSUMER_PID
     kill -0 "$CONSUMER_PID" 2>/dev/null || { cat "$WORK/consumer.log" >&2; return 1; }
     sleep 0.1
   done
-  log "worker not ready; see $WORK/consumer.log"; return 1
+  log "worker not ready; see $WORK/consumer.log"
+  return 1
 }
 
 start_ceiling() { # prefetch → sets CONSUMER_PID
@@ -136,7 +165,10 @@ loadgen() { # count [rate] → loadgen's JSON report on stdout
     --timeout-secs 300 --json 2>>"$WORK/loadgen.err"
 }
 
-# One measured run; appends one JSON object to $RESULTS and echoes its msgs/s.
+# ---- one run --------------------------------------------------------------------
+
+# Starts the sim and a consumer, warms up, measures one loadgen, appends one JSON
+# object to $RESULTS, and tears everything down.
 run_one() { # design latency prefetch count [rate]
   local design=$1 latency=$2 prefetch=$3 count=$4 rate=${5:-}
   RUN_NO=$((RUN_NO + 1))
@@ -146,20 +178,31 @@ run_one() { # design latency prefetch count [rate]
   start_sim "$latency"
   "start_$design" "$prefetch"
   loadgen "$WARMUP_COUNT" >/dev/null
-  log "  warmed up; measuring"
-  local before after report
-  before="$(cpu_ticks "$CONSUMER_PID")"
+  local broker backends before_consumer before_pg before_broker before_machine report
+  broker="$(broker_pid)"
+  backends="$(backend_pids)"
+  before_consumer="$(cpu_ticks "$CONSUMER_PID")"
+  before_pg="$(cpu_ticks $backends)"
+  before_broker="$(cpu_ticks $broker)"
+  before_machine="$(machine_busy)"
   report="$(loadgen "$count" "$rate")" || { log "loadgen failed: $report"; stop_run; return 1; }
-  after="$(cpu_ticks "$CONSUMER_PID")"
+  local machine consumer pg broker_ticks
+  machine=$(($(machine_busy) - before_machine))
+  consumer="$(ticks_between "$before_consumer" "$(cpu_ticks "$CONSUMER_PID")")"
+  pg="$(ticks_between "$before_pg" "$(cpu_ticks $(backend_pids))")"
+  broker_ticks="$(ticks_between "$before_broker" "$(cpu_ticks $broker)")"
   jq -c --arg design "$design" --argjson latency "$latency" --argjson prefetch "$prefetch" \
-    --arg rate "$rate" --argjson ticks "$((after - before))" --argjson hz "$CLK_TCK" \
+    --arg rate "$rate" --argjson hz "$CLK_TCK" --argjson consumer "$consumer" \
+    --argjson pg "$pg" --argjson broker "$broker_ticks" --argjson machine "$machine" \
     --argjson rss "$(peak_rss_kib "$CONSUMER_PID")" --arg date "$(date -u +%FT%TZ)" '
+      def per_1k(ticks): ticks / $hz / .published * 1000;
       { date: $date, design: $design, gateway_latency_ms: $latency, prefetch: $prefetch,
         rate: (if $rate == "" then null else ($rate | tonumber) end),
         msgs_per_sec: (.published / .window_seconds),
-        cpu_s_per_1k: ($ticks / $hz / .published * 1000),
+        cpu_s_per_1k: per_1k($consumer), postgres_cpu_s_per_1k: per_1k($pg),
+        broker_cpu_s_per_1k: per_1k($broker), machine_cpu_s_per_1k: per_1k($machine),
         peak_rss_mib: ($rss / 1024) } + .' <<<"$report" | tee -a "$RESULTS" |
-    jq -r '"  \(.msgs_per_sec | floor) msgs/s, p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, \(.cpu_s_per_1k * 1000 | round / 1000) CPU-s/1k, \(.peak_rss_mib | floor) MiB, missing \(.missing)"' >&2
+    jq -r '"  \(.msgs_per_sec | floor) msgs/s, p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, CPU-s/1k consumer \(.cpu_s_per_1k * 1000 | round / 1000) postgres \(.postgres_cpu_s_per_1k * 1000 | round / 1000) machine \(.machine_cpu_s_per_1k * 1000 | round / 1000), \(.peak_rss_mib | floor) MiB, missing \(.missing)"' >&2
   stop_run
 }
 
@@ -168,59 +211,86 @@ run_one() { # design latency prefetch count [rate]
 count_for() { # latency prefetch
   local rate
   case "$1:$2" in
-    0:*) rate=1400 ;;
-    *:16) rate=700 ;;
-    *) rate=1200 ;;
+    0:*) rate=1700 ;;
+    *:16) rate=800 ;;
+    *) rate=1500 ;;
   esac
   echo $((rate * RUN_SECONDS))
 }
 
+# REPEAT pairs in A B B A order.
+run_pairs() { # latency prefetch count [rate]
+  local rep
+  for rep in $(seq "$REPEAT"); do
+    if ((rep % 2)); then
+      run_one worker "$@"
+      run_one ceiling "$@"
+    else
+      run_one ceiling "$@"
+      run_one worker "$@"
+    fi
+  done
+}
+
+# ---- the report -----------------------------------------------------------------
+
 write_report() {
-  jq -rs --arg cmd "${BENCH_COMMAND:-bench/run.sh}" --arg date "$(date -u '+%F %R UTC')" \
-    --arg host "$(nproc) cores, $(uname -r)" --arg seed "$SEED" --arg ratio "$SAVE_RATIO" '
+  jq -rs --arg date "$(date -u '+%F %R UTC')" --arg host "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" \
+    --arg commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + uncommitted src changes')" \
+    --arg seed "$SEED" --arg ratio "$SAVE_RATIO" --arg repeat "$REPEAT" '
     def r(n): (n * 10 | round) / 10;
     def r3(n): (n * 1000 | round) / 1000;
-    def row(w; c): "| \(w.gateway_latency_ms) | \(w.prefetch) | \(w.msgs_per_sec | floor) | \(c.msgs_per_sec | floor) | **\(r(w.msgs_per_sec / c.msgs_per_sec))×** | \(w.latency_ms.p50) / \(w.latency_ms.p99) | \(c.latency_ms.p50) / \(c.latency_ms.p99) | \(r3(w.cpu_s_per_1k)) | \(r3(c.cpu_s_per_1k)) | \(r(w.peak_rss_mib)) | \(r(c.peak_rss_mib)) |";
-    def pair(rate): [.[] | select((.rate != null) == rate)]
+    def mean(f): (map(f) | add / length);
+    def summary: {
+      latency: .[0].gateway_latency_ms, prefetch: .[0].prefetch, rate: .[0].rate,
+      msgs: mean(.msgs_per_sec), lo: (map(.msgs_per_sec) | min), hi: (map(.msgs_per_sec) | max),
+      p50: mean(.latency_ms.p50), p99: mean(.latency_ms.p99),
+      cpu: mean(.cpu_s_per_1k), pg: mean(.postgres_cpu_s_per_1k),
+      broker: mean(.broker_cpu_s_per_1k), machine: mean(.machine_cpu_s_per_1k),
+      rss: (map(.peak_rss_mib) | max), missing: (map(.missing) | add) };
+    def pairs(paced): [.[] | select((.rate != null) == paced)]
       | group_by([.gateway_latency_ms, .prefetch])
-      | map({w: (map(select(.design == "worker")) | last), c: (map(select(.design == "ceiling")) | last)})
-      | map(select(.w != null and .c != null));
-    "Run \($date) on \($host); `\($cmd)`; loadgen --seed \($seed) --save-ratio \($ratio).\n",
-    "### Peak (publish as fast as possible)\n",
-    "| gateway ms | prefetch | worker msgs/s | ceiling msgs/s | worker/ceiling | worker p50 / p99 ms | ceiling p50 / p99 ms | worker CPU-s/1k | ceiling CPU-s/1k | worker peak RSS MiB | ceiling peak RSS MiB |",
+      | map({w: (map(select(.design == "worker")) | summary),
+             c: (map(select(.design == "ceiling")) | summary)});
+    def spread(s): "\(s.msgs | floor) (\(s.lo | floor)–\(s.hi | floor))";
+    "Run \($date) on \($host); commit \($commit); loadgen --seed \($seed) --save-ratio \($ratio); means of \($repeat) runs per cell (min–max of msgs/s in brackets).\n",
+    "### Peak: loadgen publishes as fast as it can\n",
+    "| gateway ms | prefetch | worker msgs/s | ceiling msgs/s | worker / ceiling | worker p50 / p99 ms | ceiling p50 / p99 ms | worker CPU-s/1k | ceiling CPU-s/1k | worker peak RSS MiB | ceiling peak RSS MiB |",
     "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    (pair(false)[] | row(.w; .c)),
-    "\n### Half the worker'"'"'s peak rate (prefetch 256)\n",
-    "| gateway ms | rate msgs/s | worker p50 / p99 ms | ceiling p50 / p99 ms | target p99 ms | worker meets it |",
+    (pairs(false)[] | "| \(.w.latency) | \(.w.prefetch) | \(spread(.w)) | \(spread(.c)) | **\(r(.w.msgs / .c.msgs))×** | \(r(.w.p50)) / \(r(.w.p99)) | \(r(.c.p50)) / \(r(.c.p99)) | \(r3(.w.cpu)) | \(r3(.c.cpu)) | \(r(.w.rss)) | \(r(.c.rss)) |"),
+    "\n### Where the CPU goes (CPU-seconds per 1,000 messages, peak runs)\n",
+    "| gateway ms | prefetch | worker: consumer / its Postgres backends / broker / whole machine | ceiling: consumer / its Postgres backends / broker / whole machine |",
+    "|---:|---:|---:|---:|",
+    (pairs(false)[] | "| \(.w.latency) | \(.w.prefetch) | \(r3(.w.cpu)) / \(r3(.w.pg)) / \(r3(.w.broker)) / \(r3(.w.machine)) | \(r3(.c.cpu)) / \(r3(.c.pg)) / \(r3(.c.broker)) / \(r3(.c.machine)) |"),
+    "\n### Half the worker'"'"'s peak rate (prefetch 256, loadgen --rate)\n",
+    "| gateway ms | rate msgs/s | worker p50 / p99 ms | ceiling p50 / p99 ms | target: p99 ≤ ms | worker meets it |",
     "|---:|---:|---:|---:|---:|:---:|",
-    (pair(true)[] | "| \(.w.gateway_latency_ms) | \(.w.rate) | \(.w.latency_ms.p50) / \(.w.latency_ms.p99) | \(.c.latency_ms.p50) / \(.c.latency_ms.p99) | \(.w.gateway_latency_ms + 25) | \(if .w.latency_ms.p99 <= .w.gateway_latency_ms + 25 then "yes" else "**no**" end) |"),
+    (pairs(true)[] | "| \(.w.latency) | \(.w.rate) | \(r(.w.p50)) / \(r(.w.p99)) | \(r(.c.p50)) / \(r(.c.p99)) | \(.w.latency + 25) | \(if .w.p99 <= .w.latency + 25 then "yes" else "**no**" end) |"),
     "\n### Targets\n",
-    (pair(false)[] | select(.w.prefetch == 256) |
-      "- gateway \(.w.gateway_latency_ms) ms, prefetch 256: worker/ceiling \(r(.w.msgs_per_sec / .c.msgs_per_sec))× (target ≥ 1.5×): \(if .w.msgs_per_sec >= 1.5 * .c.msgs_per_sec then "met" else "**missed**" end); worker peak RSS \(r(.w.peak_rss_mib)) MiB (target ≤ 64): \(if .w.peak_rss_mib <= 64 then "met" else "**missed**" end)")
+    (pairs(false)[] | select(.w.prefetch == 256) |
+      "- gateway \(.w.latency) ms, prefetch 256: worker / ceiling throughput \(r(.w.msgs / .c.msgs))× (target ≥ 1.5×): \(if .w.msgs >= 1.5 * .c.msgs then "met" else "**missed**" end); worker peak RSS \(r(.w.rss)) MiB (target ≤ 64): \(if .w.rss <= 64 then "met" else "**missed**" end)"),
+    (if (map(.missing) | add) > 0 then "\n**Some completions were missing**: see results.jsonl." else empty end)
   ' "$RESULTS" >"$REPORT"
 }
+
+# ---- main -----------------------------------------------------------------------
 
 log "building release binaries"
 cargo build --release --bins --examples --quiet
 : >"$RESULTS"
-log "work directory $WORK; results in $RESULTS"
+log "logs in $WORK; results in $RESULTS"
 for latency in $LATENCIES; do
   for prefetch in $PREFETCHES; do
-    count="$(count_for "$latency" "$prefetch")"
-    for design in worker ceiling; do
-      run_one "$design" "$latency" "$prefetch" "$count"
-    done
+    run_pairs "$latency" "$prefetch" "$(count_for "$latency" "$prefetch")"
   done
 done
 for latency in $LATENCIES; do
   peak="$(jq -s --argjson l "$latency" '[.[] | select(.design == "worker" and
-    .gateway_latency_ms == $l and .prefetch == 256 and .rate == null)][0].msgs_per_sec // empty' "$RESULTS")"
+    .gateway_latency_ms == $l and .prefetch == 256 and .rate == null) | .msgs_per_sec]
+    | if length > 0 then add / length else empty end' "$RESULTS")"
   [[ -n "$peak" ]] || continue
   rate="$(jq -n --argjson p "$peak" '$p / 2 | floor')"
-  count="$(jq -n --argjson r "$rate" --argjson s "$RUN_SECONDS" '[($r * $s | floor), 500] | max')"
-  for design in worker ceiling; do
-    run_one "$design" "$latency" 256 "$count" "$rate"
-  done
+  run_pairs "$latency" 256 "$((rate * RUN_SECONDS))" "$rate"
 done
 write_report
 cat "$REPORT"

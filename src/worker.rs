@@ -198,9 +198,15 @@ async fn session(
 }
 
 fn reconnect_backoff() -> backon::ExponentialBackoff {
+    backoff(Duration::from_millis(200), Duration::from_secs(5))
+}
+
+/// Endless exponential backoff with jitter between `min` and `max`: waiting for a
+/// service (broker, database) to come back.
+pub fn backoff(min: Duration, max: Duration) -> backon::ExponentialBackoff {
     backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
+        .with_min_delay(min)
+        .with_max_delay(max)
         .with_jitter()
         .without_max_times()
         .build()

@@ -9,7 +9,6 @@ use crate::domain::{self, Inbound, RawMessage};
 use crate::handlers::{self, Outcome, RetryLater};
 use crate::metrics as m;
 use crate::store;
-use backon::BackoffBuilder;
 use lapin::{Channel, message::Delivery};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -235,12 +234,7 @@ fn internal_error(err: &sqlx::Error) -> RetryLater {
 }
 
 fn database_backoff() -> backon::ExponentialBackoff {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
+    crate::worker::backoff(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// The database is unreachable: wait and try again, holding the delivery unacked.

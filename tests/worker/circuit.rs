@@ -54,7 +54,7 @@ async fn the_circuit_opens_parks_messages_and_recovers_after_a_reset() {
         calls_when_opened,
         "no calls while open"
     );
-    let dlq = dead_letter_count(&w).await;
+    let dlq = w.dead_letter_count().await;
     assert_eq!(dlq, 0, "open circuit does not dead-letter");
 
     drop(outage);
@@ -75,20 +75,4 @@ async fn the_circuit_opens_parks_messages_and_recovers_after_a_reset() {
         "closed"
     );
     w.stop().await;
-}
-
-async fn dead_letter_count(w: &TestWorker) -> u32 {
-    let queue = w
-        .channel
-        .queue_declare(
-            format!("{}.dlq", w.args.amqp.queue).as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .expect("dlq exists");
-    queue.message_count()
 }

@@ -23,30 +23,6 @@ async fn wait_for_readiness(w: &TestWorker, expected: bool) {
     }
 }
 
-/// Waits until `count` messages have been processed, so the fault hits mid-stream.
-async fn wait_for_progress(w: &TestWorker, count: i64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while w.count("SELECT count(*) FROM processed_messages").await < count {
-        assert!(tokio::time::Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn dead_letters(w: &TestWorker) -> u32 {
-    w.channel
-        .queue_declare(
-            format!("{}.dlq", w.args.amqp.queue).as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .expect("dlq")
-        .message_count()
-}
-
 #[tokio::test]
 async fn a_dropped_broker_connection_under_load_loses_nothing() {
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
@@ -56,7 +32,8 @@ async fn a_dropped_broker_connection_under_load_loses_nothing() {
     w.gateway_accepts().await;
     let published = publish_saves(&w, "brk", 600).await;
     // Let some complete, then drop every worker connection for a few seconds.
-    wait_for_progress(&w, 50).await;
+    w.wait_for_count("SELECT count(*) FROM processed_messages", 50)
+        .await;
     proxy.cut().await;
     wait_for_readiness(&w, false).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -67,7 +44,7 @@ async fn a_dropped_broker_connection_under_load_loses_nothing() {
 
     assert_eq!(lost, 0);
     assert_eq!(duplicated, 0);
-    assert_eq!(dead_letters(&w).await, 0);
+    assert_eq!(w.dead_letter_count().await, 0);
     w.stop().await;
 }
 
@@ -89,7 +66,8 @@ async fn postgres_unreachable_for_30s_under_load_loses_nothing_and_dead_letters_
     let mut w = spawn_worker_with(args).await;
     w.gateway_accepts().await;
     let published = publish_saves(&w, "pg", 600).await;
-    wait_for_progress(&w, 50).await;
+    w.wait_for_count("SELECT count(*) FROM processed_messages", 50)
+        .await;
     proxy.cut().await;
     wait_for_readiness(&w, false).await;
     tokio::time::sleep(db_outage()).await;
@@ -100,7 +78,7 @@ async fn postgres_unreachable_for_30s_under_load_loses_nothing_and_dead_letters_
     assert_eq!(lost, 0);
     assert_eq!(duplicated, 0);
     assert_eq!(
-        dead_letters(&w).await,
+        w.dead_letter_count().await,
         0,
         "no message dead-lettered because of the outage"
     );
