@@ -590,10 +590,19 @@ impl TestWorker {
 
     /// Polls until `sql` (a `count(*)`) returns `n`.
     pub async fn wait_for_count(&self, sql: &str, n: i64) {
+        self.wait_for_count_where(sql, n, |count| count == n).await;
+    }
+
+    /// Polls until `sql` (a `count(*)`) returns at least `n`: progress under load.
+    pub async fn wait_for_at_least(&self, sql: &str, n: i64) {
+        self.wait_for_count_where(sql, n, |count| count >= n).await;
+    }
+
+    async fn wait_for_count_where(&self, sql: &str, n: i64, done: impl Fn(i64) -> bool) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let count = self.count(sql).await;
-            if count == n {
+            if done(count) {
                 return;
             }
             assert!(
