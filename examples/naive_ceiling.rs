@@ -399,7 +399,7 @@ async fn store_save(
     )
     .bind(domain::ids::customer_payment_source_id())
     .bind(&customer_id)
-    .bind(&order_gateway(order))
+    .bind(order_gateway(order))
     .bind(source_name(&metadata))
     .bind(Json(&metadata))
     .bind(&customer_token)

@@ -93,8 +93,9 @@ fn authorized(headers: &HeaderMap, token: Option<&Secret>) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token);
     bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes()))
 }
 

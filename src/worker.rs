@@ -8,6 +8,7 @@ use crate::config::WorkerArgs;
 use crate::gateway::{ClientSettings, GatewayClient};
 use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
 use crate::metrics as m;
+use crate::store::outbox::PendingEvent;
 use crate::store::{self, Committer};
 use backon::BackoffBuilder;
 use lapin::options::ConfirmSelectOptions;
@@ -15,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +59,13 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         admin_stop.clone(),
     )
     .await?;
-    let events_committed = Arc::new(Notify::new());
+    // Committed events travel in memory to the relay of the current broker session.
+    let (events_committed, committed_events) = mpsc::unbounded_channel();
+    let relay_pool = store::relay_pool(&args.db.database_url)?;
+    let relay = Relay {
+        pool: relay_pool.clone(),
+        committed: Arc::new(Mutex::new(committed_events)),
+    };
     let gateways = Arc::new(GatewayDirectory::new(pool.clone(), Duration::from_secs(1)));
     let watcher = gateways.watch(shutdown.clone()).await;
     if let Err(err) = &watcher {
@@ -74,12 +81,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
                 cool_down: Duration::from_millis(args.circuit_cool_down_ms),
             },
         },
-        committer: Committer::spawn(
-            pool.clone(),
-            COMMITTERS,
-            MAX_COMMIT_BATCH,
-            events_committed.clone(),
-        ),
+        committer: Committer::spawn(pool.clone(), COMMITTERS, MAX_COMMIT_BATCH, events_committed),
         topology: Topology::new(
             &args.amqp.exchange,
             &args.amqp.queue,
@@ -95,16 +97,9 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         },
     });
     let task = tokio::spawn(async move {
-        supervise(
-            &args.amqp.amqp_url,
-            shared,
-            pool.clone(),
-            events_committed,
-            broker_up,
-            shutdown,
-        )
-        .await;
+        supervise(&args.amqp.amqp_url, shared, relay, broker_up, shutdown).await;
         pool.close().await;
+        relay_pool.close().await;
         admin_stop.cancel();
         let _ = admin_task.await;
         tracing::info!("worker stopped");
@@ -117,8 +112,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
 async fn supervise(
     amqp_url: &str,
     shared: Arc<Shared>,
-    pool: sqlx::PgPool,
-    events_committed: Arc<Notify>,
+    relay: Relay,
     broker_up: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
@@ -143,7 +137,7 @@ async fn supervise(
         broker_up.store(true, Ordering::Relaxed);
         metrics::gauge!(m::BROKER_CONNECTED).set(1.0);
         tracing::info!(queue = %shared.topology.queue, "connected to the broker; consuming");
-        if let Err(err) = session(&connection, &shared, &pool, &events_committed, &shutdown).await {
+        if let Err(err) = session(&connection, &shared, &relay, &shutdown).await {
             tracing::warn!(error = %err, "broker session ended");
         }
         broker_up.store(false, Ordering::Relaxed);
@@ -163,8 +157,7 @@ async fn connect(url: &str, topology: &Topology) -> lapin::Result<lapin::Connect
 async fn session(
     connection: &lapin::Connection,
     shared: &Arc<Shared>,
-    pool: &sqlx::PgPool,
-    events_committed: &Arc<Notify>,
+    relay: &Relay,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let relay_channel = connection.create_channel().await?;
@@ -174,14 +167,16 @@ async fn session(
     let stop_consuming = shutdown.child_token();
     let stop_relay = CancellationToken::new();
     let relay_task = tokio::spawn({
-        let (pool, wake, exchange) = (
-            pool.clone(),
-            events_committed.clone(),
+        let (pool, committed, exchange) = (
+            relay.pool.clone(),
+            relay.committed.clone(),
             shared.topology.exchange.clone(),
         );
         let (stop_relay, stop_consuming) = (stop_relay.clone(), stop_consuming.clone());
         async move {
-            let result = relay::run(pool, relay_channel, exchange, wake, stop_relay).await;
+            let mut committed = committed.lock().await;
+            let result =
+                relay::run(pool, relay_channel, exchange, &mut committed, stop_relay).await;
             if let Err(err) = &result {
                 tracing::warn!(error = %err, "outbox relay lost its channel; restarting the session");
                 stop_consuming.cancel();
@@ -210,6 +205,12 @@ pub fn backoff(min: Duration, max: Duration) -> backon::ExponentialBackoff {
         .with_jitter()
         .without_max_times()
         .build()
+}
+
+/// What each session's outbox relay takes over from the previous one.
+struct Relay {
+    pool: sqlx::PgPool,
+    committed: Arc<Mutex<mpsc::UnboundedReceiver<Vec<PendingEvent>>>>,
 }
 
 /// Resolves on SIGINT or SIGTERM.

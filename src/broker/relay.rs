@@ -1,21 +1,25 @@
-//! The outbox relay: publishes committed events with publisher confirms, then deletes
-//! them. Woken right after each commit; also sweeps every second for rows left by a
-//! crash or by another worker. `FOR UPDATE SKIP LOCKED` keeps two relays apart.
+//! The outbox relay. Events committed by this process arrive from the committer in
+//! memory and are published at once, with publisher confirms; only then are their rows
+//! deleted (on a connection with `synchronous_commit = off`: a delete lost in a crash
+//! only means the event is published again). A sweep every second publishes rows older
+//! than a few seconds: those of a crashed process or of a lost broker connection.
+//! Publication is at least once; every event carries its own id for consumers to dedupe.
 
 use super::publish::{self, PublishError};
 use crate::metrics as m;
-use crate::store::outbox;
+use crate::store::outbox::{self, PendingEvent};
 use futures::future::try_join_all;
 use lapin::Channel;
 use lapin::options::BasicPublishOptions;
-use sqlx::{PgPool, Postgres, Transaction};
-use std::sync::Arc;
+use sqlx::PgPool;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Events published per transaction.
-const BATCH: i64 = 256;
+/// Events published per broker round trip / sweep transaction.
+const BATCH: usize = 256;
+/// Rows younger than this belong to a live relay; the sweep leaves them alone.
+const STALE_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -25,65 +29,103 @@ pub enum RelayError {
     Database(#[from] sqlx::Error),
 }
 
-/// Publishes until `stop`, then flushes what is left and returns. A broker error ends
-/// the relay (its channel is gone); a database error only pauses it.
+/// Publishes until `stop`, then flushes what was committed and returns. A broker error
+/// ends the relay (its channel is gone); events it held stay in the outbox for a sweep.
 pub async fn run(
     pool: PgPool,
     channel: Channel,
     exchange: String,
-    wake: Arc<Notify>,
+    committed: &mut mpsc::UnboundedReceiver<Vec<PendingEvent>>,
     stop: CancellationToken,
 ) -> Result<(), PublishError> {
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
-        match drain(&pool, &channel, &exchange).await {
-            Ok(()) => {}
-            Err(RelayError::Publish(err)) => return Err(err),
-            Err(RelayError::Database(err)) => {
-                tracing::warn!(error = %err, "outbox relay cannot read the outbox; retrying");
-            }
-        }
-        if stop.is_cancelled() {
-            // Closed here, before its connection is: no error line for a clean stop.
-            let _ = channel.close(200, "outbox flushed".into()).await;
-            return Ok(());
-        }
         tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+            Some(first) = committed.recv() => {
+                let mut events = first;
+                while events.len() < BATCH && let Ok(more) = committed.try_recv() {
+                    events.extend(more);
+                }
+                publish_and_forget(&pool, &channel, &exchange, events).await?;
+            }
+            _ = sweep.tick() => {
+                sweep_stale(&pool, &channel, &exchange).await?;
                 if let Ok(backlog) = outbox::backlog(&pool).await {
                     metrics::gauge!(m::OUTBOX_BACKLOG).set(backlog as f64);
                 }
             }
-            _ = stop.cancelled() => {}
+            _ = stop.cancelled() => {
+                while let Ok(events) = committed.try_recv() {
+                    publish_and_forget(&pool, &channel, &exchange, events).await?;
+                }
+                // Closed here, before its connection is: no error line for a clean stop.
+                let _ = channel.close(200, "outbox flushed".into()).await;
+                return Ok(());
+            }
         }
     }
 }
 
-/// Publishes batches until the outbox has nothing this relay can lock.
-pub async fn drain(pool: &PgPool, channel: &Channel, exchange: &str) -> Result<(), RelayError> {
-    while publish_batch(pool, channel, exchange).await? == BATCH as usize {}
+/// Publishes `events`, waits for every confirm, then deletes their rows.
+async fn publish_and_forget(
+    pool: &PgPool,
+    channel: &Channel,
+    exchange: &str,
+    events: Vec<PendingEvent>,
+) -> Result<(), PublishError> {
+    publish_all(channel, exchange, &events).await?;
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    match pool.acquire().await {
+        Ok(mut conn) => {
+            if let Err(err) = outbox::delete(&mut conn, &seqs).await {
+                tracing::warn!(error = %err, "published events stay in the outbox; a sweep republishes them");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "published events stay in the outbox; a sweep republishes them");
+        }
+    }
     Ok(())
 }
 
-/// Publishes one batch; returns how many events it published. The transaction is
-/// rolled back explicitly on failure: a dropped one would keep its row locks until its
-/// connection is reused, and the rows would be skipped by every relay meanwhile.
-async fn publish_batch(
+/// Publishes rows nobody is publishing (see [`STALE_AFTER`]). Database trouble only
+/// postpones the sweep; broker trouble ends the relay.
+async fn sweep_stale(pool: &PgPool, channel: &Channel, exchange: &str) -> Result<(), PublishError> {
+    loop {
+        match sweep_batch(pool, channel, exchange).await {
+            Ok(n) if n == BATCH => continue,
+            Ok(_) => return Ok(()),
+            Err(RelayError::Publish(err)) => return Err(err),
+            Err(RelayError::Database(err)) => {
+                tracing::warn!(error = %err, "outbox sweep cannot read the outbox; retrying");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One sweep transaction, rolled back explicitly on failure: a dropped one would keep
+/// its row locks until its connection is reused.
+async fn sweep_batch(
     pool: &PgPool,
     channel: &Channel,
     exchange: &str,
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
-    match publish_locked(&mut tx, channel, exchange).await {
-        Ok(published) => {
-            if let Err(err) = tx.commit().await {
-                // Published but not deleted: they go out again later (at-least-once;
-                // events carry their own id for consumers to dedupe).
-                tracing::warn!(error = %err, "published events could not be marked; they will be republished");
-                return Err(err.into());
-            }
-            metrics::counter!(m::EVENTS_PUBLISHED).increment(published as u64);
-            Ok(published)
+    let result = async {
+        let events = outbox::lock_stale(&mut tx, STALE_AFTER, BATCH as i64).await?;
+        if !events.is_empty() {
+            publish_all(channel, exchange, &events).await?;
+            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+            outbox::delete(&mut tx, &seqs).await?;
+        }
+        Ok::<_, RelayError>(events.len())
+    }
+    .await;
+    match result {
+        Ok(swept) => {
+            tx.commit().await?;
+            Ok(swept)
         }
         Err(err) => {
             let _ = tx.rollback().await;
@@ -92,18 +134,14 @@ async fn publish_batch(
     }
 }
 
-async fn publish_locked(
-    tx: &mut Transaction<'_, Postgres>,
+/// Publishes the whole batch, then waits for all confirms: one round trip, not one each.
+async fn publish_all(
     channel: &Channel,
     exchange: &str,
-) -> Result<usize, RelayError> {
-    let events = outbox::lock_batch(tx, BATCH).await?;
-    if events.is_empty() {
-        return Ok(0);
-    }
-    // Publish the whole batch, then wait for all confirms: one round trip, not one each.
+    events: &[PendingEvent],
+) -> Result<(), PublishError> {
     let mut confirms = Vec::with_capacity(events.len());
-    for event in &events {
+    for event in events {
         let mut properties = publish::json_properties(&event.event_id, &event.routing_key);
         if let Some(correlation_id) = &event.correlation_id {
             properties = properties.with_correlation_id(correlation_id.as_str().into());
@@ -116,15 +154,13 @@ async fn publish_locked(
                 &event.body,
                 properties,
             )
-            .await
-            .map_err(PublishError::from)?;
+            .await?;
         confirms.push(confirm);
     }
-    let confirmations = try_join_all(confirms).await.map_err(PublishError::from)?;
-    for (confirmation, event) in confirmations.into_iter().zip(&events) {
+    let confirmations = try_join_all(confirms).await?;
+    for (confirmation, event) in confirmations.into_iter().zip(events) {
         publish::check(confirmation, &event.routing_key)?;
     }
-    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    outbox::delete(tx, &seqs).await?;
-    Ok(events.len())
+    metrics::counter!(m::EVENTS_PUBLISHED).increment(events.len() as u64);
+    Ok(())
 }

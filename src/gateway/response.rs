@@ -3,6 +3,7 @@
 //! a token or a secret (contract §9).
 
 use crate::domain::Secret;
+use crate::domain::commands::{check_metadata, check_token};
 use crate::domain::limits::MAX_TOKEN_LEN;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Response, StatusCode};
@@ -208,17 +209,25 @@ pub(crate) fn classify(
         }) => {
             let granted: Granted =
                 serde_json::from_value(data).map_err(|_| invalid("answered malformed tokens"))?;
+            // The gateway's answer is input too: bounded and storable (no NUL, no
+            // control characters), checked by the same rules as inbound messages.
             let token = |value: Option<String>, name: &str| match value {
-                Some(t) if !t.is_empty() && t.len() <= MAX_TOKEN_LEN => Ok(Secret::new(t)),
+                Some(t) if !t.is_empty() && t.len() <= MAX_TOKEN_LEN => {
+                    let t = Secret::new(t);
+                    check_token(&t, name).map_err(|r| invalid(&format!("answered a {r}")))?;
+                    Ok(t)
+                }
                 Some(t) if !t.is_empty() => Err(invalid(&format!(
                     "answered a {name} over {MAX_TOKEN_LEN} bytes"
                 ))),
                 _ => Err(invalid(&format!("answered no {name}"))),
             };
+            let metadata = granted.metadata.unwrap_or_default();
+            check_metadata(&metadata, "metadata").map_err(|r| invalid(&format!("answered {r}")))?;
             Ok(Tokens {
                 customer_token: token(granted.customer_token, "customer_token")?,
                 payment_source_token: token(granted.payment_source_token, "payment_source_token")?,
-                metadata: granted.metadata.unwrap_or_default(),
+                metadata,
             })
         }
         Ok(_) => Err(invalid("answered without success: true and data")),

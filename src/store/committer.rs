@@ -5,12 +5,13 @@
 //! one effect however often it arrives. If a batch fails, its effects are retried one
 //! transaction each, so one bad effect cannot sink its neighbours.
 
-use super::{inbox, outbox};
+use super::inbox;
+use super::outbox::{self, PendingEvent};
 use crate::domain::events::OutboundEvent;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// A state change decided by a handler, applied inside the committer's transaction.
 pub trait Effect: Send + Sync + 'static {
@@ -53,26 +54,27 @@ pub struct Committer {
 
 impl Committer {
     /// Starts `parallelism` commit loops, each taking up to `max_batch` waiting effects
-    /// per transaction. `events_committed` is notified after each commit with events.
+    /// per transaction. The events of each commit go to `committed_events` (the outbox
+    /// relay), which publishes them without reading them back.
     pub fn spawn(
         pool: PgPool,
         parallelism: usize,
         max_batch: usize,
-        events_committed: Arc<Notify>,
+        committed_events: mpsc::UnboundedSender<Vec<PendingEvent>>,
     ) -> Self {
         let (jobs, receiver) = mpsc::channel(max_batch * parallelism * 2);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..parallelism.max(1) {
             let receiver = receiver.clone();
             let pool = pool.clone();
-            let notify = events_committed.clone();
+            let committed = committed_events.clone();
             tokio::spawn(async move {
                 while let Some(mut batch) = next_batch(&receiver, max_batch).await {
                     batch.sort_by(|a, b| {
                         (a.effect.lock_key(), &a.message_id)
                             .cmp(&(b.effect.lock_key(), &b.message_id))
                     });
-                    commit_batch(&pool, batch, &notify).await;
+                    commit_batch(&pool, batch, &committed).await;
                 }
             });
         }
@@ -116,16 +118,14 @@ async fn next_batch(receiver: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) -> 
     Some(batch)
 }
 
-async fn commit_batch(pool: &PgPool, batch: Vec<Job>, notify: &Notify) {
-    let result = run_transaction(pool, &batch).await;
-    match result {
-        Ok(outcomes) => {
-            if outcomes
-                .iter()
-                .any(|o| matches!(o, Committed::Applied { events } if *events > 0))
-            {
-                notify.notify_one();
-            }
+async fn commit_batch(
+    pool: &PgPool,
+    batch: Vec<Job>,
+    committed: &mpsc::UnboundedSender<Vec<PendingEvent>>,
+) {
+    match run_transaction(pool, &batch).await {
+        Ok((outcomes, events)) => {
+            hand_over(committed, events);
             for (job, outcome) in batch.into_iter().zip(outcomes) {
                 let _ = job.reply.send(Ok(outcome));
             }
@@ -138,24 +138,35 @@ async fn commit_batch(pool: &PgPool, batch: Vec<Job>, notify: &Notify) {
             tracing::debug!(error = %err, size = batch.len(), "batch commit failed, retrying one by one");
             for job in batch {
                 let result = run_transaction(pool, std::slice::from_ref(&job)).await;
-                if matches!(result, Ok(ref o) if matches!(o[0], Committed::Applied { events } if events > 0))
-                {
-                    notify.notify_one();
-                }
-                let _ = job.reply.send(result.map(|o| o[0]));
+                let result = result.map(|(outcomes, events)| {
+                    hand_over(committed, events);
+                    outcomes[0]
+                });
+                let _ = job.reply.send(result);
             }
         }
     }
 }
 
+/// Gives committed events to the relay. If it is gone, they stay in the outbox and
+/// its sweep publishes them.
+fn hand_over(committed: &mpsc::UnboundedSender<Vec<PendingEvent>>, events: Vec<PendingEvent>) {
+    if !events.is_empty() {
+        let _ = committed.send(events);
+    }
+}
+
 /// Runs `jobs` in one transaction, rolled back explicitly on failure (a dropped
 /// transaction keeps its locks until its connection is reused).
-async fn run_transaction(pool: &PgPool, jobs: &[Job]) -> sqlx::Result<Vec<Committed>> {
+async fn run_transaction(
+    pool: &PgPool,
+    jobs: &[Job],
+) -> sqlx::Result<(Vec<Committed>, Vec<PendingEvent>)> {
     let mut tx = pool.begin().await?;
     match apply_all(&mut tx, jobs).await {
-        Ok(outcomes) => {
+        Ok(done) => {
             tx.commit().await?;
-            Ok(outcomes)
+            Ok(done)
         }
         Err(err) => {
             let _ = tx.rollback().await;
@@ -167,7 +178,10 @@ async fn run_transaction(pool: &PgPool, jobs: &[Job]) -> sqlx::Result<Vec<Commit
 /// Claims every message id of the batch with one statement, applies the effects of the
 /// claimed ones, and writes all their events with one more: two round trips per batch
 /// on top of the effects' own writes.
-async fn apply_all(tx: &mut PgConnection, jobs: &[Job]) -> sqlx::Result<Vec<Committed>> {
+async fn apply_all(
+    tx: &mut PgConnection,
+    jobs: &[Job],
+) -> sqlx::Result<(Vec<Committed>, Vec<PendingEvent>)> {
     let claims: Vec<_> = jobs
         .iter()
         .map(|job| inbox::Claim {
@@ -191,6 +205,6 @@ async fn apply_all(tx: &mut PgConnection, jobs: &[Job]) -> sqlx::Result<Vec<Comm
         });
         events.extend(caused);
     }
-    outbox::insert_all(tx, &events).await?;
-    Ok(outcomes)
+    let pending = outbox::insert_all(tx, events).await?;
+    Ok((outcomes, pending))
 }

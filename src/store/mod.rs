@@ -43,10 +43,22 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
 
 /// A lazily connecting pool: a worker starts (and reports not ready) while Postgres is down.
 pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    pool_with(url, max_connections, &[])
+}
+
+/// The outbox relay's pool. Its writes only forget published events; one lost in a
+/// crash means the event is published again (at least once), so they need not wait
+/// for the WAL flush.
+pub fn relay_pool(url: &str) -> anyhow::Result<PgPool> {
+    pool_with(url, 2, &[("synchronous_commit", "off")])
+}
+
+fn pool_with(url: &str, max_connections: u32, settings: &[(&str, &str)]) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL: {e}"))?
         // A transaction left open by a crashed task must not hold its locks forever.
         .options([("idle_in_transaction_session_timeout", "30s")])
+        .options(settings.iter().copied())
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
     Ok(PgPoolOptions::new()

@@ -3,6 +3,7 @@
 
 use crate::domain::events::OutboundEvent;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use std::collections::HashMap;
 
 /// An event waiting for publication.
 #[derive(Debug, sqlx::FromRow)]
@@ -15,10 +16,13 @@ pub struct PendingEvent {
     pub body: Vec<u8>,
 }
 
-/// Writes a batch of events with one statement.
-pub async fn insert_all(conn: &mut PgConnection, events: &[OutboundEvent]) -> sqlx::Result<()> {
+/// Writes a batch of events with one statement; returns them as the relay needs them.
+pub async fn insert_all(
+    conn: &mut PgConnection,
+    events: Vec<OutboundEvent>,
+) -> sqlx::Result<Vec<PendingEvent>> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     let keys: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
@@ -26,39 +30,57 @@ pub async fn insert_all(conn: &mut PgConnection, events: &[OutboundEvent]) -> sq
         events.iter().map(|e| e.correlation_id.as_deref()).collect();
     let causes: Vec<&str> = events.iter().map(|e| e.causation_id.as_str()).collect();
     let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_slice()).collect();
-    sqlx::query(
+    let seqs: Vec<(String, i64)> = sqlx::query_as(
         "INSERT INTO outbox (event_id, routing_key, correlation_id, causation_id, body)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])",
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+         RETURNING event_id, seq",
     )
     .bind(&ids)
     .bind(&keys)
     .bind(&correlations)
     .bind(&causes)
     .bind(&bodies)
-    .execute(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(())
+    let seqs: HashMap<String, i64> = seqs.into_iter().collect();
+    Ok(events
+        .into_iter()
+        .map(|event| PendingEvent {
+            seq: seqs.get(&event.id).copied().unwrap_or_default(),
+            routing_key: event.routing_key.to_owned(),
+            event_id: event.id,
+            correlation_id: event.correlation_id,
+            causation_id: event.causation_id,
+            body: event.body,
+        })
+        .collect())
 }
 
-/// Locks up to `limit` unpublished events, oldest first. Rows locked by another
-/// worker's relay are skipped, so two relays never publish the same row concurrently.
-pub async fn lock_batch(
+/// Locks up to `limit` events committed more than `min_age` ago and still unpublished,
+/// oldest first: rows left by a crash or a lost connection (fresh rows are being
+/// published by the relay of the process that committed them). Rows locked by another
+/// worker's sweep are skipped, so two sweeps never publish the same row concurrently.
+pub async fn lock_stale(
     tx: &mut Transaction<'_, Postgres>,
+    min_age: std::time::Duration,
     limit: i64,
 ) -> sqlx::Result<Vec<PendingEvent>> {
     sqlx::query_as(
         "SELECT seq, event_id, routing_key, correlation_id, causation_id, body
-         FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+         FROM outbox WHERE created_at < now() - make_interval(secs => $1)
+         ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
+    .bind(min_age.as_secs_f64())
     .bind(limit)
     .fetch_all(&mut **tx)
     .await
 }
 
-pub async fn delete(tx: &mut Transaction<'_, Postgres>, seqs: &[i64]) -> sqlx::Result<()> {
+/// Forgets published events.
+pub async fn delete(conn: &mut PgConnection, seqs: &[i64]) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
         .bind(seqs)
-        .execute(&mut **tx)
+        .execute(conn)
         .await?;
     Ok(())
 }

@@ -109,12 +109,22 @@ async fn attaching_a_source_of_a_disabled_gateway_is_gateway_disabled() {
     )
     .await
     .unwrap();
-    w.publish(
-        "wallet.attach",
-        &wallet_attach("ord_d2", "pending", "cus_d", &source),
-    )
-    .await;
-    let event = w.next_event().await;
+    // Workers learn of the change through a notification, within moments.
+    let mut rejected = None;
+    for attempt in 0..20 {
+        let order = format!("ord_d{}", attempt + 2);
+        w.publish(
+            "wallet.attach",
+            &wallet_attach(&order, "pending", "cus_d", &source),
+        )
+        .await;
+        let event = w.next_event().await;
+        if event.routing_key == "wallet.attach_rejected" {
+            rejected = Some(event);
+            break;
+        }
+    }
+    let event = rejected.expect("disabling the gateway takes effect");
     assert_eq!(event.data()["reason"], "gateway_disabled");
     w.stop().await;
 }
