@@ -59,7 +59,7 @@ WORK="$(mktemp -d /tmp/wallet-bench.XXXXXX)"
 CLK_TCK="$(getconf CLK_TCK)"
 STAMP="$(date +%s)"
 RUN_NO=0
-# What the current run started, for stop_run and the exit trap.
+# What the current run started, for stop_run and the exit trap (each run is a subshell).
 SIM_PID="" CONSUMER_PID="" NAME="" DB=""
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
@@ -161,7 +161,6 @@ loadgen() { # count [rate] → loadgen's JSON report on stdout
 # object to $RESULTS, and tears everything down.
 run_one() { # design latency prefetch count [rate]
   local design=$1 latency=$2 prefetch=$3 count=$4 rate=${5:-}
-  RUN_NO=$((RUN_NO + 1))
   NAME="bench-$STAMP-$RUN_NO" DB="bench_${STAMP}_$RUN_NO"
   export DATABASE_URL="$PG_URL/$DB" WALLET_EXCHANGE="$NAME" WALLET_QUEUE="$NAME"
   log "run $RUN_NO: $design, gateway ${latency} ms, prefetch $prefetch, $count messages${rate:+ at $rate/s}"
@@ -208,16 +207,47 @@ count_for() { # latency prefetch
   echo $((rate * RUN_SECONDS))
 }
 
+# Until the broker and Postgres answer (tests elsewhere on this machine restart them).
+wait_for_services() {
+  for _ in $(seq 120); do
+    if (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null &&
+      psql -qAt "$PG_URL/postgres" -c 'SELECT 1' >/dev/null 2>&1; then
+      sleep 5 # let a restarted broker settle
+      return 0
+    fi
+    sleep 1
+  done
+  log "the broker or Postgres is still down"
+  return 1
+}
+
+# One run in a subshell of its own, so that a failure (the broker restarted, a
+# completion went missing) ends that run only; it is tried again up to twice.
+run_checked() { # design latency prefetch count [rate]
+  local try
+  for try in 1 2 3; do
+    RUN_NO=$((RUN_NO + 1))
+    (
+      trap stop_run EXIT
+      run_one "$@"
+    ) &
+    wait $! && return 0
+    log "run $RUN_NO failed (attempt $try of 3)"
+    wait_for_services || true
+  done
+  log "giving up on $*"
+}
+
 # REPEAT pairs in A B B A order.
 run_pairs() { # latency prefetch count [rate]
   local rep
   for rep in $(seq "$REPEAT"); do
     if ((rep % 2)); then
-      run_one worker "$@"
-      run_one ceiling "$@"
+      run_checked worker "$@"
+      run_checked ceiling "$@"
     else
-      run_one ceiling "$@"
-      run_one worker "$@"
+      run_checked ceiling "$@"
+      run_checked worker "$@"
     fi
   done
 }
@@ -240,6 +270,7 @@ write_report() {
       rss: (map(.peak_rss_mib) | max), missing: (map(.missing) | add) };
     def pairs(paced): [.[] | select((.rate != null) == paced)]
       | group_by([.gateway_latency_ms, .prefetch, .rate])
+      | map(select(any(.design == "worker") and any(.design == "ceiling")))
       | map({w: (map(select(.design == "worker")) | summary),
              c: (map(select(.design == "ceiling")) | summary)});
     def spread(s): "\(s.msgs | floor) (\(s.lo | floor)–\(s.hi | floor))";

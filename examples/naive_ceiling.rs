@@ -162,7 +162,8 @@ async fn database(url: &str, prefetch: u16) -> anyhow::Result<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(u32::from(prefetch).clamp(8, 32) + 2)
         .acquire_timeout(Duration::from_secs(30))
-        .connect(url)
+        // The worker's connection rules (no TLS on loopback unless asked): a fair race.
+        .connect_with(wallet_worker::store::connect_options(url)?)
         .await
         .context("cannot reach Postgres")?;
     sqlx::raw_sql(SCHEMA).execute(&pool).await?;

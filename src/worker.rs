@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Effects per group-commit transaction.
 const MAX_COMMIT_BATCH: usize = 64;
-/// Group-commit loops running side by side.
-const COMMITTERS: usize = 2;
+/// Group-commit loops running side by side: they mostly wait on round trips, so a few
+/// keep Postgres busy while each waits.
+const COMMITTERS: usize = 4;
 
 /// A worker started in the background.
 pub struct RunningWorker {
@@ -44,7 +45,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     // quarter of the prefetch window is plenty, and Postgres connections are scarce.
     let pool_size = args
         .db_pool_size
-        .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(4, 24) + COMMITTERS as u32);
+        .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + COMMITTERS as u32);
     let pool = store::connect_and_migrate(&args.db.database_url, pool_size).await?;
     let broker_up = Arc::new(AtomicBool::new(false));
     let admin_stop = CancellationToken::new();

@@ -10,7 +10,7 @@ pub mod wallet;
 pub use committer::{Committed, Committer, Effect};
 
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, PgPool, Postgres};
 use std::str::FromStr;
 use std::time::Duration;
@@ -53,9 +53,29 @@ pub fn relay_pool(url: &str) -> anyhow::Result<PgPool> {
     pool_with(url, 2, &[("synchronous_commit", "off")])
 }
 
-fn pool_with(url: &str, max_connections: u32, settings: &[(&str, &str)]) -> anyhow::Result<PgPool> {
+/// Connection options from `url`. Without an explicit `sslmode`, sqlx would `prefer`
+/// TLS; on loopback that buys nothing and costs a quarter of the worker's database CPU,
+/// so loopback connections default to plain TCP. An explicit `sslmode` always wins.
+pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     let options = PgConnectOptions::from_str(url)
-        .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL: {e}"))?
+        .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL: {e}"))?;
+    let explicit_ssl = url.contains("sslmode=");
+    let host = options.get_host();
+    let loopback = host == "localhost"
+        || host.starts_with('/')
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    Ok(if loopback && !explicit_ssl {
+        options.ssl_mode(PgSslMode::Disable)
+    } else {
+        options
+    })
+}
+
+fn pool_with(url: &str, max_connections: u32, settings: &[(&str, &str)]) -> anyhow::Result<PgPool> {
+    let options = connect_options(url)?
         // A transaction left open by a crashed task must not hold its locks forever.
         .options([("idle_in_transaction_session_timeout", "30s")])
         .options(settings.iter().copied())

@@ -51,12 +51,19 @@ pub async fn save(
     conn: &mut PgConnection,
     source: &NewSource<'_>,
 ) -> sqlx::Result<(SourceSummary, bool)> {
-    let inserted: Option<String> = sqlx::query_scalar(
-        "INSERT INTO customer_payment_sources (id, customer_id, gateway_id, name, metadata,
-             reference, customer_token, payment_source_token)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (customer_id, gateway_id, payment_source_token) DO NOTHING
-         RETURNING id",
+    // One round trip in the common cases: inserted, or found already stored.
+    let row = sqlx::query(
+        "WITH inserted AS (
+             INSERT INTO customer_payment_sources (id, customer_id, gateway_id, name,
+                 metadata, reference, customer_token, payment_source_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (customer_id, gateway_id, payment_source_token) DO NOTHING
+             RETURNING id, gateway_id, name, metadata)
+         SELECT id, gateway_id, name, metadata, true AS created FROM inserted
+         UNION ALL
+         SELECT id, gateway_id, name, metadata, false FROM customer_payment_sources
+         WHERE customer_id = $2 AND gateway_id = $3 AND payment_source_token = $8
+           AND NOT EXISTS (SELECT 1 FROM inserted)",
     )
     .bind(ids::customer_payment_source_id())
     .bind(source.customer_id)
@@ -68,24 +75,23 @@ pub async fn save(
     .bind(source.payment_source_token.expose())
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some(id) = inserted {
-        let summary = SourceSummary {
-            id,
-            gateway_id: source.gateway_id.to_owned(),
-            name: source.name.to_owned(),
-            metadata: source.metadata.clone(),
-        };
-        return Ok((summary, true));
-    }
-    let row = sqlx::query(
-        "SELECT id, gateway_id, name, metadata FROM customer_payment_sources
-         WHERE customer_id = $1 AND gateway_id = $2 AND payment_source_token = $3",
-    )
-    .bind(source.customer_id)
-    .bind(source.gateway_id)
-    .bind(source.payment_source_token.expose())
-    .fetch_one(conn)
-    .await?;
+    let row = match row {
+        Some(row) => row,
+        // Another transaction stored the card after this statement's snapshot was
+        // taken: the conflict waited for its commit; a fresh statement sees the row.
+        None => {
+            sqlx::query(
+                "SELECT id, gateway_id, name, metadata, false AS created
+             FROM customer_payment_sources
+             WHERE customer_id = $1 AND gateway_id = $2 AND payment_source_token = $3",
+            )
+            .bind(source.customer_id)
+            .bind(source.gateway_id)
+            .bind(source.payment_source_token.expose())
+            .fetch_one(conn)
+            .await?
+        }
+    };
     let metadata: Json<Map<String, Value>> = row.try_get("metadata")?;
     let summary = SourceSummary {
         id: row.try_get("id")?,
@@ -93,7 +99,7 @@ pub async fn save(
         name: row.try_get("name")?,
         metadata: metadata.0,
     };
-    Ok((summary, false))
+    Ok((summary, row.try_get("created")?))
 }
 
 /// The source `id` if it belongs to `customer_id`; `None` for an unknown id and for
