@@ -1,5 +1,6 @@
-//! A real broker restart under load (`rabbitmqctl stop_app` / `start_app`). It restarts
-//! the shared RabbitMQ, so nextest runs it alone (see `.config/nextest.toml`).
+//! Real restarts under load: RabbitMQ (`rabbitmqctl stop_app` / `start_app`) and Postgres
+//! (`pg_ctlcluster stop` / `start`). They restart the shared services, so nextest runs
+//! them alone (see `.config/nextest.toml`).
 
 use crate::accounting::Ledger;
 use crate::helpers::*;
@@ -98,5 +99,49 @@ async fn broker_restart_under_load_loses_nothing() {
     let _ = channel
         .queue_delete(events.as_str().into(), Default::default())
         .await;
+    w.stop().await;
+}
+
+async fn pg_ctlcluster(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("a Debian Postgres cluster (CI's machine)")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .next()
+        .expect("one cluster version");
+    let status = tokio::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", action])
+        .args(if action == "stop" {
+            &["-m", "fast"][..]
+        } else {
+            &[][..]
+        })
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("pg_ctlcluster runs (CI runs as root)");
+    assert!(status.success(), "pg_ctlcluster {action} failed");
+}
+
+/// Postgres really stopped (`pg_ctlcluster stop -m fast`) and started again under load.
+/// It stops the shared Postgres, so nextest runs it alone (see `.config/nextest.toml`).
+#[tokio::test]
+async fn postgres_restart_under_load_loses_nothing_and_dead_letters_nothing() {
+    let mut w = spawn_worker().await;
+    w.gateway_accepts().await;
+    let published = publish_saves(&w, "pgrestart", 600).await;
+    w.wait_for_at_least("SELECT count(*) FROM processed_messages", 50)
+        .await;
+    pg_ctlcluster("stop").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    pg_ctlcluster("start").await;
+    let ledger = Ledger::collect(&mut w, &published, Duration::from_secs(90)).await;
+    let (lost, duplicated) = ledger.report("postgres-restart", &published);
+    assert_eq!(lost, 0);
+    assert_eq!(duplicated, 0);
+    assert_eq!(
+        w.dead_letter_count().await,
+        0,
+        "nothing dead-lettered by the outage"
+    );
     w.stop().await;
 }
