@@ -546,14 +546,7 @@ fn source_name(metadata: &Map<String, Value>) -> String {
 /// Deletes what `Topology::declare` created for this queue, and the exchange.
 async fn teardown(connection: &Connection, topology: &Topology) -> anyhow::Result<()> {
     let channel = connection.create_channel().await?;
-    let mut queues = vec![topology.queue.clone(), topology.dead_letter_queue()];
-    queues.extend(
-        topology
-            .retry_levels
-            .iter()
-            .map(|l| topology.retry_queue(*l)),
-    );
-    for queue in queues {
+    for queue in topology.queues() {
         channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await

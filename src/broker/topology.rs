@@ -49,6 +49,13 @@ impl Topology {
         format!("{}.retry.{level_ms}", self.queue)
     }
 
+    /// Every queue the topology declares: inbound, dead-letter, and the retry levels.
+    pub fn queues(&self) -> Vec<String> {
+        let mut queues = vec![self.queue.clone(), self.dead_letter_queue()];
+        queues.extend(self.retry_levels.iter().map(|l| self.retry_queue(*l)));
+        queues
+    }
+
     /// The shortest level that waits at least `delay_ms` (the longest if none does).
     pub fn level_for(&self, delay_ms: u64) -> u64 {
         self.retry_levels

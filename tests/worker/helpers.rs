@@ -384,14 +384,7 @@ impl TestWorker {
             self.args.retry_base_ms,
             self.args.retry_max_ms,
         );
-        let mut queues = vec![topology.queue.clone(), topology.dead_letter_queue()];
-        queues.extend(
-            topology
-                .retry_levels
-                .iter()
-                .map(|l| topology.retry_queue(*l)),
-        );
-        for queue in queues {
+        for queue in topology.queues() {
             let _ = self
                 .channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())

@@ -151,14 +151,7 @@ async fn demo_runs_end_to_end_on_its_own_queues_and_database() {
         .await
         .expect("broker");
     let channel = connection.create_channel().await.expect("channel");
-    let mut queues = vec![topology.queue.clone(), topology.dead_letter_queue()];
-    queues.extend(
-        topology
-            .retry_levels
-            .iter()
-            .map(|l| topology.retry_queue(*l)),
-    );
-    for queue in queues {
+    for queue in topology.queues() {
         let _ = channel
             .queue_delete(queue.as_str().into(), Default::default())
             .await;
