@@ -144,13 +144,18 @@ impl GatewayClient {
                 Err(response::transport_error(&target.id, &error)),
             ),
         };
-        ::metrics::counter!("wallet_gateway_calls_total", "gateway" => target.id.clone(), "status" => status)
+        ::metrics::counter!(crate::metrics::GATEWAY_CALLS, "gateway" => target.id.clone(), "status" => status)
             .increment(1);
-        ::metrics::histogram!("wallet_gateway_call_seconds", "gateway" => target.id.clone())
+        ::metrics::histogram!(crate::metrics::GATEWAY_SECONDS, "gateway" => target.id.clone())
             .record(started.elapsed().as_secs_f64());
         result.map_err(|error| {
             let error = error.scrubbed(&[req.payment.token.expose(), target.secret.expose()]);
-            tracing::warn!(gateway = %target.id, attempt, transient = error.is_transient(), error = %error, "gateway call failed");
+            // A refusal is a business answer (a declined card), not a malfunction.
+            if error.is_transient() {
+                tracing::warn!(gateway = %target.id, attempt, error = %error, "gateway call failed");
+            } else {
+                tracing::info!(gateway = %target.id, attempt, error = %error, "gateway refused");
+            }
             error
         })
     }
