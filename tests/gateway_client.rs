@@ -400,27 +400,42 @@ fn hmac_hex(key: &str, data: &str, len: usize) -> String {
     hex[..len].to_owned()
 }
 
-#[tokio::test]
-async fn the_gateway_sim_answers_signed_requests_deterministically_and_idempotently() {
+/// Starts the gateway simulator on a free port; returns its base URL, its counters and
+/// the server task (which ends when `shutdown` resolves).
+async fn start_sim(
+    error_rate: f64,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (
+    String,
+    Arc<SimStats>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let config = SimConfig {
         latency: Duration::ZERO,
-        error_rate: 0.0,
+        error_rate,
         secret: Secret::new(SECRET),
     };
     let stats = Arc::new(SimStats::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(sim::serve_with_stats(
         listener,
         config,
         stats.clone(),
-        async {
-            let _ = stopped.await;
-        },
+        shutdown,
     ));
+    (base, stats, server)
+}
+
+#[tokio::test]
+async fn the_gateway_sim_answers_signed_requests_deterministically_and_idempotently() {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (base, stats, server) = start_sim(0.0, async {
+        let _ = stopped.await;
+    })
+    .await;
 
     let fixture = Fixture::new(CARD_TOKEN);
     let client = fast_client();
@@ -483,22 +498,7 @@ async fn the_gateway_sim_answers_signed_requests_deterministically_and_idempoten
 
 #[tokio::test]
 async fn the_gateway_sim_injects_503s_that_the_client_sees_as_transient() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let config = SimConfig {
-        latency: Duration::ZERO,
-        error_rate: 1.0,
-        secret: Secret::new(SECRET),
-    };
-    let stats = Arc::new(SimStats::default());
-    tokio::spawn(sim::serve_with_stats(
-        listener,
-        config,
-        stats.clone(),
-        std::future::pending(),
-    ));
+    let (base, stats, _server) = start_sim(1.0, std::future::pending()).await;
     let fixture = Fixture::new(CARD_TOKEN);
     let error = fast_client()
         .save(&target(&base), &fixture.request())

@@ -91,12 +91,7 @@ impl PublishHarness {
         let mut ids = Vec::with_capacity(count);
         let mut confirms = Vec::with_capacity(count);
         for i in 0..count {
-            let msg = order_placed(
-                &format!("ord_{tag}_{i}"),
-                &format!("cus_{tag}_{}", i % 50),
-                &format!("tok_{tag}_{i}"),
-                true,
-            );
+            let msg = bulk_save(tag, i);
             let id = msg["id"].as_str().unwrap().to_owned();
             let properties = lapin::BasicProperties::default()
                 .with_content_type("application/json".into())

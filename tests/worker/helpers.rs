@@ -518,16 +518,22 @@ impl TestWorker {
     }
 }
 
+/// Message `i` of a bulk run: an order.placed that saves a card of its own, for one of
+/// 50 customers.
+pub fn bulk_save(tag: &str, i: usize) -> Value {
+    order_placed(
+        &format!("ord_{tag}_{i}"),
+        &format!("cus_{tag}_{}", i % 50),
+        &format!("tok_{tag}_{i}"),
+        true,
+    )
+}
+
 /// Publishes `count` order.placed messages that each save a distinct card; returns ids.
 pub async fn publish_saves(w: &TestWorker, tag: &str, count: usize) -> Vec<String> {
     let mut ids = Vec::with_capacity(count);
     for i in 0..count {
-        let msg = order_placed(
-            &format!("ord_{tag}_{i}"),
-            &format!("cus_{tag}_{}", i % 50),
-            &format!("tok_{tag}_{i}"),
-            true,
-        );
+        let msg = bulk_save(tag, i);
         w.publish("order.placed", &msg).await;
         ids.push(msg["id"].as_str().expect("id").to_owned());
     }
