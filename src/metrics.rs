@@ -25,6 +25,12 @@ pub const IN_FLIGHT: &str = "wallet_deliveries_in_flight";
 pub const CIRCUIT_OPEN: &str = "wallet_gateway_circuit_open";
 /// 1 while connected to the broker.
 pub const BROKER_CONNECTED: &str = "wallet_broker_connected";
+/// 1 while the database answers (checked with readiness).
+pub const DATABASE_UP: &str = "wallet_database_up";
+/// 1 while `/readyz` would answer 200.
+pub const READY: &str = "wallet_ready";
+/// Panics contained, by `task` (`delivery`, `committer`, `relay`, ...).
+pub const PANICS: &str = "wallet_panics_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -69,4 +75,10 @@ fn describe() {
     describe_gauge!(IN_FLIGHT, "Deliveries being handled");
     describe_gauge!(CIRCUIT_OPEN, "1 while a gateway's circuit is open");
     describe_gauge!(BROKER_CONNECTED, "1 while connected to the broker");
+    describe_gauge!(DATABASE_UP, "1 while the database answers");
+    describe_gauge!(
+        READY,
+        "1 while the worker is ready (broker, database, internal tasks)"
+    );
+    describe_counter!(PANICS, "Panics contained, by task");
 }

@@ -9,8 +9,8 @@ use crate::gateway::{ClientSettings, GatewayClient};
 use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
 use crate::metrics as m;
 use crate::store::outbox::PendingEvent;
-use crate::store::{self, Committer};
-use backon::BackoffBuilder;
+use crate::store::{self, Committer, CommitterSettings, Rules};
+use crate::supervisor::Supervisor;
 use lapin::options::ConfirmSelectOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,14 +48,17 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + COMMITTERS as u32);
     let pool = store::connect_and_migrate(&args.db.database_url, pool_size).await?;
     let broker_up = Arc::new(AtomicBool::new(false));
+    let supervisor = Supervisor::default();
     let admin_stop = CancellationToken::new();
     let (admin_addr, admin_task) = admin::serve(
         args.admin_addr,
         AdminState {
             pool: pool.clone(),
             broker_up: broker_up.clone(),
+            supervisor: supervisor.clone(),
             metrics: m::install(),
             token: args.admin_token.clone(),
+            clock: args.clock.clone(),
         },
         admin_stop.clone(),
     )
@@ -68,10 +71,20 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         committed: Arc::new(Mutex::new(committed_events)),
     };
     let gateways = Arc::new(GatewayDirectory::new(pool.clone(), Duration::from_secs(1)));
-    let watcher = gateways.watch(shutdown.clone()).await;
-    if let Err(err) = &watcher {
-        tracing::warn!(error = %err, "cannot watch gateway changes; cached gateways expire after 1 s");
+    match gateways.watch(shutdown.clone()).await {
+        Ok(watcher) => drop(supervisor.spawn("gateway-watcher", watcher)),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch gateway changes; cached gateways expire after 1 s");
+        }
     }
+    let committer_settings = CommitterSettings {
+        parallelism: COMMITTERS,
+        max_batch: MAX_COMMIT_BATCH,
+        rules: Rules {
+            clock: args.clock.clone(),
+            max_sources_per_customer: args.max_sources_per_customer,
+        },
+    };
     let shared = Arc::new(Shared {
         handlers: Context {
             pool: pool.clone(),
@@ -82,7 +95,12 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
                 cool_down: Duration::from_millis(args.circuit_cool_down_ms),
             },
         },
-        committer: Committer::spawn(pool.clone(), COMMITTERS, MAX_COMMIT_BATCH, events_committed),
+        committer: Committer::spawn(
+            pool.clone(),
+            committer_settings,
+            &supervisor,
+            events_committed,
+        ),
         topology: Topology::new(
             &args.amqp.exchange,
             &args.amqp.queue,
@@ -96,21 +114,42 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
             retry_max_ms: args.retry_max_ms,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         },
+        supervisor: supervisor.clone(),
     });
     let task = tokio::spawn(async move {
-        supervise(&args.amqp.amqp_url, shared, relay, broker_up, shutdown).await;
+        // A dead internal task ends the worker: its messages go back to the broker
+        // (nothing can commit them here any more) and `run` reports the failure.
+        let consuming = reconnect_loop(
+            &args.amqp.amqp_url,
+            shared,
+            relay,
+            broker_up,
+            shutdown.clone(),
+        );
+        let failure = tokio::select! {
+            () = consuming => None,
+            () = supervisor.failed() => {
+                shutdown.cancel();
+                supervisor.failure()
+            }
+        };
         pool.close().await;
         relay_pool.close().await;
         admin_stop.cancel();
         let _ = admin_task.await;
-        tracing::info!("worker stopped");
-        Ok(())
+        match failure {
+            Some(failure) => Err(anyhow::anyhow!(failure)),
+            None => {
+                tracing::info!("worker stopped");
+                Ok(())
+            }
+        }
     });
     Ok(RunningWorker { admin_addr, task })
 }
 
 /// Connects, declares, consumes; on any broker failure, starts over after a backoff.
-async fn supervise(
+async fn reconnect_loop(
     amqp_url: &str,
     shared: Arc<Shared>,
     relay: Relay,
@@ -167,7 +206,7 @@ async fn session(
         .await?;
     let stop_consuming = shutdown.child_token();
     let stop_relay = CancellationToken::new();
-    let relay_task = tokio::spawn({
+    let relay_task = shared.supervisor.spawn("relay", {
         let (pool, committed, exchange) = (
             relay.pool.clone(),
             relay.committed.clone(),
@@ -189,23 +228,13 @@ async fn session(
     stop_relay.cancel();
     let relayed = relay_task.await?;
     consumed?;
-    relayed?;
+    // `None`: the relay panicked; the supervisor is stopping the worker.
+    relayed.transpose()?;
     Ok(())
 }
 
 fn reconnect_backoff() -> backon::ExponentialBackoff {
-    backoff(Duration::from_millis(200), Duration::from_secs(5))
-}
-
-/// Endless exponential backoff with jitter between `min` and `max`: waiting for a
-/// service (broker, database) to come back.
-pub fn backoff(min: Duration, max: Duration) -> backon::ExponentialBackoff {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(min)
-        .with_max_delay(max)
-        .with_jitter()
-        .without_max_times()
-        .build()
+    crate::backoff::endless(Duration::from_millis(200), Duration::from_secs(5))
 }
 
 /// What each session's outbox relay takes over from the previous one.

@@ -6,7 +6,7 @@ use sha2::Sha256;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wallet_worker::domain::commands::Customer;
-use wallet_worker::domain::{ExternalPayment, Order, Secret};
+use wallet_worker::domain::{ExternalPayment, Order, OrderStatus, Secret};
 use wallet_worker::gateway::sim::{self, SimConfig, SimStats};
 use wallet_worker::gateway::{
     ClientSettings, GatewayClient, GatewayError, GatewayTarget, SaveRequest, Tokens, sign,
@@ -39,7 +39,7 @@ impl Fixture {
         let order = Order {
             id: "qaMAhZkZvd".into(),
             number: Some("1234".into()),
-            status: "placed".into(),
+            status: OrderStatus::stored("placed".into()),
             customer: Some(customer.clone()),
             currency_code: Some("EUR".into()),
             total_amount_cents: Some(12900),

@@ -9,18 +9,21 @@ mod properties {
 }
 
 use properties::messages::{
-    expected, order_placed, parse_as, saving_order, typed, wallet_attach, wallet_save,
+    expected, order_placed, parse_as, saving_order, typed, wallet_attach, wallet_change,
+    wallet_save,
 };
 use properties::mutations::{
-    ORDER_PLACED, WALLET_ATTACH, WALLET_SAVE, assert_each_mutation_is_named, mutated,
+    ORDER_PLACED, WALLET_ATTACH, WALLET_CHANGE, WALLET_SAVE, assert_each_mutation_is_named, mutated,
 };
 use proptest::prelude::*;
 use serde_json::json;
 
-const ROUTING_KEYS: [&str; 4] = [
+const ROUTING_KEYS: [&str; 6] = [
     "order.placed",
     "wallet.save",
     "wallet.attach",
+    "wallet.remove",
+    "wallet.set_default",
     "order.cancelled",
 ];
 
@@ -30,7 +33,7 @@ proptest! {
 
     #[test]
     fn every_valid_message_parses_into_the_values_it_carries(
-        message in prop_oneof![order_placed(), wallet_save(), wallet_attach()]
+        message in prop_oneof![order_placed(), wallet_save(), wallet_attach(), wallet_change()]
     ) {
         let inbound = parse_as(message["type"].as_str().unwrap(), &message);
         let inbound = inbound.unwrap_or_else(|rejection| panic!("{rejection} for {message}"));
@@ -52,8 +55,15 @@ proptest! {
     }
 
     #[test]
+    fn every_mutation_of_a_wallet_remove_or_set_default_is_refused_naming_the_mutated_field(
+        change in wallet_change(),
+    ) {
+        assert_each_mutation_is_named(&change, WALLET_CHANGE);
+    }
+
+    #[test]
     fn a_message_under_another_routing_key_or_type_is_refused_naming_type(
-        message in prop_oneof![order_placed(), wallet_save(), wallet_attach()],
+        message in prop_oneof![order_placed(), wallet_save(), wallet_attach(), wallet_change()],
         other in 0..ROUTING_KEYS.len(),
     ) {
         let (key, own) = (ROUTING_KEYS[other], message["type"].as_str().unwrap());

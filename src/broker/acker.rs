@@ -2,6 +2,7 @@
 //! one `multiple` ack, acks stragglers above a gap one by one (so a slow message never
 //! holds the prefetch window of the fast ones), and hands back requeues.
 
+use crate::supervisor::Supervisor;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::collections::BTreeSet;
@@ -30,11 +31,14 @@ impl AckHandle {
     }
 }
 
-/// Starts the acker for `channel`; it ends when every handle is dropped (after sending
-/// what it was given) or when the channel fails.
-pub fn spawn(channel: Channel) -> (AckHandle, tokio::task::JoinHandle<()>) {
+/// Starts the acker for `channel` under `supervisor`; it ends when every handle is
+/// dropped (after sending what it was given) or when the channel fails.
+pub fn spawn(
+    channel: Channel,
+    supervisor: &Supervisor,
+) -> (AckHandle, tokio::task::JoinHandle<Option<()>>) {
     let (sender, receiver) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(channel, receiver));
+    let task = supervisor.spawn("acker", run(channel, receiver));
     (AckHandle { sender }, task)
 }
 

@@ -8,12 +8,14 @@ use super::topology::Topology;
 use crate::handlers;
 use crate::metrics as m;
 use crate::store::Committer;
-use futures::StreamExt;
+use crate::supervisor::Supervisor;
+use futures::{FutureExt, StreamExt};
 use lapin::Connection;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +38,7 @@ pub struct Shared {
     pub committer: Committer,
     pub topology: Topology,
     pub settings: ConsumerSettings,
+    pub supervisor: Supervisor,
 }
 
 /// Consumes until the connection fails or `stop` is cancelled; then finishes the
@@ -62,7 +65,7 @@ pub async fn run_session(
         )
         .await?;
     let consumer_tag = consumer.tag();
-    let (ack, acker_task) = acker::spawn(consume_channel.clone());
+    let (ack, acker_task) = acker::spawn(consume_channel.clone(), &shared.supervisor);
     let tracker = TaskTracker::new();
     let hand_back = CancellationToken::new();
     let mut stopping = false;
@@ -86,8 +89,18 @@ pub async fn run_session(
                 tracker.spawn(async move {
                     let tag = delivery.delivery_tag;
                     metrics::gauge!(m::IN_FLIGHT).increment(1.0);
+                    // `process` contains the handler's panics; this catches any other, so
+                    // a delivery always ends settled and its prefetch slot comes back.
+                    let processed =
+                        AssertUnwindSafe(delivery::process(&shared, &publish, &delivery))
+                            .catch_unwind();
                     let settle = tokio::select! {
-                        settle = delivery::process(&shared, &publish, &delivery) => settle,
+                        settle = processed => settle.unwrap_or_else(|panic| {
+                            let why = crate::supervisor::panic_message(panic.as_ref());
+                            metrics::counter!(m::PANICS, "task" => "delivery").increment(1);
+                            tracing::error!(panic = %why, "delivery panicked; handing it back");
+                            Settle::Requeue
+                        }),
                         _ = hand_back.cancelled() => Settle::Requeue,
                     };
                     metrics::gauge!(m::IN_FLIGHT).decrement(1.0);

@@ -10,6 +10,10 @@ pub const ORIGINAL_ROUTING_KEY: &str = "x-wallet-original-routing-key";
 pub const DEAD_LETTERED_AT: &str = "x-wallet-dead-lettered-at";
 /// Set by `dlq replay`: the message may have been handled before.
 pub const REPLAYED_AT: &str = "x-wallet-replayed-at";
+/// Times the message panicked the worker (poison detection).
+pub const PANICS: &str = "x-wallet-panics";
+/// Set by quorum queues: deliveries of this message that ended without a settlement.
+pub const DELIVERY_COUNT: &str = "x-delivery-count";
 
 /// A header's value as text, whatever string type the publisher used.
 pub fn text(properties: &BasicProperties, name: &str) -> Option<String> {

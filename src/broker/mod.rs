@@ -3,6 +3,7 @@
 
 pub mod acker;
 pub mod consumer;
+pub mod dead_letter;
 pub mod delivery;
 pub mod dlq;
 pub mod headers;

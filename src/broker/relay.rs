@@ -67,7 +67,7 @@ pub async fn run(
 }
 
 /// Publishes `events`, waits for every confirm, then deletes their rows.
-async fn publish_and_forget(
+pub async fn publish_and_forget(
     pool: &PgPool,
     channel: &Channel,
     exchange: &str,

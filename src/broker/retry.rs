@@ -1,6 +1,6 @@
-//! Delayed retries and dead letters: where a message goes when it cannot be handled now.
+//! Delayed retries: where a message waits when it cannot be handled now.
 
-use super::headers::{self, ATTEMPTS, DEAD_LETTERED_AT, ERROR, ERROR_DETAIL, ORIGINAL_ROUTING_KEY};
+use super::headers::{self, ATTEMPTS, ORIGINAL_ROUTING_KEY, PANICS};
 use super::publish::{PublishError, publish_confirmed};
 use super::topology::Topology;
 use lapin::types::AMQPValue;
@@ -17,81 +17,51 @@ pub fn backoff(attempt: u32, base_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(jittered.max(1))
 }
 
-/// Parks the message in the retry queue whose level covers `delay`. The attempt count
-/// and the original routing key travel in headers, not in broker delivery counters.
+/// A delayed retry of one message.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry<'a> {
+    /// Where the message goes back to.
+    pub routing_key: &'a str,
+    /// Attempts spent so far.
+    pub attempts_done: u32,
+    /// Times the message panicked the worker so far.
+    pub panics: u32,
+    pub delay: Duration,
+}
+
+/// Parks the message in the retry queue whose level covers the delay. The attempt and
+/// panic counts and the original routing key travel in headers, not in broker
+/// delivery counters.
 pub async fn schedule(
     channel: &Channel,
     topology: &Topology,
     body: &[u8],
     properties: &BasicProperties,
-    routing_key: &str,
-    attempts_done: u32,
-    delay: Duration,
+    retry: Retry<'_>,
 ) -> Result<(), PublishError> {
-    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).max(1);
+    let delay_ms = u64::try_from(retry.delay.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
     let level = topology.level_for(delay_ms);
+    let panics = (retry.panics > 0).then(|| AMQPValue::LongLongInt(retry.panics.into()));
     let headers = headers::with_headers(
         properties,
         &[
-            (ATTEMPTS, Some(AMQPValue::LongLongInt(attempts_done.into()))),
+            (
+                ATTEMPTS,
+                Some(AMQPValue::LongLongInt(retry.attempts_done.into())),
+            ),
             (
                 ORIGINAL_ROUTING_KEY,
-                Some(headers::long_string(routing_key)),
+                Some(headers::long_string(retry.routing_key)),
             ),
+            (PANICS, panics),
         ],
     );
     // The per-message expiration (≤ the queue's TTL) carries the jitter.
     let expiration = delay_ms.min(level).to_string();
     let props = headers::rebuild(properties, headers, Some(expiration));
     publish_confirmed(channel, "", &topology.retry_queue(level), body, props, true).await
-}
-
-/// Why a message is dead-lettered.
-#[derive(Debug, Clone)]
-pub struct DeadLetter<'a> {
-    pub kind: &'a str,
-    pub detail: &'a str,
-    pub attempts: u32,
-    pub routing_key: &'a str,
-}
-
-/// Publishes the message, body byte for byte and properties kept, to the dead-letter
-/// queue with the `x-wallet-*` headers.
-pub async fn dead_letter(
-    channel: &Channel,
-    topology: &Topology,
-    body: &[u8],
-    properties: &BasicProperties,
-    why: DeadLetter<'_>,
-) -> Result<(), PublishError> {
-    let headers = headers::with_headers(
-        properties,
-        &[
-            (ERROR, Some(headers::long_string(why.kind))),
-            (ERROR_DETAIL, Some(headers::long_string(why.detail))),
-            (ATTEMPTS, Some(AMQPValue::LongLongInt(why.attempts.into()))),
-            (
-                ORIGINAL_ROUTING_KEY,
-                Some(headers::long_string(why.routing_key)),
-            ),
-            (
-                DEAD_LETTERED_AT,
-                Some(headers::long_string(
-                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                )),
-            ),
-        ],
-    );
-    let props = headers::rebuild(properties, headers, None);
-    publish_confirmed(
-        channel,
-        "",
-        &topology.dead_letter_queue(),
-        body,
-        props,
-        true,
-    )
-    .await
 }
 
 #[cfg(test)]

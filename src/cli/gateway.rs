@@ -28,7 +28,7 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
             );
         }
         GatewayCmd::List { db, json } => {
-            let pool = store::connect_and_migrate(&db.database_url, 2).await?;
+            let pool = store::connect_existing(&db.database_url).await?;
             let list = gateways::list(&pool)
                 .await
                 .context("cannot list gateways")?;

@@ -1,38 +1,134 @@
-//! `wallet list CUSTOMER_ID [--json]`: a customer's payment sources, never a token.
+//! `wallet list|remove|set-default`: a customer's wallet from the command line. Changes
+//! go through the same commit as the `wallet.remove` / `wallet.set_default` messages
+//! (inbox, decisions under the customer's lock, outbox) and publish the same events.
 
-use crate::config::WalletCmd;
-use crate::store::{self, wallet};
-use anyhow::Context;
+use crate::broker::{self, relay};
+use crate::config::{WalletChangeArgs, WalletCmd};
+use crate::domain::{Clock, Meta, SourceRef};
+use crate::store::{self, Change, Committed, Effect, Rules, wallet};
+use anyhow::{Context, bail};
+use lapin::options::ConfirmSelectOptions;
 
 pub async fn run(cmd: WalletCmd) -> anyhow::Result<()> {
-    let WalletCmd::List {
-        db,
-        customer_id,
-        json,
-    } = cmd;
-    let pool = store::connect_and_migrate(&db.database_url, 2).await?;
-    let sources = wallet::list(&pool, &customer_id)
+    match cmd {
+        WalletCmd::List {
+            db,
+            customer_id,
+            all,
+            json,
+        } => list(&db.database_url, &customer_id, all, json).await,
+        WalletCmd::Remove(args) => change(args, "wallet.remove", Effect::Remove).await,
+        WalletCmd::SetDefault(args) => change(args, "wallet.set_default", Effect::SetDefault).await,
+    }
+}
+
+async fn list(database_url: &str, customer_id: &str, all: bool, json: bool) -> anyhow::Result<()> {
+    let pool = store::connect_existing(database_url).await?;
+    let sources = wallet::list(&pool, customer_id, Clock::system().now(), all)
         .await
         .context("cannot read the wallet")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&sources)?);
-    } else if sources.is_empty() {
-        println!("customer {customer_id} has no saved payment sources");
-    } else {
+        return Ok(());
+    }
+    if sources.is_empty() {
+        println!("customer {customer_id} has no available payment sources");
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<16} {:<28} {:<14} {:<20} STATE",
+        "ID", "GATEWAY", "NAME", "REFERENCE", "CREATED"
+    );
+    for s in sources {
+        let state = match (s.default, s.available, s.expired) {
+            (true, _, _) => "default",
+            (false, true, _) => "available",
+            (false, false, true) => "expired",
+            (false, false, false) => "gateway unavailable",
+        };
         println!(
-            "{:<12} {:<16} {:<28} {:<14} CREATED",
-            "ID", "GATEWAY", "NAME", "REFERENCE"
+            "{:<12} {:<16} {:<28} {:<14} {:<20} {state}",
+            s.id,
+            s.gateway_id,
+            s.name,
+            s.reference.unwrap_or_default(),
+            s.created_at.format("%Y-%m-%d %H:%M:%S"),
         );
-        for s in sources {
-            println!(
-                "{:<12} {:<16} {:<28} {:<14} {}",
-                s.id,
-                s.gateway_id,
-                s.name,
-                s.reference.unwrap_or_default(),
-                s.created_at.format("%Y-%m-%d %H:%M:%S")
-            );
+    }
+    Ok(())
+}
+
+/// Commits the change like a message would, then publishes its event. If the broker
+/// cannot be reached, the event stays in the outbox and a running worker publishes it.
+async fn change(
+    args: WalletChangeArgs,
+    kind: &'static str,
+    effect: fn(SourceRef) -> Effect,
+) -> anyhow::Result<()> {
+    let pool = store::connect_existing(&args.db.database_url).await?;
+    let meta = Meta {
+        id: format!("cli-{}", uuid::Uuid::new_v4()),
+        kind,
+        occurred_at: chrono::Utc::now(),
+        correlation_id: None,
+        maybe_seen: false,
+    };
+    let target = SourceRef {
+        customer_id: args.customer_id.clone(),
+        customer_payment_source_id: args.source_id.clone(),
+    };
+    let rules = Rules {
+        clock: Clock::system(),
+        // Neither command saves a source: the cap does not apply.
+        max_sources_per_customer: i64::MAX,
+    };
+    let change = Change::new(&meta, vec![effect(target)]);
+    let (committed, events) = store::commit_now(&pool, &rules, &meta.id, kind, &change)
+        .await
+        .context("cannot change the wallet")?;
+    let outcome = match committed {
+        Committed::Applied { outcome, .. } => outcome,
+        Committed::Duplicate => unreachable!("a fresh message id is never a duplicate"),
+    };
+    let reason = events
+        .first()
+        .and_then(|event| rejection_reason(&event.body));
+    match publish(&args, &pool, events).await {
+        Ok(()) => {}
+        Err(err) => eprintln!(
+            "wallet-worker: the event is stored but not yet published ({}); a running worker publishes it",
+            super::one_line(&err)
+        ),
+    }
+    let (customer, source) = (&args.customer_id, &args.source_id);
+    match outcome {
+        "removed" => println!("removed {source} from the wallet of {customer}"),
+        "default_set" => println!("{source} is now the default of {customer}"),
+        _ => {
+            let reason = reason.unwrap_or_else(|| "refused".into());
+            bail!("{kind} refused: {reason} (customer {customer}, source {source})")
         }
     }
+    Ok(())
+}
+
+/// The `reason` a rejection event carries.
+fn rejection_reason(body: &[u8]) -> Option<String> {
+    let event: serde_json::Value = serde_json::from_slice(body).ok()?;
+    event["data"]["reason"].as_str().map(str::to_owned)
+}
+
+async fn publish(
+    args: &WalletChangeArgs,
+    pool: &sqlx::PgPool,
+    events: Vec<store::outbox::PendingEvent>,
+) -> anyhow::Result<()> {
+    let connection = broker::connect(&args.amqp.amqp_url, "cli").await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    relay::publish_and_forget(pool, &channel, &args.amqp.exchange, events).await?;
+    let _ = connection.close(200, "bye".into()).await;
     Ok(())
 }

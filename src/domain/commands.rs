@@ -1,4 +1,4 @@
-//! The three inbound commands (contract §4) as typed values, validated field by field.
+//! The inbound commands (contract §4) as typed values, validated field by field.
 
 use super::envelope::Rejection;
 use super::limits::{
@@ -14,6 +14,20 @@ pub enum Command {
     OrderPlaced(OrderPlaced),
     WalletSave(WalletSave),
     WalletAttach(WalletAttach),
+    WalletRemove(SourceRef),
+    WalletSetDefault(SourceRef),
+}
+
+impl Command {
+    /// The order the message is about, when it names one (for dead-letter events).
+    pub fn order_id(&self) -> Option<&str> {
+        match self {
+            Self::OrderPlaced(cmd) => Some(&cmd.order.id),
+            Self::WalletSave(cmd) => Some(&cmd.order_id),
+            Self::WalletAttach(cmd) => Some(&cmd.order_id),
+            Self::WalletRemove(_) | Self::WalletSetDefault(_) => None,
+        }
+    }
 }
 
 /// `order.placed`: record the order, and maybe save its payment source.
@@ -32,9 +46,46 @@ pub struct WalletSave {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletAttach {
     pub order_id: String,
-    pub order_status: String,
+    pub order_status: OrderStatus,
     pub customer_id: String,
     pub customer_payment_source_id: String,
+}
+
+/// `wallet.remove` and `wallet.set_default`: one source of one customer's wallet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRef {
+    pub customer_id: String,
+    pub customer_payment_source_id: String,
+}
+
+/// An order's status as the pipeline reports it. Only whether it still lets the
+/// payment source change matters here.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct OrderStatus(String);
+
+impl OrderStatus {
+    /// Statuses in which an order's payment source can no longer change. The store's
+    /// conditional writes take this list too, so it is spelled out once.
+    pub const LOCKED: [&'static str; 3] = ["placed", "approved", "cancelled"];
+
+    /// A status from a message (non-empty text, no control characters).
+    pub fn parse(value: &str, field: &str) -> Result<Self, Rejection> {
+        text(value, field, MAX_TEXT_LEN).map(Self)
+    }
+
+    /// A status read back from the store, where only parsed statuses are written.
+    pub fn stored(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn is_editable(&self) -> bool {
+        !Self::LOCKED.contains(&self.0.as_str())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// An order as `order.placed` describes it.
@@ -42,7 +93,7 @@ pub struct WalletAttach {
 pub struct Order {
     pub id: String,
     pub number: Option<String>,
-    pub status: String,
+    pub status: OrderStatus,
     /// `None` for a guest order (contract §4: `guest: true` or no customer).
     pub customer: Option<Customer>,
     pub currency_code: Option<String>,
@@ -70,11 +121,6 @@ pub struct ExternalPayment {
     pub gateway_id: String,
     pub token: Secret,
     pub metadata: Map<String, Value>,
-}
-
-/// Whether an order in this status may still change its payment source.
-pub fn status_is_editable(status: &str) -> bool {
-    !matches!(status, "placed" | "approved" | "cancelled")
 }
 
 // ---- wire shapes (private): everything optional, validated into the types above ----
@@ -137,6 +183,12 @@ pub(crate) struct WalletAttachData {
 }
 
 #[derive(Deserialize)]
+pub(crate) struct SourceRefData {
+    customer_id: String,
+    customer_payment_source_id: String,
+}
+
+#[derive(Deserialize)]
 struct AttachOrderData {
     id: String,
     status: String,
@@ -161,7 +213,7 @@ impl OrderPlaced {
             order: Order {
                 id: text(&o.id, "data.order.id", MAX_ID_LEN)?,
                 number: optional_text(o.number, "data.order.number")?,
-                status: text(&o.status, "data.order.status", MAX_TEXT_LEN)?,
+                status: OrderStatus::parse(&o.status, "data.order.status")?,
                 customer,
                 currency_code: optional_text(o.currency_code, "data.order.currency_code")?,
                 total_amount_cents: o.total_amount_cents,
@@ -211,12 +263,25 @@ impl WalletAttach {
     pub(crate) fn parse(data: WalletAttachData) -> Result<Self, Rejection> {
         Ok(Self {
             order_id: text(&data.order.id, "data.order.id", MAX_ID_LEN)?,
-            order_status: text(&data.order.status, "data.order.status", MAX_TEXT_LEN)?,
+            order_status: OrderStatus::parse(&data.order.status, "data.order.status")?,
             customer_id: text(
                 &data.order.customer.id,
                 "data.order.customer.id",
                 MAX_ID_LEN,
             )?,
+            customer_payment_source_id: text(
+                &data.customer_payment_source_id,
+                "data.customer_payment_source_id",
+                MAX_ID_LEN,
+            )?,
+        })
+    }
+}
+
+impl SourceRef {
+    pub(crate) fn parse(data: SourceRefData) -> Result<Self, Rejection> {
+        Ok(Self {
+            customer_id: text(&data.customer_id, "data.customer_id", MAX_ID_LEN)?,
             customer_payment_source_id: text(
                 &data.customer_payment_source_id,
                 "data.customer_payment_source_id",

@@ -1,7 +1,7 @@
 //! The message envelope (contract §3) and the parse from raw AMQP delivery to a typed
 //! [`Inbound`] message. Parsing does no I/O and rejects bad input before any side effect.
 
-use super::commands::{Command, OrderPlaced, WalletAttach, WalletSave, text};
+use super::commands::{Command, OrderPlaced, SourceRef, WalletAttach, WalletSave, text};
 use super::limits::{MAX_BODY_BYTES, MAX_ID_LEN, MAX_JSON_DEPTH, json_depth_exceeds};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -9,7 +9,13 @@ use serde_json::value::RawValue;
 use std::fmt;
 
 /// Routing keys (and envelope `type`s) the worker consumes.
-pub const INBOUND_TYPES: [&str; 3] = ["order.placed", "wallet.save", "wallet.attach"];
+pub const INBOUND_TYPES: [&str; 5] = [
+    "order.placed",
+    "wallet.save",
+    "wallet.attach",
+    "wallet.remove",
+    "wallet.set_default",
+];
 
 /// What the broker handed us, before any interpretation.
 #[derive(Debug, Clone, Copy)]
@@ -114,7 +120,9 @@ pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
     let command = match kind {
         "order.placed" => Command::OrderPlaced(OrderPlaced::parse(from_json(data, "data")?)?),
         "wallet.save" => Command::WalletSave(WalletSave::parse(from_json(data, "data")?)?),
-        _ => Command::WalletAttach(WalletAttach::parse(from_json(data, "data")?)?),
+        "wallet.attach" => Command::WalletAttach(WalletAttach::parse(from_json(data, "data")?)?),
+        "wallet.remove" => Command::WalletRemove(SourceRef::parse(from_json(data, "data")?)?),
+        _ => Command::WalletSetDefault(SourceRef::parse(from_json(data, "data")?)?),
     };
     Ok(Inbound {
         meta: Meta {
@@ -149,11 +157,11 @@ pub fn sniff_id(raw: RawMessage<'_>) -> Option<String> {
 /// chosen by the sender (in `metadata`, or an unknown field) never reaches a log line or
 /// a dead-letter header. A path stops at the first other key (at its known parent).
 #[rustfmt::skip]
-const WIRE_FIELDS: [&str; 20] = [
+const WIRE_FIELDS: [&str; 21] = [
     "id", "type", "occurred_at", "correlation_id", "data", "order", "number", "status",
     "customer", "email", "guest", "currency_code", "total_amount_cents", "payment_source",
     "gateway_id", "payment_source_token", "metadata", "save_payment_source_to_customer_wallet",
-    "order_id", "customer_payment_source_id",
+    "order_id", "customer_payment_source_id", "customer_id",
 ];
 
 /// Deserializes `json` (the whole of it: trailing input is refused), naming the failing

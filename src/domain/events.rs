@@ -12,7 +12,7 @@ pub struct OutboundEvent {
     pub id: String,
     pub routing_key: &'static str,
     pub correlation_id: Option<String>,
-    pub causation_id: String,
+    pub causation_id: Option<String>,
     /// The serialized envelope; may hold tokens (`wallet.attached`), so it is never logged.
     pub body: Vec<u8>,
 }
@@ -25,8 +25,25 @@ struct Envelope<'a, T> {
     occurred_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     correlation_id: Option<&'a str>,
-    causation_id: &'a str,
+    /// Null only for `wallet.dead_lettered` of a message without an id.
+    causation_id: Option<&'a str>,
     data: T,
+}
+
+/// What caused an event: the inbound message's id and correlation id.
+#[derive(Debug, Clone, Copy)]
+pub struct Cause<'a> {
+    pub id: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+}
+
+impl<'a> From<&'a Meta> for Cause<'a> {
+    fn from(meta: &'a Meta) -> Self {
+        Self {
+            id: Some(&meta.id),
+            correlation_id: meta.correlation_id.as_deref(),
+        }
+    }
 }
 
 /// A customer payment source as events show it: never a token.
@@ -36,6 +53,8 @@ pub struct SourceSummary {
     pub gateway_id: String,
     pub name: String,
     pub metadata: Map<String, Value>,
+    /// Whether it is the customer's default source once the save committed.
+    pub default: bool,
 }
 
 /// Why a save was refused (contract §6).
@@ -46,6 +65,8 @@ pub enum SaveFailure {
     UnknownGateway,
     GatewayRefused,
     UnsupportedPaymentSource,
+    GatewayDisabled,
+    WalletFull,
 }
 
 /// Why an attach was refused (contract §6).
@@ -55,6 +76,16 @@ pub enum AttachRejection {
     NotFound,
     OrderNotEditable,
     GatewayDisabled,
+    Expired,
+}
+
+/// Why a removal or a default change was refused (contract §6).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WalletRejection {
+    /// Unknown, or another customer's (existence is not revealed).
+    NotFound,
+    Expired,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,23 +129,61 @@ pub struct WalletAttachRejected {
     pub reason: AttachRejection,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletRemoved {
+    pub customer_id: String,
+    pub customer_payment_source_id: String,
+    /// The customer's default after the removal, if any source is left available.
+    pub default_customer_payment_source_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletDefaultSet {
+    pub customer_id: String,
+    pub customer_payment_source_id: String,
+}
+
+/// `wallet.remove_rejected` and `wallet.default_rejected`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletChangeRejected {
+    pub customer_id: String,
+    pub customer_payment_source_id: String,
+    pub reason: WalletRejection,
+}
+
+/// `wallet.dead_lettered`: a message ended in the dead-letter queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLettered {
+    pub message_id: Option<String>,
+    pub message_type: String,
+    pub error: String,
+    pub detail: String,
+    pub attempts: u32,
+    pub order_id: Option<String>,
+}
+
 /// Builds the envelope for `data`, caused by the inbound message `cause`.
-pub fn outbound<T: Serialize>(cause: &Meta, routing_key: &'static str, data: T) -> OutboundEvent {
+pub fn outbound<'a, T: Serialize>(
+    cause: impl Into<Cause<'a>>,
+    routing_key: &'static str,
+    data: T,
+) -> OutboundEvent {
+    let cause = cause.into();
     let id = super::ids::event_id();
     let body = serde_json::to_vec(&Envelope {
         id: &id,
         kind: routing_key,
         occurred_at: Utc::now(),
-        correlation_id: cause.correlation_id.as_deref(),
-        causation_id: &cause.id,
+        correlation_id: cause.correlation_id,
+        causation_id: cause.id,
         data,
     })
     .expect("event payloads are plain data and always serialize");
     OutboundEvent {
         id,
         routing_key,
-        correlation_id: cause.correlation_id.clone(),
-        causation_id: cause.id.clone(),
+        correlation_id: cause.correlation_id.map(str::to_owned),
+        causation_id: cause.id.map(str::to_owned),
         body,
     }
 }

@@ -1,17 +1,21 @@
 //! Domain types: secrets, limits, the envelope and the typed commands. Pure: no I/O,
 //! and nothing from the rest of the crate.
 
+pub mod clock;
 pub mod commands;
 pub mod envelope;
 pub mod events;
+pub mod expiry;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod ids;
 pub mod limits;
 pub mod secret;
 
+pub use clock::Clock;
 pub use commands::{
-    Command, Customer, ExternalPayment, Order, OrderPlaced, PaymentSource, WalletAttach, WalletSave,
+    Command, Customer, ExternalPayment, Order, OrderPlaced, OrderStatus, PaymentSource, SourceRef,
+    WalletAttach, WalletSave,
 };
 pub use envelope::{Inbound, Meta, RawMessage, Rejection, parse};
 pub use secret::Secret;

@@ -93,6 +93,7 @@ fn encode(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::OrderStatus;
     use serde_json::Map;
 
     fn fixture() -> (Order, Customer, ExternalPayment) {
@@ -109,7 +110,7 @@ mod tests {
         let order = Order {
             id: "qaMAhZkZvd".into(),
             number: Some("1234".into()),
-            status: "placed".into(),
+            status: OrderStatus::stored("placed".into()),
             customer: Some(customer.clone()),
             currency_code: Some("EUR".into()),
             total_amount_cents: Some(12900),

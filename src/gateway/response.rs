@@ -126,14 +126,24 @@ pub(crate) async fn interpret(
 
 /// `Retry-After` in whole seconds (the HTTP-date form is ignored), capped.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    retry_after_value(value, chrono::Utc::now())
+}
+
+/// `Retry-After` as delay-seconds or as an HTTP-date (RFC 9110 §10.2.3), capped at
+/// [`MAX_RETRY_AFTER`]; a date in the past means "now".
+fn retry_after_value(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (at.with_timezone(&chrono::Utc) - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// The body, or `None` when it is larger than the limit (known from `Content-Length`

@@ -72,7 +72,8 @@ fn retry_after_is_read_in_seconds_and_capped() {
         RETRY_AFTER,
         "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"),
     );
-    assert_eq!(retry_after(&headers), None);
+    // an HTTP-date long past: retry at once
+    assert_eq!(retry_after(&headers), Some(Duration::ZERO));
 }
 
 #[test]
@@ -83,4 +84,20 @@ fn a_refusal_echoing_a_token_or_the_secret_is_scrubbed() {
         !scrubbed.contains("tok_1a2b3c") && !scrubbed.contains("whsec_x"),
         "{scrubbed}"
     );
+}
+
+#[test]
+fn retry_after_as_an_http_date_waits_until_that_date() {
+    use chrono::TimeZone;
+    let now = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 29, 8, 49, 30)
+        .unwrap();
+    let at = "Sun, 29 Nov 2026 08:49:37 GMT";
+    assert_eq!(retry_after_value(at, now), Some(Duration::from_secs(7)));
+    // a date in the past: retry now; far ahead: capped
+    let past = "Sun, 29 Nov 2026 08:00:00 GMT";
+    assert_eq!(retry_after_value(past, now), Some(Duration::ZERO));
+    let later = "Mon, 30 Nov 2026 08:00:00 GMT";
+    assert_eq!(retry_after_value(later, now), Some(MAX_RETRY_AFTER));
+    assert_eq!(retry_after_value("tomorrow", now), None);
 }

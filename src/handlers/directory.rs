@@ -2,65 +2,68 @@
 //! not fetch the same row for every message. A trigger announces every change to a
 //! gateway (`LISTEN wallet_gateway_changed`) and the cached copy is dropped at once;
 //! entries also expire after a second, in case an announcement is lost.
+//!
+//! The cache is bounded ([`MAX_ENTRIES`]) and expired entries are evicted, so a publisher
+//! naming endless unknown gateways cannot grow the worker's memory.
 
 use crate::store::gateways::{self, Gateway};
+use moka::sync::Cache;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The notification channel of the `gateways_changed` trigger (migration 0002).
 const CHANNEL: &str = "wallet_gateway_changed";
+/// Gateways (known or not) remembered at once. Real deployments have a handful.
+pub const MAX_ENTRIES: u64 = 1024;
 
 pub struct GatewayDirectory {
     pool: PgPool,
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Option<Gateway>)>>,
+    /// `None` remembers that a gateway does not exist.
+    entries: Cache<String, Option<Gateway>>,
 }
 
 impl GatewayDirectory {
     pub fn new(pool: PgPool, ttl: Duration) -> Self {
         Self {
             pool,
-            ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .time_to_live(ttl)
+                .build(),
         }
     }
 
     /// The gateway `id` (or its absence) as of at most `ttl` ago.
     pub async fn find(&self, id: &str) -> sqlx::Result<Option<Gateway>> {
-        if let Some((read_at, gateway)) = self.lock().get(id)
-            && read_at.elapsed() < self.ttl
-        {
-            return Ok(gateway.clone());
+        if let Some(gateway) = self.entries.get(id) {
+            return Ok(gateway);
         }
         let gateway = gateways::find(&self.pool, id).await?;
-        self.lock()
-            .insert(id.to_owned(), (Instant::now(), gateway.clone()));
+        self.entries.insert(id.to_owned(), gateway.clone());
         Ok(gateway)
     }
 
     /// Drops what is known of `id`, after this worker changed its circuit state.
     pub fn forget(&self, id: &str) {
-        self.lock().remove(id);
+        self.entries.invalidate(id);
     }
 
     fn forget_all(&self) {
-        self.lock().clear();
+        self.entries.invalidate_all();
     }
 
-    /// Subscribes to gateway changes; the returned task drops cached copies until
+    /// Subscribes to gateway changes; the returned future drops cached copies until
     /// `shutdown`. Fails only if Postgres is unreachable now (entries still expire).
     pub async fn watch(
         self: &std::sync::Arc<Self>,
         shutdown: CancellationToken,
-    ) -> sqlx::Result<tokio::task::JoinHandle<()>> {
+    ) -> sqlx::Result<impl Future<Output = ()> + Send + 'static> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(CHANNEL).await?;
         let directory = self.clone();
-        Ok(tokio::spawn(async move {
+        Ok(async move {
             loop {
                 let next = tokio::select! {
                     next = listener.try_recv() => next,
@@ -79,13 +82,6 @@ impl GatewayDirectory {
                     }
                 }
             }
-        }))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<Gateway>)>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        })
     }
 }

@@ -1,19 +1,19 @@
 //! Business rules: one module per inbound message. A handler reads what it needs, calls
-//! the gateway if it must, and returns an [`Outcome`]; it knows nothing of AMQP.
+//! the gateway if it must, and returns an [`Outcome`]; it knows nothing of AMQP. What
+//! depends on stored state is decided again at commit (see [`crate::store::effects`]).
 
 mod directory;
-mod effects;
 mod order_placed;
 mod saving;
 mod wallet_attach;
+mod wallet_change;
 mod wallet_save;
 
 pub use directory::GatewayDirectory;
-pub use effects::{Changes, Step};
 
 use crate::domain::{Command, Inbound};
 use crate::gateway::GatewayClient;
-use crate::store::Effect;
+use crate::store::Change;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,10 +37,11 @@ pub struct CircuitSettings {
     pub cool_down: Duration,
 }
 
-/// A handler's decision, mapped to ack / retry later / dead-letter in `broker::consumer`.
+/// A handler's decision, mapped to ack / retry later / dead-letter in `broker::delivery`.
+#[derive(Debug)]
 pub enum Outcome {
-    /// Commit these changes (with the inbox claim and outbox events), then ack.
-    Commit(Arc<dyn Effect>),
+    /// Commit this change (with the inbox claim and outbox events), then ack.
+    Commit(Change),
     /// Already processed: ack without effect.
     Duplicate,
     /// Cannot be done now; try again later.
@@ -64,9 +65,12 @@ pub struct RetryLater {
 /// Decides what `inbound` does. Database errors are returned as-is: the caller waits
 /// for the database instead of spending the message's attempts.
 pub async fn handle(ctx: &Context, inbound: &Inbound) -> sqlx::Result<Outcome> {
+    let meta = &inbound.meta;
     match &inbound.command {
-        Command::OrderPlaced(cmd) => order_placed::handle(ctx, &inbound.meta, cmd).await,
-        Command::WalletSave(cmd) => wallet_save::handle(ctx, &inbound.meta, cmd).await,
-        Command::WalletAttach(cmd) => wallet_attach::handle(ctx, &inbound.meta, cmd).await,
+        Command::OrderPlaced(cmd) => order_placed::handle(ctx, meta, cmd).await,
+        Command::WalletSave(cmd) => wallet_save::handle(ctx, meta, cmd).await,
+        Command::WalletAttach(cmd) => Ok(wallet_attach::handle(meta, cmd)),
+        Command::WalletRemove(cmd) => Ok(wallet_change::remove(meta, cmd)),
+        Command::WalletSetDefault(cmd) => Ok(wallet_change::set_default(meta, cmd)),
     }
 }

@@ -1,39 +1,52 @@
-//! Saving an order's payment source into the customer's wallet (contract §5): the
-//! refusals decided before any HTTP call, the circuit breaker, and the token_url call.
+//! Saving an order's payment source into the customer's wallet (contract §5), in three
+//! steps: [`check`] what can be refused before any HTTP call (guest, unsupported source,
+//! unknown or disabled gateway, open circuit, already processed), [`call`] the gateway's
+//! token_url, and [`record`] its answer as the change to commit. The commit decides
+//! again what depends on stored state (gateway still enabled, card held, cap).
 
-use super::effects::{SaveSource, Step};
 use super::{Context, RetryLater};
 use crate::domain::events::{self, SaveFailure, WalletSaveFailed};
-use crate::domain::{Meta, Order, PaymentSource};
-use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, validate_token_url};
+use crate::domain::{Customer, ExternalPayment, Meta, Order, PaymentSource};
+use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, Tokens, validate_token_url};
 use crate::metrics as m;
-use crate::store::{gateways, inbox};
+use crate::store::gateways::{self, Gateway};
+use crate::store::{Effect, SaveSource, inbox};
 use chrono::Utc;
 use serde_json::{Map, Value};
 
 /// What saving decided.
 pub enum Decision {
-    /// Commit these steps; `outcome` is the inbox label.
-    Commit(&'static str, Vec<Step>),
+    /// Commit this effect.
+    Commit(Effect),
     /// The message was processed meanwhile (a redelivery): do nothing.
     Duplicate,
     Retry(RetryLater),
 }
 
+/// A save that passed the checks: who, what, and where to call.
+struct Ready<'a> {
+    customer: &'a Customer,
+    payment: &'a ExternalPayment,
+    gateway: Gateway,
+    target: GatewayTarget,
+}
+
 pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Decision> {
-    let refuse = |reason, message: String| {
-        let event = events::outbound(
-            meta,
-            "wallet.save_failed",
-            WalletSaveFailed {
-                order_id: order.id.clone(),
-                customer_id: order.customer.as_ref().map(|c| c.id.clone()),
-                reason,
-                message,
-            },
-        );
-        Ok(Decision::Commit("save_failed", vec![Step::Event(event)]))
+    let ready = match check(ctx, meta, order).await? {
+        Ok(ready) => ready,
+        Err(decision) => return Ok(decision),
     };
+    let answer = call(ctx, order, &ready).await;
+    record(ctx, meta, order, ready, answer).await
+}
+
+/// The refusals and waits decided before any HTTP call.
+async fn check<'a>(
+    ctx: &Context,
+    meta: &Meta,
+    order: &'a Order,
+) -> sqlx::Result<Result<Ready<'a>, Decision>> {
+    let refuse = |reason, message: String| Ok(Err(refusal(meta, order, reason, message)));
     let Some(customer) = &order.customer else {
         return refuse(
             SaveFailure::GuestCustomer,
@@ -61,6 +74,12 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
             format!("no gateway {} is registered", payment.gateway_id),
         );
     };
+    if !gateway.enabled {
+        return refuse(
+            SaveFailure::GatewayDisabled,
+            format!("gateway {} is disabled", gateway.id),
+        );
+    }
     let token_url = match validate_token_url(&gateway.token_url) {
         Ok(url) => url,
         Err(err) => {
@@ -72,57 +91,78 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
     };
     if let Some(left) = gateway.circuit_open_for(Utc::now()) {
         metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(1.0);
-        return Ok(Decision::Retry(RetryLater {
+        return Ok(Err(Decision::Retry(RetryLater {
             kind: "gateway_unavailable",
             detail: format!("circuit open for gateway {}", gateway.id),
             counts_as_attempt: false,
             not_before: Some(left),
-        }));
+        })));
     }
     // A redelivery may already have its effect: then the gateway must not be called
     // again. (A first delivery is checked by the commit alone; if a publisher sent the
     // same id twice, the repeated call carries the same Idempotency-Key.)
     if meta.maybe_seen && inbox::is_processed(&ctx.pool, &meta.id).await? {
-        return Ok(Decision::Duplicate);
+        return Ok(Err(Decision::Duplicate));
     }
     let target = GatewayTarget {
         id: gateway.id.clone(),
         token_url,
         secret: gateway.secret.clone(),
     };
-    let request = SaveRequest {
-        order,
+    Ok(Ok(Ready {
         customer,
         payment,
+        gateway,
+        target,
+    }))
+}
+
+/// The token_url call (retried in-process with backoff by the client).
+async fn call(ctx: &Context, order: &Order, ready: &Ready<'_>) -> Result<Tokens, GatewayError> {
+    let request = SaveRequest {
+        order,
+        customer: ready.customer,
+        payment: ready.payment,
     };
-    match ctx.gateway.save(&target, &request).await {
+    ctx.gateway.save(&ready.target, &request).await
+}
+
+/// Turns the gateway's answer into the change to commit, and keeps the circuit's
+/// shared state up to date.
+async fn record(
+    ctx: &Context,
+    meta: &Meta,
+    order: &Order,
+    ready: Ready<'_>,
+    answer: Result<Tokens, GatewayError>,
+) -> sqlx::Result<Decision> {
+    let gateway = &ready.gateway;
+    match answer {
         Ok(tokens) => {
             if gateway.consecutive_failures > 0 || gateway.circuit_open_until.is_some() {
                 gateways::record_success(&ctx.pool, &gateway.id).await?;
                 ctx.gateways.forget(&gateway.id);
                 metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(0.0);
             }
-            let mut metadata = payment.metadata.clone();
-            metadata.extend(tokens.metadata.clone());
-            Ok(Decision::Commit(
-                "saved",
-                vec![Step::SaveSource(SaveSource {
-                    cause: meta.clone(),
-                    order_id: order.id.clone(),
-                    customer_id: customer.id.clone(),
-                    gateway_id: gateway.id.clone(),
-                    name: source_name(&gateway.id, &metadata),
-                    metadata,
-                    reference: payment.id.clone(),
-                    customer_token: tokens.customer_token,
-                    payment_source_token: tokens.payment_source_token,
-                })],
-            ))
+            let mut metadata = ready.payment.metadata.clone();
+            metadata.extend(tokens.metadata);
+            Ok(Decision::Commit(Effect::SaveSource(SaveSource {
+                order_id: order.id.clone(),
+                customer_id: ready.customer.id.clone(),
+                gateway_id: gateway.id.clone(),
+                name: source_name(&gateway.id, &metadata),
+                metadata,
+                reference: ready.payment.id.clone(),
+                customer_token: tokens.customer_token,
+                payment_source_token: tokens.payment_source_token,
+            })))
         }
-        Err(GatewayError::Refused { code, message }) => refuse(
+        Err(GatewayError::Refused { code, message }) => Ok(refusal(
+            meta,
+            order,
             SaveFailure::GatewayRefused,
             format!("gateway {} refused: {code}: {message}", gateway.id),
-        ),
+        )),
         Err(err @ GatewayError::Transient { .. }) => {
             let threshold = ctx.circuit.threshold;
             let opened =
@@ -141,6 +181,21 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Dec
             }))
         }
     }
+}
+
+/// `wallet.save_failed`, decided before the commit.
+fn refusal(meta: &Meta, order: &Order, reason: SaveFailure, message: String) -> Decision {
+    let event = events::outbound(
+        meta,
+        "wallet.save_failed",
+        WalletSaveFailed {
+            order_id: order.id.clone(),
+            customer_id: order.customer.as_ref().map(|c| c.id.clone()),
+            reason,
+            message,
+        },
+    );
+    Decision::Commit(Effect::Emit(event))
 }
 
 /// A name people recognise: `Visa ending in 4242`, else the gateway's name.

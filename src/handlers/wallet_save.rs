@@ -1,10 +1,9 @@
 //! `wallet.save`: save the payment source of an order already placed.
 
-use super::effects::Changes;
 use super::saving::{self, Decision};
 use super::{Context, Outcome, RetryLater};
 use crate::domain::{Meta, WalletSave};
-use crate::store::orders;
+use crate::store::{Change, orders};
 
 pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletSave) -> sqlx::Result<Outcome> {
     let Some(order) = orders::find(&ctx.pool, &cmd.order_id).await? else {
@@ -17,9 +16,7 @@ pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletSave) -> sqlx::Resul
         }));
     };
     Ok(match saving::save(ctx, meta, &order).await? {
-        Decision::Commit(outcome, steps) => {
-            Outcome::Commit(std::sync::Arc::new(Changes { outcome, steps }))
-        }
+        Decision::Commit(effect) => Outcome::Commit(Change::new(meta, vec![effect])),
         Decision::Duplicate => Outcome::Duplicate,
         Decision::Retry(retry) => Outcome::RetryLater(retry),
     })

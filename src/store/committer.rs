@@ -1,49 +1,45 @@
-//! Group commit: effects that finish around the same time share one transaction, so
+//! Group commit: changes that finish around the same time share one transaction, so
 //! the commit's WAL flush is paid once per batch instead of once per message.
 //!
-//! Each effect runs after its inbox claim in the same transaction, so a message id has
-//! one effect however often it arrives. If a batch fails, its effects are retried one
-//! transaction each, so one bad effect cannot sink its neighbours.
+//! Each change runs after its inbox claim in the same transaction, so a message id has
+//! one effect however often it arrives. If a batch fails, its changes are retried one
+//! transaction each, so one bad change cannot sink its neighbours.
 
+use super::effects::{self, Change, Rules};
 use super::inbox;
 use super::outbox::{self, PendingEvent};
-use crate::domain::events::OutboundEvent;
-use futures::future::BoxFuture;
+use crate::supervisor::Supervisor;
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-/// A state change decided by a handler, applied inside the committer's transaction.
-pub trait Effect: Send + Sync + 'static {
-    /// The label recorded in the inbox (`saved`, `attach_rejected`, ...).
-    fn outcome(&self) -> &'static str;
-    /// The row this effect contends for most (its customer id). Batches apply effects
-    /// in this order, so two transactions — of this worker or another — lock shared
-    /// rows in the same order and cannot deadlock on them.
-    fn lock_key(&self) -> &str {
-        ""
-    }
-    /// Writes the state and returns the events it causes (written to the outbox).
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-    ) -> BoxFuture<'a, sqlx::Result<Vec<OutboundEvent>>>;
-}
-
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Committed {
-    /// The effect and its events are durable.
-    Applied { events: usize },
+    /// The change and its events are durable; `outcome` labels what it did.
+    Applied {
+        outcome: &'static str,
+        events: usize,
+    },
     /// The message id was processed before: nothing was written.
     Duplicate,
+}
+
+/// Why a commit did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The commit loops are gone (the worker is stopping, or one of them died).
+    #[error("the committer has stopped")]
+    Stopped,
 }
 
 struct Job {
     message_id: String,
     message_type: &'static str,
-    effect: Arc<dyn Effect>,
-    reply: oneshot::Sender<sqlx::Result<Committed>>,
+    change: Arc<Change>,
+    reply: oneshot::Sender<Result<Committed, sqlx::Error>>,
 }
 
 /// Handle to the group-commit tasks.
@@ -52,54 +48,101 @@ pub struct Committer {
     jobs: mpsc::Sender<Job>,
 }
 
+/// How the commit loops run.
+pub struct CommitterSettings {
+    /// Commit loops side by side: they mostly wait on round trips.
+    pub parallelism: usize,
+    /// Changes per transaction at most.
+    pub max_batch: usize,
+    pub rules: Rules,
+}
+
 impl Committer {
-    /// Starts `parallelism` commit loops, each taking up to `max_batch` waiting effects
-    /// per transaction. The events of each commit go to `committed_events` (the outbox
-    /// relay), which publishes them without reading them back.
+    /// Starts the commit loops under `supervisor`. The events of each commit go to
+    /// `committed_events` (the outbox relay), which publishes them without reading them
+    /// back.
     pub fn spawn(
         pool: PgPool,
-        parallelism: usize,
-        max_batch: usize,
+        settings: CommitterSettings,
+        supervisor: &Supervisor,
         committed_events: mpsc::UnboundedSender<Vec<PendingEvent>>,
     ) -> Self {
-        let (jobs, receiver) = mpsc::channel(max_batch * parallelism * 2);
+        let (jobs, receiver) = mpsc::channel(settings.max_batch * settings.parallelism * 2);
         let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..parallelism.max(1) {
-            let receiver = receiver.clone();
-            let pool = pool.clone();
+        let rules = Arc::new(settings.rules);
+        for _ in 0..settings.parallelism.max(1) {
+            let (receiver, pool, rules) = (receiver.clone(), pool.clone(), rules.clone());
             let committed = committed_events.clone();
-            tokio::spawn(async move {
+            let max_batch = settings.max_batch;
+            supervisor.spawn("committer", async move {
                 while let Some(mut batch) = next_batch(&receiver, max_batch).await {
+                    crate::faults::panic_point("committer.panic");
                     batch.sort_by(|a, b| {
-                        (a.effect.lock_key(), &a.message_id)
-                            .cmp(&(b.effect.lock_key(), &b.message_id))
+                        (a.change.lock_key(), &a.message_id)
+                            .cmp(&(b.change.lock_key(), &b.message_id))
                     });
-                    commit_batch(&pool, batch, &committed).await;
+                    commit_batch(&pool, &rules, batch, &committed).await;
                 }
             });
         }
         Self { jobs }
     }
 
-    /// Commits `effect` for message `message_id` (or finds it was already processed).
+    /// Commits `change` for message `message_id` (or finds it was already processed).
+    /// The caller keeps its reference to try again after a transient failure.
     pub async fn commit(
         &self,
         message_id: &str,
         message_type: &'static str,
-        effect: Arc<dyn Effect>,
-    ) -> sqlx::Result<Committed> {
+        change: Arc<Change>,
+    ) -> Result<Committed, CommitError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             message_id: message_id.to_owned(),
             message_type,
-            effect,
+            change,
             reply,
         };
         self.jobs
             .send(job)
             .await
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+            .map_err(|_| CommitError::Stopped)?;
+        Ok(answer.await.map_err(|_| CommitError::Stopped)??)
+    }
+}
+
+/// Commits one change right away, outside the group-commit loops (the CLI's wallet
+/// commands): the same inbox claim, effects and outbox rows as a message's commit.
+pub async fn commit_now(
+    pool: &PgPool,
+    rules: &Rules,
+    message_id: &str,
+    message_type: &'static str,
+    change: &Change,
+) -> sqlx::Result<(Committed, Vec<PendingEvent>)> {
+    let work = Work {
+        message_id,
+        message_type,
+        change,
+    };
+    let (outcomes, events) = run_transaction(pool, rules, &[work]).await?;
+    Ok((outcomes[0], events))
+}
+
+/// One message's share of a transaction.
+struct Work<'a> {
+    message_id: &'a str,
+    message_type: &'static str,
+    change: &'a Change,
+}
+
+impl<'a> From<&'a Job> for Work<'a> {
+    fn from(job: &'a Job) -> Self {
+        Self {
+            message_id: &job.message_id,
+            message_type: job.message_type,
+            change: &job.change,
+        }
     }
 }
 
@@ -120,10 +163,14 @@ async fn next_batch(receiver: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) -> 
 
 async fn commit_batch(
     pool: &PgPool,
+    rules: &Rules,
     batch: Vec<Job>,
     committed: &mpsc::UnboundedSender<Vec<PendingEvent>>,
 ) {
-    match run_transaction(pool, &batch).await {
+    let work: Vec<Work<'_>> = batch.iter().map(Work::from).collect();
+    let committed_batch = run_transaction(pool, rules, &work).await;
+    drop(work);
+    match committed_batch {
         Ok((outcomes, events)) => {
             hand_over(committed, events);
             for (job, outcome) in batch.into_iter().zip(outcomes) {
@@ -137,7 +184,7 @@ async fn commit_batch(
         Err(err) => {
             tracing::debug!(error = %err, size = batch.len(), "batch commit failed, retrying one by one");
             for job in batch {
-                let result = run_transaction(pool, std::slice::from_ref(&job)).await;
+                let result = run_transaction(pool, rules, &[Work::from(&job)]).await;
                 let result = result.map(|(outcomes, events)| {
                     hand_over(committed, events);
                     outcomes[0]
@@ -160,10 +207,11 @@ fn hand_over(committed: &mpsc::UnboundedSender<Vec<PendingEvent>>, events: Vec<P
 /// transaction keeps its locks until its connection is reused).
 async fn run_transaction(
     pool: &PgPool,
-    jobs: &[Job],
+    rules: &Rules,
+    jobs: &[Work<'_>],
 ) -> sqlx::Result<(Vec<Committed>, Vec<PendingEvent>)> {
     let mut tx = pool.begin().await?;
-    match apply_all(&mut tx, jobs).await {
+    match apply_all(&mut tx, rules, jobs).await {
         Ok(done) => {
             tx.commit().await?;
             Ok(done)
@@ -175,19 +223,19 @@ async fn run_transaction(
     }
 }
 
-/// Claims every message id of the batch with one statement, applies the effects of the
+/// Claims every message id of the batch with one statement, applies the changes of the
 /// claimed ones, and writes all their events with one more: two round trips per batch
-/// on top of the effects' own writes.
+/// on top of the changes' own.
 async fn apply_all(
     tx: &mut PgConnection,
-    jobs: &[Job],
+    rules: &Rules,
+    jobs: &[Work<'_>],
 ) -> sqlx::Result<(Vec<Committed>, Vec<PendingEvent>)> {
     let claims: Vec<_> = jobs
         .iter()
         .map(|job| inbox::Claim {
-            message_id: &job.message_id,
+            message_id: job.message_id,
             message_type: job.message_type,
-            outcome: job.effect.outcome(),
         })
         .collect();
     let mut claimed = inbox::claim_all(tx, &claims).await?;
@@ -195,12 +243,13 @@ async fn apply_all(
     let mut events = Vec::new();
     for job in jobs {
         // `remove`: a second job with the same id in this batch is a duplicate too.
-        if !claimed.remove(job.message_id.as_str()) {
+        if !claimed.remove(job.message_id) {
             outcomes.push(Committed::Duplicate);
             continue;
         }
-        let caused = job.effect.apply(tx).await?;
+        let caused = effects::apply(tx, rules, job.change).await?;
         outcomes.push(Committed::Applied {
+            outcome: effects::outcome(&caused),
             events: caused.len(),
         });
         events.extend(caused);

@@ -8,7 +8,6 @@ use std::collections::HashSet;
 pub struct Claim<'a> {
     pub message_id: &'a str,
     pub message_type: &'a str,
-    pub outcome: &'a str,
 }
 
 /// Records every message of a batch in one statement; returns the ids that were new.
@@ -19,16 +18,14 @@ pub async fn claim_all(
 ) -> sqlx::Result<HashSet<String>> {
     let ids: Vec<&str> = claims.iter().map(|c| c.message_id).collect();
     let types: Vec<&str> = claims.iter().map(|c| c.message_type).collect();
-    let outcomes: Vec<&str> = claims.iter().map(|c| c.outcome).collect();
     let claimed: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO processed_messages (message_id, message_type, outcome)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+        "INSERT INTO processed_messages (message_id, message_type)
+         SELECT * FROM UNNEST($1::text[], $2::text[])
          ON CONFLICT (message_id) DO NOTHING
          RETURNING message_id",
     )
     .bind(&ids)
     .bind(&types)
-    .bind(&outcomes)
     .fetch_all(conn)
     .await?;
     Ok(claimed.into_iter().collect())

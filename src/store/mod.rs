@@ -1,13 +1,15 @@
 //! Postgres: the store of record. All SQL lives in this module's files.
 
 pub mod committer;
+pub mod effects;
 pub mod gateways;
 pub mod inbox;
 pub mod orders;
 pub mod outbox;
 pub mod wallet;
 
-pub use committer::{Committed, Committer, Effect};
+pub use committer::{CommitError, Committed, Committer, CommitterSettings, commit_now};
+pub use effects::{Change, Effect, Rules, SaveSource};
 
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
@@ -38,6 +40,44 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
         .run(&pool)
         .await
         .context("cannot apply database migrations")?;
+    Ok(pool)
+}
+
+/// Connects to an existing database whose schema is up to date, changing nothing:
+/// read-only commands never create or migrate, so a mistyped `DATABASE_URL` is an
+/// error, not a new empty database.
+pub async fn connect_existing(url: &str) -> anyhow::Result<PgPool> {
+    use anyhow::{Context, bail};
+    let name = connect_options(url)?
+        .get_database()
+        .unwrap_or("postgres")
+        .to_owned();
+    if !Postgres::database_exists(url)
+        .await
+        .context("cannot reach Postgres at DATABASE_URL")?
+    {
+        bail!("database {name} does not exist; `wallet-worker migrate` creates it");
+    }
+    let pool = pool(url, 2)?;
+    let applied: Option<i64> = sqlx::query_scalar(
+        "SELECT max(version) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(&pool)
+    .await
+    .map_err(|err| match &err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+            anyhow::anyhow!(
+                "database {name} has no wallet-worker schema; `wallet-worker migrate` creates it"
+            )
+        }
+        _ => anyhow::Error::new(err).context("cannot read the database schema version"),
+    })?;
+    let latest = MIGRATOR.iter().map(|m| m.version).max();
+    if applied < latest {
+        bail!(
+            "the schema of database {name} is older than this wallet-worker; run `wallet-worker migrate`"
+        );
+    }
     Ok(pool)
 }
 

@@ -1,7 +1,7 @@
 //! Orders the worker has seen, and the customers they belong to.
 
 use crate::domain::commands::{Customer, ExternalPayment};
-use crate::domain::{Order, PaymentSource, Secret};
+use crate::domain::{Order, OrderStatus, PaymentSource, Secret};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -36,7 +36,7 @@ pub async fn record_placed(conn: &mut PgConnection, order: &Order) -> sqlx::Resu
     .bind(&order.id)
     .bind(order.customer.as_ref().map(|c| &c.id))
     .bind(&order.number)
-    .bind(&order.status)
+    .bind(order.status.as_str())
     .bind(order.customer.is_none())
     .bind(&order.currency_code)
     .bind(order.total_amount_cents)
@@ -103,7 +103,7 @@ pub async fn find(pool: &PgPool, order_id: &str) -> sqlx::Result<Option<Order>> 
     Ok(Some(Order {
         id: row.try_get("id")?,
         number: row.try_get("number")?,
-        status: row.try_get("status")?,
+        status: OrderStatus::stored(row.try_get("status")?),
         customer,
         currency_code: row.try_get("currency_code")?,
         total_amount_cents: row.try_get("total_amount_cents")?,
@@ -112,40 +112,32 @@ pub async fn find(pool: &PgPool, order_id: &str) -> sqlx::Result<Option<Order>> 
     }))
 }
 
-/// The status the worker last recorded for an order, if it has seen it.
-/// (`placed` once `order.placed` arrived, whatever status it carried.)
-pub async fn status(pool: &PgPool, order_id: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
-        "SELECT CASE WHEN placed_at IS NOT NULL THEN 'placed' ELSE status END
-         FROM orders WHERE id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(pool)
-    .await
-}
-
-/// Records that an order in checkout pays with a stored source. An order already
-/// placed keeps its state: a placed order's payment source never changes.
+/// Records that an order in checkout pays with a stored source, unless the order is
+/// already placed, approved or cancelled (then its payment source never changes):
+/// false in that case. One statement, so an `order.placed` committing meanwhile is
+/// either seen here or comes after.
 pub async fn record_attachment(
     conn: &mut PgConnection,
     order_id: &str,
     customer_id: &str,
-    status: &str,
+    status: &OrderStatus,
     customer_payment_source_id: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<bool> {
+    let row = sqlx::query(
         "INSERT INTO orders (id, customer_id, status, customer_payment_source_id)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (id) DO UPDATE SET
              customer_payment_source_id = EXCLUDED.customer_payment_source_id,
              updated_at = now()
-         WHERE orders.status NOT IN ('placed', 'approved', 'cancelled')",
+         WHERE orders.placed_at IS NULL AND orders.status <> ALL($5)
+         RETURNING 1",
     )
     .bind(order_id)
     .bind(customer_id)
-    .bind(status)
+    .bind(status.as_str())
     .bind(customer_payment_source_id)
-    .execute(conn)
+    .bind(OrderStatus::LOCKED)
+    .fetch_optional(conn)
     .await?;
-    Ok(())
+    Ok(row.is_some())
 }

@@ -12,7 +12,7 @@ pub struct PendingEvent {
     pub event_id: String,
     pub routing_key: String,
     pub correlation_id: Option<String>,
-    pub causation_id: String,
+    pub causation_id: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -28,7 +28,7 @@ pub async fn insert_all(
     let keys: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
     let correlations: Vec<Option<&str>> =
         events.iter().map(|e| e.correlation_id.as_deref()).collect();
-    let causes: Vec<&str> = events.iter().map(|e| e.causation_id.as_str()).collect();
+    let causes: Vec<Option<&str>> = events.iter().map(|e| e.causation_id.as_deref()).collect();
     let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_slice()).collect();
     let seqs: Vec<(String, i64)> = sqlx::query_as(
         "INSERT INTO outbox (event_id, routing_key, correlation_id, causation_id, body)

@@ -97,6 +97,15 @@ pub fn wallet_attach() -> impl Strategy<Value = Value> {
     )
 }
 
+/// A valid `wallet.remove` or `wallet.set_default`.
+pub fn wallet_change() -> impl Strategy<Value = Value> {
+    let kind = prop_oneof![Just("wallet.remove"), Just("wallet.set_default")];
+    (id(), kind, id(), id(), prop::option::of(id())).prop_map(|(msg_id, kind, cid, sid, corr)| {
+        let data = json!({ "customer_id": cid, "customer_payment_source_id": sid });
+        envelope(msg_id, kind, corr, data)
+    })
+}
+
 fn envelope(id: String, kind: &str, correlation_id: Option<String>, data: Value) -> Value {
     json!({ "id": id, "type": kind, "occurred_at": "2026-11-27T16:00:00Z",
             "correlation_id": correlation_id, "data": data })
@@ -136,6 +145,8 @@ pub fn typed(inbound: &Inbound) -> Value {
         Command::WalletAttach(a) => json!({
             "order": { "id": a.order_id, "status": a.order_status, "customer": { "id": a.customer_id } },
             "customer_payment_source_id": a.customer_payment_source_id }),
+        Command::WalletRemove(c) | Command::WalletSetDefault(c) => json!({
+            "customer_id": c.customer_id, "customer_payment_source_id": c.customer_payment_source_id }),
     };
     let meta = &inbound.meta;
     json!({ "id": meta.id, "type": meta.kind, "occurred_at": meta.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

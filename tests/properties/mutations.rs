@@ -50,6 +50,12 @@ pub const WALLET_ATTACH: &[Field] = &[
     ("data.customer_payment_source_id", Id, true),
 ];
 
+#[rustfmt::skip]
+pub const WALLET_CHANGE: &[Field] = &[
+    ("id", Id, true), ("correlation_id", Id, false), ("data", Object, true),
+    ("data.customer_id", Id, true), ("data.customer_payment_source_id", Id, true),
+];
+
 /// The replacements a field of `kind` must refuse, each with the limit its rejection
 /// must name; `None` removes the field.
 fn mutations(kind: Kind, required: bool) -> Vec<(Option<Value>, Option<usize>)> {

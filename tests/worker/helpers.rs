@@ -84,6 +84,8 @@ pub struct TestWorker {
     pub events: Consumer,
     /// Events read while looking for another one, kept for later calls.
     stashed: Vec<Event>,
+    /// `wallet.dead_lettered` events, kept apart: most tests wait for outcomes.
+    dead_letter_events: Vec<Event>,
     pub gateway: MockServer,
     pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
@@ -112,6 +114,9 @@ pub fn test_args() -> WorkerArgs {
         circuit_cool_down_ms: 1_000,
         db_pool_size: None,
         shutdown_grace_secs: 10,
+        // Bulk tests save hundreds of cards per customer; the cap's own tests lower it.
+        max_sources_per_customer: 1_000_000,
+        clock: Default::default(),
     }
 }
 
@@ -146,6 +151,7 @@ pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
         connection,
         events,
         stashed: Vec::new(),
+        dead_letter_events: Vec::new(),
         gateway,
         admin_addr: running.admin_addr,
         shutdown,
@@ -188,6 +194,11 @@ async fn event_consumer(channel: &Channel, args: &WorkerArgs) -> Consumer {
         "wallet.save_failed",
         "wallet.attached",
         "wallet.attach_rejected",
+        "wallet.removed",
+        "wallet.remove_rejected",
+        "wallet.default_set",
+        "wallet.default_rejected",
+        "wallet.dead_lettered",
     ] {
         channel
             .queue_bind(
@@ -294,8 +305,22 @@ impl TestWorker {
         self.read_event(window).await
     }
 
+    /// The next outcome event; `wallet.dead_lettered` events read meanwhile are kept
+    /// for [`Self::dead_lettered_event`].
     async fn read_event(&mut self, window: Duration) -> Option<Event> {
-        let delivery = tokio::time::timeout(window, self.events.next())
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            let event = self.read_any_event(deadline).await?;
+            if event.routing_key == "wallet.dead_lettered" {
+                self.dead_letter_events.push(event);
+            } else {
+                return Some(event);
+            }
+        }
+    }
+
+    async fn read_any_event(&mut self, deadline: tokio::time::Instant) -> Option<Event> {
+        let delivery = tokio::time::timeout_at(deadline, self.events.next())
             .await
             .ok()?
             .expect("event stream open")
@@ -306,6 +331,27 @@ impl TestWorker {
             body: serde_json::from_slice(&delivery.data).expect("events are JSON"),
             properties: delivery.properties.clone(),
         })
+    }
+
+    /// The `wallet.dead_lettered` event of the message `message_id` (`None`: of a
+    /// message without an id); outcome events read meanwhile stay for later calls.
+    pub async fn dead_lettered_event(&mut self, message_id: Option<&str>) -> Event {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let matches = |event: &Event| event.body["data"]["message_id"].as_str() == message_id;
+        loop {
+            if let Some(at) = self.dead_letter_events.iter().position(matches) {
+                return self.dead_letter_events.remove(at);
+            }
+            let event = self
+                .read_any_event(deadline)
+                .await
+                .expect("a wallet.dead_lettered event within the patience window");
+            if event.routing_key == "wallet.dead_lettered" {
+                self.dead_letter_events.push(event);
+            } else {
+                self.stashed.push(event);
+            }
+        }
     }
 
     /// The event caused by `message_id`; others read meanwhile stay for later calls.

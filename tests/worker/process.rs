@@ -26,6 +26,10 @@ impl WorkerProcess {
             .env("WALLET_RETRY_MAX_MS", args.retry_max_ms.to_string())
             .env("WALLET_ADMIN_ADDR", "127.0.0.1:0")
             .env(
+                "WALLET_MAX_SOURCES_PER_CUSTOMER",
+                args.max_sources_per_customer.to_string(),
+            )
+            .env(
                 "WALLET_SHUTDOWN_GRACE_SECS",
                 args.shutdown_grace_secs.to_string(),
             )

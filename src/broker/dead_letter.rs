@@ -1,0 +1,96 @@
+//! Dead letters: the message, body byte for byte and properties kept, goes to the
+//! dead-letter queue with the `x-wallet-*` headers (contract §7); once the broker
+//! confirmed it, `wallet.dead_lettered` tells the pipeline (contract §6), so nobody
+//! waits for an outcome that will not come.
+
+use super::headers::{self, ATTEMPTS, DEAD_LETTERED_AT, ERROR, ERROR_DETAIL, ORIGINAL_ROUTING_KEY};
+use super::publish::{PublishError, json_properties, publish_confirmed};
+use super::topology::Topology;
+use crate::domain::events::{self, Cause, DeadLettered};
+use lapin::types::AMQPValue;
+use lapin::{BasicProperties, Channel};
+
+/// Why a message is dead-lettered, and what is known of it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter<'a> {
+    /// `x-wallet-error`: `malformed`, `order_not_found`, `poison_message`, ...
+    pub kind: &'a str,
+    pub detail: &'a str,
+    pub attempts: u32,
+    pub routing_key: &'a str,
+    /// The message's id, when it has one that could be read.
+    pub message_id: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    pub order_id: Option<&'a str>,
+}
+
+/// Publishes the dead letter, then its `wallet.dead_lettered` event, each confirmed.
+/// An error after the first leaves a dead letter whose event may be missing: the
+/// caller hands the delivery back, so both are published again (at least once).
+pub async fn publish(
+    channel: &Channel,
+    topology: &Topology,
+    body: &[u8],
+    properties: &BasicProperties,
+    why: DeadLetter<'_>,
+) -> Result<(), PublishError> {
+    let headers = headers::with_headers(
+        properties,
+        &[
+            (ERROR, Some(headers::long_string(why.kind))),
+            (ERROR_DETAIL, Some(headers::long_string(why.detail))),
+            (ATTEMPTS, Some(AMQPValue::LongLongInt(why.attempts.into()))),
+            (
+                ORIGINAL_ROUTING_KEY,
+                Some(headers::long_string(why.routing_key)),
+            ),
+            (
+                DEAD_LETTERED_AT,
+                Some(headers::long_string(
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                )),
+            ),
+        ],
+    );
+    let props = headers::rebuild(properties, headers, None);
+    let queue = topology.dead_letter_queue();
+    publish_confirmed(channel, "", &queue, body, props, true).await?;
+    announce(channel, topology, &why).await
+}
+
+/// Publishes `wallet.dead_lettered` for `why`.
+async fn announce(
+    channel: &Channel,
+    topology: &Topology,
+    why: &DeadLetter<'_>,
+) -> Result<(), PublishError> {
+    let cause = Cause {
+        id: why.message_id,
+        correlation_id: why.correlation_id,
+    };
+    let event = events::outbound(
+        cause,
+        "wallet.dead_lettered",
+        DeadLettered {
+            message_id: why.message_id.map(str::to_owned),
+            message_type: why.routing_key.to_owned(),
+            error: why.kind.to_owned(),
+            detail: why.detail.to_owned(),
+            attempts: why.attempts,
+            order_id: why.order_id.map(str::to_owned),
+        },
+    );
+    let mut properties = json_properties(&event.id, event.routing_key);
+    if let Some(correlation_id) = why.correlation_id {
+        properties = properties.with_correlation_id(correlation_id.into());
+    }
+    publish_confirmed(
+        channel,
+        &topology.exchange,
+        event.routing_key,
+        &event.body,
+        properties,
+        false,
+    )
+    .await
+}

@@ -1,0 +1,84 @@
+//! Fail points for the fault-injection tests (`--features failpoints`); without the
+//! feature every function here is a no-op the compiler removes.
+//!
+//! Names in use: `commit.before` (pause a message between its handler and its commit),
+//! `committer.panic` (a commit loop panics), `delivery.panic` (the handler panics for the
+//! message id given as the fail point's argument).
+
+/// Waits here while the fail point `name` is configured to `return`. Tests use it to
+/// hold a message between its handler's reads and its commit; [`reached`] says when one
+/// is waiting.
+pub async fn pause(name: &str) {
+    #[cfg(feature = "failpoints")]
+    {
+        let mut announced = false;
+        while fail::eval(name, |_| ()).is_some() {
+            if !announced {
+                announced = true;
+                reached::mark(name);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
+/// Whether a task has waited at the fail point `name` (see [`pause`]).
+pub fn reached(name: &str) -> bool {
+    #[cfg(feature = "failpoints")]
+    {
+        reached::get(name)
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        false
+    }
+}
+
+/// Panics when the fail point `name` is configured with `panic`.
+pub fn panic_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name);
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
+/// Panics when the fail point `name` is configured as `return(ID)` and `id` is ID: a
+/// message that breaks its handler on every delivery.
+pub fn panic_for(name: &str, id: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(Some(target)) = fail::eval(name, |arg| arg)
+        && target == id
+    {
+        panic!("injected panic for message {id}");
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = (name, id);
+}
+
+#[cfg(feature = "failpoints")]
+mod reached {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+
+    fn points() -> &'static Mutex<HashSet<String>> {
+        static POINTS: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+        POINTS.get_or_init(Default::default)
+    }
+
+    pub fn mark(name: &str) {
+        points()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned());
+    }
+
+    pub fn get(name: &str) -> bool {
+        points()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+}
