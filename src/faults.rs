@@ -1,18 +1,20 @@
 //! Fail points for the fault-injection tests (`--features failpoints`); without the
 //! feature every function here is a no-op the compiler removes.
 //!
-//! Names in use: `commit.before` (pause a message between its handler and its commit),
-//! `committer.panic` (a commit loop panics), `delivery.panic` (the handler panics for the
-//! message id given as the fail point's argument).
+//! Names in use, each configured as `return(MESSAGE_ID)` to act on one message:
+//! `commit.before` (hold the message between its handler and its commit),
+//! `delivery.panic` (its handler panics on every delivery) and `delivery.crash` (the
+//! process aborts on every delivery); and `committer.panic` (configured as `panic`: a
+//! commit loop dies).
 
-/// Waits here while the fail point `name` is configured to `return`. Tests use it to
-/// hold a message between its handler's reads and its commit; [`reached`] says when one
-/// is waiting.
-pub async fn pause(name: &str) {
+/// Waits here while the fail point `name` is configured as `return(ID)` with `id`.
+/// Tests use it to hold a message between its handler's reads and its commit;
+/// [`reached`] says when one is waiting.
+pub async fn pause_for(name: &str, id: &str) {
     #[cfg(feature = "failpoints")]
     {
         let mut announced = false;
-        while fail::eval(name, |_| ()).is_some() {
+        while fail::eval(name, |arg| arg).is_some_and(|target| target.as_deref() == Some(id)) {
             if !announced {
                 announced = true;
                 reached::mark(name);
@@ -21,10 +23,10 @@ pub async fn pause(name: &str) {
         }
     }
     #[cfg(not(feature = "failpoints"))]
-    let _ = name;
+    let _ = (name, id);
 }
 
-/// Whether a task has waited at the fail point `name` (see [`pause`]).
+/// Whether a task has waited at the fail point `name` (see [`pause_for`]).
 pub fn reached(name: &str) -> bool {
     #[cfg(feature = "failpoints")]
     {
@@ -58,6 +60,19 @@ pub fn panic_for(name: &str, id: &str) {
     let _ = (name, id);
 }
 
+/// Aborts the process when the fail point `name` is configured as `return(ID)` and `id`
+/// is ID: a message that crashes the worker on every delivery.
+pub fn crash_for(name: &str, id: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(Some(target)) = fail::eval(name, |arg| arg)
+        && target == id
+    {
+        std::process::abort();
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = (name, id);
+}
+
 #[cfg(feature = "failpoints")]
 mod reached {
     use std::collections::HashSet;
@@ -81,4 +96,16 @@ mod reached {
             .unwrap_or_else(|p| p.into_inner())
             .contains(name)
     }
+}
+
+/// Configures the fail point `name` (`return(ID)`, `panic`, `off`): for tests.
+#[cfg(feature = "failpoints")]
+pub fn configure(name: &str, action: &str) {
+    fail::cfg(name, action).expect("a valid fail point action");
+}
+
+/// Removes the fail point `name`: what it held goes on.
+#[cfg(feature = "failpoints")]
+pub fn release(name: &str) {
+    fail::remove(name);
 }

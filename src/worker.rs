@@ -26,6 +26,10 @@ const MAX_COMMIT_BATCH: usize = 64;
 /// keep Postgres busy while each waits.
 const COMMITTERS: usize = 4;
 
+/// How long a failed worker keeps answering `/readyz` (503, with the cause) before it
+/// exits.
+const FAILED_LINGER: Duration = Duration::from_secs(2);
+
 /// A worker started in the background.
 pub struct RunningWorker {
     /// Where the admin server listens (useful with port 0).
@@ -135,6 +139,10 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         };
         pool.close().await;
         relay_pool.close().await;
+        if failure.is_some() {
+            // Long enough for a probe or a person to read why on `/readyz`.
+            tokio::time::sleep(FAILED_LINGER).await;
+        }
         admin_stop.cancel();
         let _ = admin_task.await;
         match failure {

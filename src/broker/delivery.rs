@@ -152,6 +152,7 @@ async fn handle(
     inbound: &Inbound,
 ) -> Settle {
     crate::faults::panic_for("delivery.panic", &inbound.meta.id);
+    crate::faults::crash_for("delivery.crash", &inbound.meta.id);
     let kind = inbound.meta.kind;
     let mut waits = database_backoff();
     let outcome = loop {
@@ -163,7 +164,7 @@ async fn handle(
     };
     let retry = match outcome {
         Outcome::Commit(change) => {
-            crate::faults::pause("commit.before").await;
+            crate::faults::pause_for("commit.before", &inbound.meta.id).await;
             match commit(shared, inbound, change, &mut waits).await {
                 Ok(settle) => return settle,
                 Err(retry) => retry,

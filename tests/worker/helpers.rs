@@ -554,6 +554,16 @@ pub fn signature(body: &[u8]) -> String {
 impl TestWorker {
     /// Stops the in-process worker, keeping the harness (database, stub, event queue) so
     /// worker processes can take over the queue.
+    /// Waits for the in-process worker to stop by itself (an internal task died) and
+    /// returns how it ended.
+    pub async fn stopped_by_itself(&mut self) -> anyhow::Result<()> {
+        let task = self.task.take().expect("the worker is running");
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("the worker stops by itself")
+            .expect("worker task")
+    }
+
     pub async fn pause_in_process_worker(&mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {

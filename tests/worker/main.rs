@@ -10,12 +10,19 @@ mod proxy;
 mod admin;
 mod attach;
 mod circuit;
+mod cli_safety;
 mod crash;
+mod dead_letter_events;
+#[cfg(feature = "failpoints")]
+mod decisions;
 mod dlq;
 mod loadgen;
 mod malformed;
+mod memory;
 mod outage;
 mod outbox;
+#[cfg(feature = "failpoints")]
+mod panics;
 mod restart;
 mod retries;
 mod save;

@@ -11,6 +11,11 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `wallet-worker run` configured only through the environment, as ops do.
     pub fn start(args: &WorkerArgs) -> WorkerProcess {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts a worker process with `extra` environment variables (e.g. `FAILPOINTS`).
+    pub fn start_with_env(args: &WorkerArgs, extra: &[(&str, &str)]) -> WorkerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wallet-worker"));
         command
             .arg("run")
@@ -41,10 +46,24 @@ impl WorkerProcess {
             } else {
                 Stdio::null()
             })
+            .envs(extra.iter().copied())
             .kill_on_drop(true);
         WorkerProcess {
             child: command.spawn().expect("wallet-worker binary starts"),
         }
+    }
+
+    /// The exit status, once the process ended by itself within `within`.
+    pub async fn exited_within(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("the process exits by itself")
+            .expect("exit status")
+    }
+
+    /// Its process id, to read its memory use from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     /// SIGKILL: no chance to clean up, as in a crash or an OOM kill.
