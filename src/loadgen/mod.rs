@@ -143,7 +143,11 @@ async fn publish_all(
                 break message;
             }
             // Nothing in flight can satisfy it any more: send a placed order instead.
-            let hopeless = matches!(plan, Plan::Attach { .. }) && session.pending() == 0;
+            let needs_a_source = matches!(
+                plan,
+                Plan::Attach { .. } | Plan::SetDefault { .. } | Plan::Remove { .. }
+            );
+            let hopeless = needs_a_source && session.pending() == 0;
             if hopeless || waiting.elapsed() >= config.timeout {
                 break traffic.placed();
             }
@@ -159,6 +163,12 @@ fn build(plan: Plan, session: &Session, traffic: &mut Traffic) -> Option<Message
         Plan::Attach { pick } => session
             .saved_source(pick)
             .map(|source| traffic.attach(source)),
+        Plan::SetDefault { pick } => session
+            .saved_source(pick)
+            .map(|source| traffic.wallet_change("wallet.set_default", source)),
+        Plan::Remove { pick } => session
+            .saved_source(pick)
+            .map(|source| traffic.wallet_change("wallet.remove", source)),
         Plan::LateSave if !traffic.has_flagless() => Some(traffic.placed()),
         Plan::LateSave => traffic.late_save(session.answered_up_to()),
         Plan::Placed => Some(traffic.placed()),

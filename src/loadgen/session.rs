@@ -20,12 +20,17 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// The events that end a message's story (contract §6).
-pub const COMPLETION_EVENTS: [&str; 4] = [
+/// The events that end a message's story (contract §6); a dead letter ends it too.
+pub const COMPLETION_EVENTS: [&str; 9] = [
     "wallet.saved",
     "wallet.save_failed",
     "wallet.attached",
     "wallet.attach_rejected",
+    "wallet.removed",
+    "wallet.remove_rejected",
+    "wallet.default_set",
+    "wallet.default_rejected",
+    "wallet.dead_lettered",
 ];
 /// Published but unconfirmed messages at most: bounds memory, keeps the pipe full.
 const MAX_UNCONFIRMED: usize = 2048;

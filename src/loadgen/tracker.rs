@@ -142,7 +142,23 @@ impl Tracker {
                     });
                 }
             }
-            "wallet.save_failed" | "wallet.attach_rejected" => {
+            "wallet.removed" => {
+                // A removed source is not attached or changed again by this run.
+                if let Some(source) = data["customer_payment_source_id"].as_str() {
+                    state.saved.retain(|saved| saved.source_id != source);
+                }
+            }
+            "wallet.dead_lettered" => {
+                let error = data["error"].as_str().unwrap_or("unknown");
+                *state
+                    .refusals
+                    .entry(format!("dead_lettered: {error}"))
+                    .or_default() += 1;
+            }
+            "wallet.save_failed"
+            | "wallet.attach_rejected"
+            | "wallet.remove_rejected"
+            | "wallet.default_rejected" => {
                 let reason = data["reason"].as_str().unwrap_or("unknown");
                 let verb = routing_key.trim_start_matches("wallet.");
                 *state

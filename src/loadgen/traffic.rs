@@ -1,6 +1,6 @@
 //! The traffic a load test publishes: placed orders (some asking to save their card),
-//! later `wallet.save`s, and `wallet.attach`es of sources saved earlier in the run, for
-//! customers drawn from a pool so cards repeat. The mix is decided by a seeded RNG, so
+//! later `wallet.save`s, and `wallet.attach`es, default changes and removals of sources
+//! saved earlier in the run, for customers drawn from a pool so cards repeat. The mix is decided by a seeded RNG, so
 //! one seed gives the same shape of traffic; ids are fresh on every run, so a re-run is
 //! never swallowed by the worker's idempotency.
 
@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 
 /// Share of messages that attach a source saved earlier in the run (once one exists).
 const ATTACH_SHARE: f64 = 0.20;
+/// Share of messages that make a source saved earlier its customer's default.
+const SET_DEFAULT_SHARE: f64 = 0.04;
+/// Share of messages that remove a source saved earlier (later attaches of it are
+/// refused `not_found`, as in a real shop).
+const REMOVE_SHARE: f64 = 0.02;
 /// Share of messages that save the card of an order placed earlier without the flag.
 const LATE_SAVE_SHARE: f64 = 0.10;
 /// Placed orders from guests: asked to save, they are refused (`guest_customer`).
@@ -61,6 +66,13 @@ struct Flagless {
 pub(crate) enum Plan {
     /// Attach a saved source, chosen by `pick` among those saved so far.
     Attach {
+        pick: u64,
+    },
+    /// Make a saved source the default, or remove one (chosen like attaches).
+    SetDefault {
+        pick: u64,
+    },
+    Remove {
         pick: u64,
     },
     LateSave,
@@ -115,9 +127,14 @@ impl Traffic {
     pub fn plan(&mut self) -> Plan {
         let roll: f64 = self.shape.random();
         let pick: u64 = self.shape.random();
+        let wallet_changes = ATTACH_SHARE + SET_DEFAULT_SHARE + REMOVE_SHARE;
         if roll < ATTACH_SHARE {
             Plan::Attach { pick }
-        } else if roll < ATTACH_SHARE + LATE_SAVE_SHARE && !self.flagless.is_empty() {
+        } else if roll < ATTACH_SHARE + SET_DEFAULT_SHARE {
+            Plan::SetDefault { pick }
+        } else if roll < wallet_changes {
+            Plan::Remove { pick }
+        } else if roll < wallet_changes + LATE_SAVE_SHARE && !self.flagless.is_empty() {
             Plan::LateSave
         } else {
             Plan::Placed
@@ -197,6 +214,14 @@ impl Traffic {
         self.build("wallet.attach", &format!("corr_{order_id}"), data, true)
     }
 
+    /// A `wallet.set_default` or `wallet.remove` of `source` (saved earlier) by its owner.
+    pub fn wallet_change(&mut self, kind: &str, source: SavedSource) -> Message {
+        let data = json!({ "customer_id": source.customer_id,
+                           "customer_payment_source_id": source.source_id });
+        let correlation = format!("corr_{}", alnum(&mut self.ids, 10));
+        self.build(kind, &correlation, data, true)
+    }
+
     /// The next message in sequence: ids `<run>-000001`, ... in publish order.
     fn build(
         &mut self,
@@ -239,15 +264,23 @@ pub(crate) fn alnum(rng: &mut StdRng, len: usize) -> String {
 mod tests {
     use super::*;
 
+    fn source() -> SavedSource {
+        SavedSource {
+            customer_id: "c".into(),
+            source_id: "s".into(),
+        }
+    }
+
     fn kinds(seed: u64) -> Vec<(String, bool)> {
         let mut traffic = Traffic::new("lg-test", seed, 600, "sim", 0.5);
         (0..600)
             .map(|_| {
                 let message = match traffic.plan() {
-                    Plan::Attach { .. } => traffic.attach(SavedSource {
-                        customer_id: "c".into(),
-                        source_id: "s".into(),
-                    }),
+                    Plan::Attach { .. } => traffic.attach(source()),
+                    Plan::SetDefault { .. } => {
+                        traffic.wallet_change("wallet.set_default", source())
+                    }
+                    Plan::Remove { .. } => traffic.wallet_change("wallet.remove", source()),
                     Plan::LateSave => traffic.late_save(u64::MAX).expect("a flagless order"),
                     Plan::Placed => traffic.placed(),
                 };
@@ -261,7 +294,13 @@ mod tests {
         let first = kinds(7);
         assert_eq!(first, kinds(7));
         assert_ne!(first, kinds(8));
-        for kind in ["order.placed", "wallet.save", "wallet.attach"] {
+        for kind in [
+            "order.placed",
+            "wallet.save",
+            "wallet.attach",
+            "wallet.set_default",
+            "wallet.remove",
+        ] {
             assert!(first.iter().any(|(k, _)| k == kind), "no {kind}");
         }
         assert!(

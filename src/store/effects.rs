@@ -178,7 +178,13 @@ async fn save_source(
             );
             return Ok(refuse(SaveFailure::WalletFull, message));
         }
-        None => (wallet::insert(conn, &source).await?, true),
+        None => {
+            // Record the default as it stands before the new source arrives: when the
+            // chosen one expired or lost its gateway, the most recently saved of the
+            // sources already held took over, not the newcomer.
+            wallet::settle_default(conn, &save.customer_id, now).await?;
+            (wallet::insert(conn, &source).await?, true)
+        }
     };
     let default = wallet::settle_default(conn, &save.customer_id, now).await?;
     summary.default = default.as_deref() == Some(summary.id.as_str());

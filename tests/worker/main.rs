@@ -28,3 +28,4 @@ mod retries;
 mod save;
 mod secrets;
 mod shutdown;
+mod wallet_life;
