@@ -1,5 +1,5 @@
-//! Entry point: parse the command line, set up logging, run one subcommand, and turn
-//! any error into one line on stderr with a non-zero exit.
+//! Entry point: parse the command line, set up logging and tracing, run one subcommand,
+//! flush the spans, and turn any error into one line on stderr with a non-zero exit.
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -20,8 +20,12 @@ async fn main() -> std::process::ExitCode {
         // broker client's own error lines (a missing queue is reported in one line).
         _ => "warn,lapin=off",
     };
-    telemetry::init(args.logging.log_format, default_filter);
-    match dispatch(args.command).await {
+    // Only the commands that handle messages have spans worth exporting.
+    let export_spans = matches!(args.command, Cmd::Run(_) | Cmd::Demo(_));
+    let telemetry = telemetry::init(args.logging.log_format, default_filter, export_spans);
+    let result = dispatch(args.command).await;
+    telemetry.shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("wallet-worker: {}", cli::one_line(&err));

@@ -7,6 +7,7 @@ use super::headers::{self, ATTEMPTS, DEAD_LETTERED_AT, ERROR, ERROR_DETAIL, ORIG
 use super::publish::{PublishError, json_properties, publish_confirmed};
 use super::topology::Topology;
 use crate::domain::events::{self, Cause, DeadLettered};
+use crate::telemetry::propagation;
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Channel};
 
@@ -84,6 +85,8 @@ async fn announce(
     if let Some(correlation_id) = why.correlation_id {
         properties = properties.with_correlation_id(correlation_id.into());
     }
+    // Published here, in the delivery's span: its trace goes on like the outbox's.
+    properties = headers::with_trace(properties, propagation::current().as_ref());
     publish_confirmed(
         channel,
         &topology.exchange,

@@ -1,6 +1,7 @@
 //! One delivery, end to end: parse, handle, commit, and settle it in exactly one place
 //! ([`settle_outcome`]): ack after commit, delayed retry, or dead letter. Whatever
-//! happens — a panic included — the delivery ends settled.
+//! happens — a panic included — the delivery ends settled. Its span joins the trace of
+//! the message's `traceparent` header (contract §10).
 
 use super::acker::Settle;
 use super::consumer::Shared;
@@ -12,8 +13,10 @@ use crate::handlers::{self, Outcome, RetryLater};
 use crate::metrics as m;
 use crate::store::{self, CommitError};
 use crate::supervisor::panic_message;
+use crate::telemetry::propagation;
 use futures::FutureExt;
 use lapin::{Channel, message::Delivery};
+use opentelemetry::context::FutureExt as _;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -63,9 +66,8 @@ pub async fn process(shared: &Shared, publish: &Channel, delivery: &Delivery) ->
         }
         Err(rejection) => {
             let id = domain::envelope::sniff_id(raw);
-            let span = tracing::warn_span!("delivery", message_id = id.as_deref().unwrap_or(""), r#type = %received.routing_key);
-            let _guard = span.enter();
-            tracing::warn!(detail = %rejection, "malformed message; dead-lettering");
+            let span = tracing::warn_span!("delivery", otel.kind = "consumer", message_id = id.as_deref().unwrap_or(""), r#type = %received.routing_key);
+            let trace = propagation::parent_span(&span, trace_parent(delivery));
             let why = DeadLetter {
                 kind: "malformed",
                 detail: &rejection.to_string(),
@@ -75,16 +77,24 @@ pub async fn process(shared: &Shared, publish: &Channel, delivery: &Delivery) ->
                 correlation_id: None,
                 order_id: None,
             };
-            return dead_letter(shared, publish, delivery, why).await;
+            return async {
+                tracing::warn!(detail = %rejection, "malformed message; dead-lettering");
+                dead_letter(shared, publish, delivery, why).await
+            }
+            .instrument(span)
+            .with_context(trace)
+            .await;
         }
     };
     let span = tracing::info_span!(
         "delivery",
+        otel.kind = "consumer",
         message_id = %inbound.meta.id,
         r#type = inbound.meta.kind,
         correlation_id = inbound.meta.correlation_id.as_deref().unwrap_or(""),
         attempt = received.attempts_done + 1,
     );
+    let trace = propagation::parent_span(&span, trace_parent(delivery));
     async {
         let settle = handle_contained(shared, publish, &received, &inbound).await;
         metrics::histogram!(m::MESSAGE_SECONDS, "type" => inbound.meta.kind)
@@ -92,7 +102,14 @@ pub async fn process(shared: &Shared, publish: &Channel, delivery: &Delivery) ->
         settle
     }
     .instrument(span)
+    .with_context(trace)
     .await
+}
+
+/// The trace the message's publisher started (contract §10), if it sent one. A retried
+/// or replayed message keeps its headers, so every attempt joins the same trace.
+fn trace_parent(delivery: &Delivery) -> opentelemetry::Context {
+    propagation::extract(headers::trace_context(&delivery.properties).as_ref())
 }
 
 /// [`handle`], with poison messages kept out and a panic turned into a failed attempt.

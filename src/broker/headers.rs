@@ -1,5 +1,8 @@
-//! The `x-wallet-*` headers (contract §7) and rebuilding properties around them.
+//! The `x-wallet-*` headers (contract §7), the W3C trace context headers (contract
+//! §10) and rebuilding properties around them.
 
+use crate::domain::TraceContext;
+use crate::domain::trace::{TRACEPARENT, TRACESTATE};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
@@ -37,6 +40,27 @@ pub fn integer(properties: &BasicProperties, name: &str) -> Option<i64> {
         AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
         _ => None,
     }
+}
+
+/// The W3C trace context a message carries, when it has a `traceparent` header.
+pub fn trace_context(properties: &BasicProperties) -> Option<TraceContext> {
+    Some(TraceContext {
+        traceparent: text(properties, TRACEPARENT)?,
+        tracestate: text(properties, TRACESTATE),
+    })
+}
+
+/// `properties` with `trace`'s `traceparent` (and `tracestate`) headers, when given.
+pub fn with_trace(properties: BasicProperties, trace: Option<&TraceContext>) -> BasicProperties {
+    let Some(trace) = trace else {
+        return properties;
+    };
+    let changes: Vec<_> = trace
+        .headers()
+        .map(|(name, value)| (name, Some(long_string(value))))
+        .collect();
+    let headers = with_headers(&properties, &changes);
+    properties.with_headers(headers)
 }
 
 pub fn long_string(value: impl Into<String>) -> AMQPValue {

@@ -3,8 +3,10 @@
 //! deleted (on a connection with `synchronous_commit = off`: a delete lost in a crash
 //! only means the event is published again). A sweep every second publishes rows older
 //! than a few seconds: those of a crashed process or of a lost broker connection.
-//! Publication is at least once; every event carries its own id for consumers to dedupe.
+//! Publication is at least once; every event carries its own id for consumers to dedupe,
+//! and the trace context stored with it as `traceparent` / `tracestate` headers.
 
+use super::headers;
 use super::publish::{self, PublishError};
 use crate::metrics as m;
 use crate::store::outbox::{self, PendingEvent};
@@ -146,6 +148,7 @@ async fn publish_all(
         if let Some(correlation_id) = &event.correlation_id {
             properties = properties.with_correlation_id(correlation_id.as_str().into());
         }
+        properties = headers::with_trace(properties, event.trace().as_ref());
         let confirm = channel
             .basic_publish(
                 exchange.into(),

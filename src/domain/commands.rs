@@ -1,9 +1,9 @@
 //! The inbound commands (contract §4) as typed values, validated field by field.
 
-use super::envelope::Rejection;
 use super::limits::{
     MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_KEYS, MAX_TEXT_LEN, MAX_TOKEN_LEN,
 };
+use super::rejection::Rejection;
 use super::secret::Secret;
 use serde::Deserialize;
 use serde_json::{Map, Value};

@@ -3,6 +3,7 @@
 
 use super::commands::{Command, OrderPlaced, SourceRef, WalletAttach, WalletSave, text};
 use super::limits::{MAX_BODY_BYTES, MAX_ID_LEN, MAX_JSON_DEPTH, json_depth_exceeds};
+pub use super::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -25,24 +26,6 @@ pub struct RawMessage<'a> {
     pub routing_key: &'a str,
     /// The AMQP `message_id` property, when set.
     pub message_id: Option<&'a str>,
-}
-
-/// Why a message is malformed: the field (a dotted path, or `body`) and what is wrong.
-/// Never contains a value taken from the message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct Rejection {
-    pub field: String,
-    pub reason: String,
-}
-
-impl Rejection {
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
 }
 
 /// The envelope fields every handler needs.

@@ -2,6 +2,7 @@
 
 use super::envelope::Meta;
 use super::secret::Secret;
+use super::trace::TraceContext;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -15,6 +16,10 @@ pub struct OutboundEvent {
     pub causation_id: Option<String>,
     /// The serialized envelope; may hold tokens (`wallet.attached`), so it is never logged.
     pub body: Vec<u8>,
+    /// The trace of the work that caused it, sent on as `traceparent` / `tracestate`
+    /// headers. Filled in by whoever knows that work (the committer, the dead-letter
+    /// path); [`outbound`] is pure and leaves it empty.
+    pub trace: Option<TraceContext>,
 }
 
 #[derive(Serialize)]
@@ -185,5 +190,6 @@ pub fn outbound<'a, T: Serialize>(
         correlation_id: cause.correlation_id.map(str::to_owned),
         causation_id: cause.id.map(str::to_owned),
         body,
+        trace: None,
     }
 }

@@ -10,7 +10,10 @@ pub mod expiry;
 pub(crate) mod fixtures;
 pub mod ids;
 pub mod limits;
+pub mod rejection;
 pub mod secret;
+pub mod trace;
+pub mod wallet;
 
 pub use clock::Clock;
 pub use commands::{
@@ -19,3 +22,4 @@ pub use commands::{
 };
 pub use envelope::{Inbound, Meta, RawMessage, Rejection, parse};
 pub use secret::Secret;
+pub use trace::TraceContext;

@@ -4,10 +4,12 @@
 use super::request::{GatewayTarget, SaveRequest};
 use super::response::{self, GatewayError, Tokens};
 use super::signature::sign;
+use crate::telemetry::propagation;
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::redirect::{Attempt, Policy};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Redirects followed at most, and only within the same origin (see [`redirect_policy`]).
 const MAX_REDIRECTS: usize = 3;
@@ -124,16 +126,9 @@ impl GatewayClient {
         attempt: usize,
     ) -> Result<Tokens, GatewayError> {
         let started = Instant::now();
-        let sent = self
-            .http
-            .post(target.token_url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json")
-            .header("Idempotency-Key", prepared.key.as_str())
-            .header("X-CommerceLayer-Signature", prepared.signature.as_str())
-            .body(prepared.body.clone())
-            .send()
-            .await;
+        let span =
+            tracing::info_span!("token_url", otel.kind = "client", gateway = %target.id, attempt);
+        let sent = self.send(target, prepared).instrument(span).await;
         let (status, result) = match sent {
             Ok(response) => {
                 let status = response.status().as_u16().to_string();
@@ -158,6 +153,28 @@ impl GatewayClient {
             }
             error
         })
+    }
+
+    /// The POST itself, carrying the current trace context onward (contract §10): the
+    /// `token_url` span's when spans are exported, else the delivery's inbound one.
+    async fn send(
+        &self,
+        target: &GatewayTarget,
+        prepared: &Prepared,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .post(target.token_url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .header("Idempotency-Key", prepared.key.as_str())
+            .header("X-CommerceLayer-Signature", prepared.signature.as_str());
+        if let Some(trace) = propagation::current() {
+            for (name, value) in trace.headers() {
+                request = request.header(name, value);
+            }
+        }
+        request.body(prepared.body.clone()).send().await
     }
 }
 

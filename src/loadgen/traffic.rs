@@ -271,22 +271,44 @@ mod tests {
         }
     }
 
-    fn kinds(seed: u64) -> Vec<(String, bool)> {
+    fn messages(seed: u64) -> Vec<Message> {
         let mut traffic = Traffic::new("lg-test", seed, 600, "sim", 0.5);
         (0..600)
-            .map(|_| {
-                let message = match traffic.plan() {
-                    Plan::Attach { .. } => traffic.attach(source()),
-                    Plan::SetDefault { .. } => {
-                        traffic.wallet_change("wallet.set_default", source())
-                    }
-                    Plan::Remove { .. } => traffic.wallet_change("wallet.remove", source()),
-                    Plan::LateSave => traffic.late_save(u64::MAX).expect("a flagless order"),
-                    Plan::Placed => traffic.placed(),
-                };
-                (message.routing_key, message.expects_event)
+            .map(|_| match traffic.plan() {
+                Plan::Attach { .. } => traffic.attach(source()),
+                Plan::SetDefault { .. } => traffic.wallet_change("wallet.set_default", source()),
+                Plan::Remove { .. } => traffic.wallet_change("wallet.remove", source()),
+                Plan::LateSave => traffic.late_save(u64::MAX).expect("a flagless order"),
+                Plan::Placed => traffic.placed(),
             })
             .collect()
+    }
+
+    fn kinds(seed: u64) -> Vec<(String, bool)> {
+        messages(seed)
+            .into_iter()
+            .map(|message| (message.routing_key, message.expects_event))
+            .collect()
+    }
+
+    /// What a load test publishes is what the interface documents.
+    #[test]
+    fn every_generated_message_matches_its_json_schema() {
+        for message in messages(11) {
+            let path = format!(
+                "{}/docs/schemas/{}.json",
+                env!("CARGO_MANIFEST_DIR"),
+                message.routing_key
+            );
+            let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let validator = jsonschema::validator_for(&schema).unwrap();
+            let body: Value = serde_json::from_slice(&message.body).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&body)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", message.routing_key);
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 use super::effects::{self, Change, Rules};
 use super::inbox;
 use super::outbox::{self, PendingEvent};
+use crate::domain::TraceContext;
 use crate::supervisor::Supervisor;
+use crate::telemetry::propagation;
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -39,6 +41,9 @@ struct Job {
     message_id: String,
     message_type: &'static str,
     change: Arc<Change>,
+    /// The trace of the delivery that asked for the commit: the commit loops run in
+    /// their own tasks, so it is taken along for the events (contract §10).
+    trace: Option<TraceContext>,
     reply: oneshot::Sender<Result<Committed, sqlx::Error>>,
 }
 
@@ -89,7 +94,8 @@ impl Committer {
     }
 
     /// Commits `change` for message `message_id` (or finds it was already processed).
-    /// The caller keeps its reference to try again after a transient failure.
+    /// The caller keeps its reference to try again after a transient failure. The
+    /// events carry the caller's current trace context.
     pub async fn commit(
         &self,
         message_id: &str,
@@ -101,6 +107,7 @@ impl Committer {
             message_id: message_id.to_owned(),
             message_type,
             change,
+            trace: propagation::current(),
             reply,
         };
         self.jobs
@@ -120,10 +127,12 @@ pub async fn commit_now(
     message_type: &'static str,
     change: &Change,
 ) -> sqlx::Result<(Committed, Vec<PendingEvent>)> {
+    let trace = propagation::current();
     let work = Work {
         message_id,
         message_type,
         change,
+        trace: trace.as_ref(),
     };
     let (outcomes, events) = run_transaction(pool, rules, &[work]).await?;
     Ok((outcomes[0], events))
@@ -134,6 +143,7 @@ struct Work<'a> {
     message_id: &'a str,
     message_type: &'static str,
     change: &'a Change,
+    trace: Option<&'a TraceContext>,
 }
 
 impl<'a> From<&'a Job> for Work<'a> {
@@ -142,6 +152,7 @@ impl<'a> From<&'a Job> for Work<'a> {
             message_id: &job.message_id,
             message_type: job.message_type,
             change: &job.change,
+            trace: job.trace.as_ref(),
         }
     }
 }
@@ -239,19 +250,33 @@ async fn apply_all(
         })
         .collect();
     let mut claimed = inbox::claim_all(tx, &claims).await?;
+    // `remove`: a second job with the same id in this batch is a duplicate too.
+    let fresh: Vec<bool> = jobs
+        .iter()
+        .map(|job| claimed.remove(job.message_id))
+        .collect();
+    let changes: Vec<&Change> = jobs
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, fresh)| **fresh)
+        .map(|(job, _)| job.change)
+        .collect();
+    let mut caused = effects::apply_batch(tx, rules, &changes).await?.into_iter();
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut events = Vec::new();
-    for job in jobs {
-        // `remove`: a second job with the same id in this batch is a duplicate too.
-        if !claimed.remove(job.message_id) {
+    for (job, fresh) in jobs.iter().zip(fresh) {
+        if !fresh {
             outcomes.push(Committed::Duplicate);
             continue;
         }
-        let caused = effects::apply(tx, rules, job.change).await?;
+        let mut caused = caused.next().expect("events for every applied change");
         outcomes.push(Committed::Applied {
             outcome: effects::outcome(&caused),
             events: caused.len(),
         });
+        for event in &mut caused {
+            event.trace = job.trace.cloned();
+        }
         events.extend(caused);
     }
     let pending = outbox::insert_all(tx, events).await?;

@@ -1,4 +1,5 @@
-//! What a message changes, as data the committer executes inside its transaction.
+//! What a message changes, as data the committer executes inside its transaction, a
+//! whole batch of messages at a time.
 //!
 //! Every decision that depends on stored state is taken here, under the row locks of
 //! the commit: whether the order is still editable, whether the source exists, belongs
@@ -6,16 +7,25 @@
 //! wallet is full, which source is the default. A concurrent change between a
 //! handler's reads and the commit therefore turns into the matching rejection, never
 //! into an event that disagrees with the committed rows.
+//!
+//! A batch runs set-wise: it locks the customers it touches (in id order), records its
+//! placed orders with one statement, loads the wallets it touches with another, applies
+//! every change to them in memory in message order ([`crate::domain::wallet`]), and
+//! writes the difference back with one statement per kind of row. The round trips of
+//! a commit are therefore per batch, not per message.
 
 use super::{orders, wallet};
 use crate::domain::events::{
-    self, AttachRejection, AttachedPaymentSource, OutboundEvent, SaveFailure, WalletAttachRejected,
-    WalletAttached, WalletChangeRejected, WalletDefaultSet, WalletRejection, WalletRemoved,
-    WalletSaveFailed, WalletSaved,
+    self, AttachRejection, AttachedPaymentSource, OutboundEvent, SaveFailure, SourceSummary,
+    WalletAttachRejected, WalletAttached, WalletChangeRejected, WalletDefaultSet, WalletRejection,
+    WalletRemoved, WalletSaveFailed, WalletSaved,
 };
-use crate::domain::{Clock, Meta, Order, Secret, SourceRef, WalletAttach, expiry};
+use crate::domain::wallet::{DefaultRefused, Saved, Source, Wallet};
+use crate::domain::{Clock, Meta, Order, Secret, SourceRef, WalletAttach, expiry, ids};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
+use std::collections::{BTreeSet, HashMap};
 
 /// One write a message asks for.
 #[derive(Debug)]
@@ -92,29 +102,318 @@ pub struct Rules {
     pub max_sources_per_customer: i64,
 }
 
-/// Applies `change` on the transaction `conn`; returns the events it causes.
-pub async fn apply(
+/// Applies `changes` (one per message, in order) on the transaction `conn`; returns
+/// the events each causes.
+pub async fn apply_batch(
     conn: &mut PgConnection,
     rules: &Rules,
-    change: &Change,
-) -> sqlx::Result<Vec<OutboundEvent>> {
-    let cause = &change.cause;
-    let mut out = Vec::new();
-    for effect in &change.effects {
-        let event = match effect {
+    changes: &[&Change],
+) -> sqlx::Result<Vec<Vec<OutboundEvent>>> {
+    let effects = || changes.iter().flat_map(|c| c.effects.iter());
+    let mut customers: BTreeSet<&str> = BTreeSet::new();
+    let mut wallet_customers: BTreeSet<&str> = BTreeSet::new();
+    let mut gateway_ids: BTreeSet<&str> = BTreeSet::new();
+    let mut placed: Vec<&Order> = Vec::new();
+    for effect in effects() {
+        match effect {
             Effect::RecordPlaced(order) => {
-                orders::record_placed(conn, order).await?;
-                continue;
+                customers.extend(order.customer.as_ref().map(|c| c.id.as_str()));
+                placed.push(order);
             }
-            Effect::SaveSource(save) => save_source(conn, rules, cause, save).await?,
-            Effect::Attach(attach) => attach_source(conn, rules, cause, attach).await?,
-            Effect::Remove(source) => remove_source(conn, rules, cause, source).await?,
-            Effect::SetDefault(source) => set_default(conn, rules, cause, source).await?,
-            Effect::Emit(event) => event.clone(),
-        };
-        out.push(event);
+            Effect::Emit(_) => {}
+            other => {
+                let customer = other
+                    .customer_id()
+                    .expect("a wallet effect names its customer");
+                customers.insert(customer);
+                wallet_customers.insert(customer);
+                if let Effect::SaveSource(save) = other {
+                    gateway_ids.insert(&save.gateway_id);
+                }
+            }
+        }
     }
-    Ok(out)
+    let customers: Vec<&str> = customers.into_iter().collect();
+    wallet::lock_customers(conn, &customers).await?;
+    orders::record_placed_all(conn, &placed).await?;
+    let wallet_customers: Vec<&str> = wallet_customers.into_iter().collect();
+    let before = wallet::load_wallets(conn, &wallet_customers).await?;
+    let gateway_ids: Vec<&str> = gateway_ids.into_iter().collect();
+    let gateways = wallet::gateway_states(conn, &gateway_ids).await?;
+
+    let mut batch = Batch {
+        rules,
+        now: rules.clock.now(),
+        wallets: before.clone(),
+        gateways,
+        attachments: Vec::new(),
+        last_created: None,
+    };
+    let mut events: Vec<Vec<OutboundEvent>> = Vec::with_capacity(changes.len());
+    for (position, change) in changes.iter().enumerate() {
+        let mut caused = Vec::new();
+        for effect in &change.effects {
+            let event = match effect {
+                Effect::RecordPlaced(_) => continue,
+                Effect::Emit(event) => event.clone(),
+                Effect::SaveSource(save) => batch.save(&change.cause, save),
+                Effect::Attach(attach) => {
+                    batch.attach(&change.cause, attach, (position, caused.len()))
+                }
+                Effect::Remove(target) => batch.remove(&change.cause, target),
+                Effect::SetDefault(target) => batch.set_default(&change.cause, target),
+            };
+            caused.push(event);
+        }
+        events.push(caused);
+    }
+    wallet::write_changes(conn, &before, &batch.wallets).await?;
+    batch.record_attachments(conn, changes, &mut events).await?;
+    Ok(events)
+}
+
+impl Effect {
+    /// The customer whose wallet this effect reads or changes.
+    fn customer_id(&self) -> Option<&str> {
+        match self {
+            Effect::SaveSource(save) => Some(&save.customer_id),
+            Effect::Attach(attach) => Some(&attach.customer_id),
+            Effect::Remove(target) | Effect::SetDefault(target) => Some(&target.customer_id),
+            Effect::RecordPlaced(_) | Effect::Emit(_) => None,
+        }
+    }
+}
+
+/// The wallets of one commit batch while its changes are applied in memory.
+struct Batch<'r> {
+    rules: &'r Rules,
+    now: DateTime<Utc>,
+    wallets: HashMap<String, Wallet>,
+    /// Whether each gateway saved to exists and is enabled (absent: removed).
+    gateways: HashMap<String, bool>,
+    /// Attaches that passed the wallet checks, by (message position, event position):
+    /// their orders are recorded together, and those already placed become rejections.
+    attachments: Vec<((usize, usize), WalletAttach)>,
+    /// When the last source of this batch was created: keeps "most recently saved"
+    /// strictly ordered within a batch.
+    last_created: Option<DateTime<Utc>>,
+}
+
+impl Batch<'_> {
+    fn wallet(&mut self, customer_id: &str) -> &mut Wallet {
+        self.wallets
+            .get_mut(customer_id)
+            .expect("every wallet of the batch is loaded")
+    }
+
+    fn save(&mut self, cause: &Meta, save: &SaveSource) -> OutboundEvent {
+        let refuse = |reason, message: String| {
+            events::outbound(
+                cause,
+                "wallet.save_failed",
+                WalletSaveFailed {
+                    order_id: save.order_id.clone(),
+                    customer_id: Some(save.customer_id.clone()),
+                    reason,
+                    message,
+                },
+            )
+        };
+        match self.gateways.get(&save.gateway_id) {
+            None => {
+                let message = format!("gateway {} was removed", save.gateway_id);
+                return refuse(SaveFailure::UnknownGateway, message);
+            }
+            Some(false) => {
+                let message = format!("gateway {} is disabled", save.gateway_id);
+                return refuse(SaveFailure::GatewayDisabled, message);
+            }
+            Some(true) => {}
+        }
+        let card = Source {
+            id: ids::customer_payment_source_id(),
+            gateway_id: save.gateway_id.clone(),
+            name: save.name.clone(),
+            metadata: save.metadata.clone(),
+            reference: Some(save.reference.clone()),
+            customer_token: save.customer_token.clone(),
+            payment_source_token: save.payment_source_token.clone(),
+            created_at: self.next_created_at(),
+            expires_at: expiry::expires_at(&save.metadata),
+            gateway_enabled: true,
+        };
+        let now = self.now;
+        let max = usize::try_from(self.rules.max_sources_per_customer).unwrap_or(usize::MAX);
+        let wallet = self.wallet(&save.customer_id);
+        let (id, created) = match wallet.save(card, max, now) {
+            Saved::Created(id) => (id, true),
+            Saved::Reused(id) => (id, false),
+            Saved::Full { held } => {
+                let message = format!(
+                    "the wallet already holds {held} unexpired payment sources, the most allowed"
+                );
+                return refuse(SaveFailure::WalletFull, message);
+            }
+        };
+        let default = wallet.default_source(now).is_some_and(|d| d.id == id);
+        let source = wallet.find(&id).expect("the saved source is in the wallet");
+        events::outbound(
+            cause,
+            "wallet.saved",
+            WalletSaved {
+                order_id: save.order_id.clone(),
+                customer_id: save.customer_id.clone(),
+                customer_payment_source: SourceSummary {
+                    id: source.id.clone(),
+                    gateway_id: source.gateway_id.clone(),
+                    name: source.name.clone(),
+                    metadata: source.metadata.clone(),
+                    default,
+                },
+                created,
+            },
+        )
+    }
+
+    /// The wall-clock time of a new source, after every other of this batch.
+    fn next_created_at(&mut self) -> DateTime<Utc> {
+        let mut at = Utc::now();
+        if let Some(last) = self.last_created
+            && at <= last
+        {
+            at = last + chrono::Duration::microseconds(1);
+        }
+        self.last_created = Some(at);
+        at
+    }
+
+    fn attach(
+        &mut self,
+        cause: &Meta,
+        attach: &WalletAttach,
+        slot: (usize, usize),
+    ) -> OutboundEvent {
+        if !attach.order_status.is_editable() {
+            return attach_rejected(cause, attach, AttachRejection::OrderNotEditable);
+        }
+        let now = self.now;
+        // Unknown and foreign sources look the same: existence is not revealed.
+        let Some(source) = self
+            .wallet(&attach.customer_id)
+            .find(&attach.customer_payment_source_id)
+        else {
+            return attach_rejected(cause, attach, AttachRejection::NotFound);
+        };
+        if !source.gateway_enabled {
+            return attach_rejected(cause, attach, AttachRejection::GatewayDisabled);
+        }
+        if source.is_expired(now) {
+            return attach_rejected(cause, attach, AttachRejection::Expired);
+        }
+        let event = events::outbound(
+            cause,
+            "wallet.attached",
+            WalletAttached {
+                order_id: attach.order_id.clone(),
+                customer_id: attach.customer_id.clone(),
+                customer_payment_source_id: source.id.clone(),
+                payment_source: AttachedPaymentSource {
+                    kind: "external_payments",
+                    gateway_id: source.gateway_id.clone(),
+                    customer_token: source.customer_token.clone(),
+                    payment_source_token: source.payment_source_token.clone(),
+                    metadata: source.metadata.clone(),
+                },
+            },
+        );
+        self.attachments.push((slot, attach.clone()));
+        event
+    }
+
+    fn remove(&mut self, cause: &Meta, target: &SourceRef) -> OutboundEvent {
+        let now = self.now;
+        let wallet = self.wallet(&target.customer_id);
+        if !wallet.remove(&target.customer_payment_source_id, now) {
+            return rejected(
+                cause,
+                "wallet.remove_rejected",
+                target,
+                WalletRejection::NotFound,
+            );
+        }
+        events::outbound(
+            cause,
+            "wallet.removed",
+            WalletRemoved {
+                customer_id: target.customer_id.clone(),
+                customer_payment_source_id: target.customer_payment_source_id.clone(),
+                default_customer_payment_source_id: wallet.chosen_default.clone(),
+            },
+        )
+    }
+
+    fn set_default(&mut self, cause: &Meta, target: &SourceRef) -> OutboundEvent {
+        let now = self.now;
+        let wallet = self.wallet(&target.customer_id);
+        match wallet.set_default(&target.customer_payment_source_id, now) {
+            Ok(()) => events::outbound(
+                cause,
+                "wallet.default_set",
+                WalletDefaultSet {
+                    customer_id: target.customer_id.clone(),
+                    customer_payment_source_id: target.customer_payment_source_id.clone(),
+                },
+            ),
+            Err(refused) => {
+                let reason = match refused {
+                    DefaultRefused::NotFound => WalletRejection::NotFound,
+                    DefaultRefused::Expired => WalletRejection::Expired,
+                };
+                rejected(cause, "wallet.default_rejected", target, reason)
+            }
+        }
+    }
+
+    /// Records the orders of the attaches with one statement; an order placed (or
+    /// otherwise locked) meanwhile turns its `wallet.attached` into `order_not_editable`.
+    async fn record_attachments(
+        &self,
+        conn: &mut PgConnection,
+        changes: &[&Change],
+        events: &mut [Vec<OutboundEvent>],
+    ) -> sqlx::Result<()> {
+        let rows: Vec<orders::Attachment<'_>> = self
+            .attachments
+            .iter()
+            .map(|(_, attach)| orders::Attachment {
+                order_id: &attach.order_id,
+                customer_id: &attach.customer_id,
+                status: &attach.order_status,
+                customer_payment_source_id: &attach.customer_payment_source_id,
+            })
+            .collect();
+        let recorded = orders::record_attachments(conn, &rows).await?;
+        for ((message, event), attach) in &self.attachments {
+            if !recorded.contains(&attach.order_id) {
+                let cause = &changes[*message].cause;
+                events[*message][*event] =
+                    attach_rejected(cause, attach, AttachRejection::OrderNotEditable);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn attach_rejected(cause: &Meta, attach: &WalletAttach, reason: AttachRejection) -> OutboundEvent {
+    events::outbound(
+        cause,
+        "wallet.attach_rejected",
+        WalletAttachRejected {
+            order_id: attach.order_id.clone(),
+            customer_payment_source_id: attach.customer_payment_source_id.clone(),
+            reason,
+        },
+    )
 }
 
 /// The label of what a message did, for metrics: its last event's name (`saved`,
@@ -125,205 +424,6 @@ pub fn outcome(events: &[OutboundEvent]) -> &'static str {
             .strip_prefix("wallet.")
             .unwrap_or(e.routing_key)
     })
-}
-
-async fn save_source(
-    conn: &mut PgConnection,
-    rules: &Rules,
-    cause: &Meta,
-    save: &SaveSource,
-) -> sqlx::Result<OutboundEvent> {
-    let now = rules.clock.now();
-    let source = wallet::NewSource {
-        customer_id: &save.customer_id,
-        gateway_id: &save.gateway_id,
-        name: &save.name,
-        metadata: &save.metadata,
-        reference: &save.reference,
-        customer_token: &save.customer_token,
-        payment_source_token: &save.payment_source_token,
-        expires_at: expiry::expires_at(&save.metadata),
-    };
-    wallet::lock_customer(conn, &save.customer_id, true).await?;
-    let state = wallet::save_state(conn, &source, now).await?;
-    let refuse = |reason, message: String| {
-        events::outbound(
-            cause,
-            "wallet.save_failed",
-            WalletSaveFailed {
-                order_id: save.order_id.clone(),
-                customer_id: Some(save.customer_id.clone()),
-                reason,
-                message,
-            },
-        )
-    };
-    match state.gateway_enabled {
-        None => {
-            let message = format!("gateway {} was removed", save.gateway_id);
-            return Ok(refuse(SaveFailure::UnknownGateway, message));
-        }
-        Some(false) => {
-            let message = format!("gateway {} is disabled", save.gateway_id);
-            return Ok(refuse(SaveFailure::GatewayDisabled, message));
-        }
-        Some(true) => {}
-    }
-    let (mut summary, created) = match state.existing {
-        Some(existing) => (existing, false),
-        None if state.held >= rules.max_sources_per_customer => {
-            let message = format!(
-                "the wallet already holds {} unexpired payment sources, the most allowed",
-                state.held
-            );
-            return Ok(refuse(SaveFailure::WalletFull, message));
-        }
-        None => {
-            // Record the default as it stands before the new source arrives: when the
-            // chosen one expired or lost its gateway, the most recently saved of the
-            // sources already held took over, not the newcomer.
-            wallet::settle_default(conn, &save.customer_id, now).await?;
-            (wallet::insert(conn, &source).await?, true)
-        }
-    };
-    let default = wallet::settle_default(conn, &save.customer_id, now).await?;
-    summary.default = default.as_deref() == Some(summary.id.as_str());
-    Ok(events::outbound(
-        cause,
-        "wallet.saved",
-        WalletSaved {
-            order_id: save.order_id.clone(),
-            customer_id: save.customer_id.clone(),
-            customer_payment_source: summary,
-            created,
-        },
-    ))
-}
-
-async fn attach_source(
-    conn: &mut PgConnection,
-    rules: &Rules,
-    cause: &Meta,
-    attach: &WalletAttach,
-) -> sqlx::Result<OutboundEvent> {
-    let reject = |reason| {
-        events::outbound(
-            cause,
-            "wallet.attach_rejected",
-            WalletAttachRejected {
-                order_id: attach.order_id.clone(),
-                customer_payment_source_id: attach.customer_payment_source_id.clone(),
-                reason,
-            },
-        )
-    };
-    if !attach.order_status.is_editable() {
-        return Ok(reject(AttachRejection::OrderNotEditable));
-    }
-    // Customer first, as every wallet writer does (see `Change::lock_key`).
-    wallet::lock_customer(conn, &attach.customer_id, false).await?;
-    // Unknown and foreign sources look the same: existence is not revealed.
-    let Some(source) = wallet::find_owned(
-        conn,
-        &attach.customer_payment_source_id,
-        &attach.customer_id,
-    )
-    .await?
-    else {
-        return Ok(reject(AttachRejection::NotFound));
-    };
-    if !source.gateway_enabled {
-        return Ok(reject(AttachRejection::GatewayDisabled));
-    }
-    if expiry::is_expired(source.expires_at, rules.clock.now()) {
-        return Ok(reject(AttachRejection::Expired));
-    }
-    let recorded = orders::record_attachment(
-        conn,
-        &attach.order_id,
-        &source.customer_id,
-        &attach.order_status,
-        &source.id,
-    )
-    .await?;
-    if !recorded {
-        return Ok(reject(AttachRejection::OrderNotEditable));
-    }
-    Ok(events::outbound(
-        cause,
-        "wallet.attached",
-        WalletAttached {
-            order_id: attach.order_id.clone(),
-            customer_id: attach.customer_id.clone(),
-            customer_payment_source_id: source.id,
-            payment_source: AttachedPaymentSource {
-                kind: "external_payments",
-                gateway_id: source.gateway_id,
-                customer_token: source.customer_token,
-                payment_source_token: source.payment_source_token,
-                metadata: source.metadata,
-            },
-        },
-    ))
-}
-
-async fn remove_source(
-    conn: &mut PgConnection,
-    rules: &Rules,
-    cause: &Meta,
-    target: &SourceRef,
-) -> sqlx::Result<OutboundEvent> {
-    let customer_id = &target.customer_id;
-    let source_id = &target.customer_payment_source_id;
-    wallet::lock_customer(conn, customer_id, true).await?;
-    if !wallet::remove(conn, source_id, customer_id).await? {
-        return Ok(rejected(
-            cause,
-            "wallet.remove_rejected",
-            target,
-            WalletRejection::NotFound,
-        ));
-    }
-    let default = wallet::settle_default(conn, customer_id, rules.clock.now()).await?;
-    Ok(events::outbound(
-        cause,
-        "wallet.removed",
-        WalletRemoved {
-            customer_id: customer_id.clone(),
-            customer_payment_source_id: source_id.clone(),
-            default_customer_payment_source_id: default,
-        },
-    ))
-}
-
-async fn set_default(
-    conn: &mut PgConnection,
-    rules: &Rules,
-    cause: &Meta,
-    target: &SourceRef,
-) -> sqlx::Result<OutboundEvent> {
-    let customer_id = &target.customer_id;
-    let source_id = &target.customer_payment_source_id;
-    let reject = |reason| rejected(cause, "wallet.default_rejected", target, reason);
-    wallet::lock_customer(conn, customer_id, true).await?;
-    // A source whose gateway is disabled or removed cannot be the default either; the
-    // contract's reasons are `not_found` and `expired`, and it is not available.
-    let source = wallet::find_owned(conn, source_id, customer_id).await?;
-    let Some(source) = source.filter(|s| s.gateway_enabled) else {
-        return Ok(reject(WalletRejection::NotFound));
-    };
-    if expiry::is_expired(source.expires_at, rules.clock.now()) {
-        return Ok(reject(WalletRejection::Expired));
-    }
-    wallet::choose_default(conn, customer_id, source_id).await?;
-    Ok(events::outbound(
-        cause,
-        "wallet.default_set",
-        WalletDefaultSet {
-            customer_id: customer_id.clone(),
-            customer_payment_source_id: source_id.clone(),
-        },
-    ))
 }
 
 fn rejected(

@@ -5,23 +5,48 @@ use crate::domain::{Order, OrderStatus, PaymentSource, Secret};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, Row};
 
-/// Records a placed order and its customer (one statement: the customer is upserted
-/// in a CTE, and the foreign key is checked at the end of the statement), replacing
-/// what an earlier message said.
-pub async fn record_placed(conn: &mut PgConnection, order: &Order) -> sqlx::Result<()> {
-    let (kind, external) = match &order.payment_source {
-        Some(PaymentSource::External(p)) => (Some("external_payments"), Some(p)),
-        Some(PaymentSource::Unsupported { kind }) => (Some(kind.as_str()), None),
-        None => (None, None),
-    };
+/// Records placed orders and their customers with one statement (the customers are
+/// upserted in a CTE; the foreign key is checked at the end of the statement),
+/// replacing what earlier messages said. Rows are written in `(customer, order)` order,
+/// so concurrent batches take their row locks in the same order; an order named twice
+/// keeps the later message's description.
+pub async fn record_placed_all(conn: &mut PgConnection, orders: &[&Order]) -> sqlx::Result<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let mut latest: Vec<&Order> = Vec::with_capacity(orders.len());
+    for order in orders {
+        match latest.iter_mut().find(|o| o.id == order.id) {
+            Some(earlier) => *earlier = order,
+            None => latest.push(order),
+        }
+    }
+    let customer_of = |o: &Order| o.customer.as_ref().map(|c| c.id.clone());
+    latest.sort_by(|a, b| (customer_of(a), &a.id).cmp(&(customer_of(b), &b.id)));
+    let mut rows = PlacedRows::default();
+    for order in latest {
+        rows.push(order);
+    }
     sqlx::query(
-        "WITH customer AS (
-             INSERT INTO customers (id, email) SELECT $2, $13 WHERE $2 IS NOT NULL
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[],
+                 $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[],
+                 $12::text[], $13::text[])
+             WITH ORDINALITY AS t(id, customer_id, number, status, guest, currency_code,
+                 total_amount_cents, payment_source_type, payment_source_id, gateway_id,
+                 payment_source_token, metadata, email, position)),
+         customer AS (
+             INSERT INTO customers (id, email)
+             SELECT DISTINCT ON (customer_id) customer_id, email FROM input
+             WHERE customer_id IS NOT NULL ORDER BY customer_id, position DESC
              ON CONFLICT (id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email))
          INSERT INTO orders (id, customer_id, number, status, guest, currency_code,
              total_amount_cents, payment_source_type, payment_source_id, gateway_id,
              payment_source_token, payment_source_metadata, placed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+         SELECT id, customer_id, number, status, guest, currency_code, total_amount_cents,
+             payment_source_type, payment_source_id, gateway_id, payment_source_token,
+             metadata::jsonb, now()
+         FROM input ORDER BY position
          ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id,
              number = EXCLUDED.number, status = EXCLUDED.status, guest = EXCLUDED.guest,
              currency_code = EXCLUDED.currency_code,
@@ -33,24 +58,67 @@ pub async fn record_placed(conn: &mut PgConnection, order: &Order) -> sqlx::Resu
              payment_source_metadata = EXCLUDED.payment_source_metadata,
              placed_at = COALESCE(orders.placed_at, now()), updated_at = now()",
     )
-    .bind(&order.id)
-    .bind(order.customer.as_ref().map(|c| &c.id))
-    .bind(&order.number)
-    .bind(order.status.as_str())
-    .bind(order.customer.is_none())
-    .bind(&order.currency_code)
-    .bind(order.total_amount_cents)
-    .bind(kind)
-    .bind(external.map(|p| &p.id))
-    .bind(external.map(|p| &p.gateway_id))
-    .bind(external.map(|p| p.token.expose()))
-    .bind(sqlx::types::Json(
-        external.map(|p| p.metadata.clone()).unwrap_or_default(),
-    ))
-    .bind(order.customer.as_ref().and_then(|c| c.email.as_ref()))
+    .bind(&rows.id)
+    .bind(&rows.customer_id)
+    .bind(&rows.number)
+    .bind(&rows.status)
+    .bind(&rows.guest)
+    .bind(&rows.currency_code)
+    .bind(&rows.total_amount_cents)
+    .bind(&rows.payment_source_type)
+    .bind(&rows.payment_source_id)
+    .bind(&rows.gateway_id)
+    .bind(&rows.payment_source_token)
+    .bind(&rows.metadata)
+    .bind(&rows.email)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Placed orders as columns, for `UNNEST`.
+#[derive(Default)]
+struct PlacedRows<'a> {
+    id: Vec<&'a str>,
+    customer_id: Vec<Option<&'a str>>,
+    number: Vec<Option<&'a str>>,
+    status: Vec<&'a str>,
+    guest: Vec<bool>,
+    currency_code: Vec<Option<&'a str>>,
+    total_amount_cents: Vec<Option<i64>>,
+    payment_source_type: Vec<Option<&'a str>>,
+    payment_source_id: Vec<Option<&'a str>>,
+    gateway_id: Vec<Option<&'a str>>,
+    payment_source_token: Vec<Option<&'a str>>,
+    metadata: Vec<String>,
+    email: Vec<Option<&'a str>>,
+}
+
+impl<'a> PlacedRows<'a> {
+    fn push(&mut self, order: &'a Order) {
+        let (kind, external) = match &order.payment_source {
+            Some(PaymentSource::External(p)) => (Some("external_payments"), Some(p)),
+            Some(PaymentSource::Unsupported { kind }) => (Some(kind.as_str()), None),
+            None => (None, None),
+        };
+        let customer = order.customer.as_ref();
+        self.id.push(&order.id);
+        self.customer_id.push(customer.map(|c| c.id.as_str()));
+        self.number.push(order.number.as_deref());
+        self.status.push(order.status.as_str());
+        self.guest.push(customer.is_none());
+        self.currency_code.push(order.currency_code.as_deref());
+        self.total_amount_cents.push(order.total_amount_cents);
+        self.payment_source_type.push(kind);
+        self.payment_source_id.push(external.map(|p| p.id.as_str()));
+        self.gateway_id
+            .push(external.map(|p| p.gateway_id.as_str()));
+        self.payment_source_token
+            .push(external.map(|p| p.token.expose()));
+        let metadata = external.map_or_else(Map::new, |p| p.metadata.clone());
+        self.metadata.push(Value::Object(metadata).to_string());
+        self.email.push(customer.and_then(|c| c.email.as_deref()));
+    }
 }
 
 /// The order as `order.placed` described it, for `wallet.save`.
@@ -112,32 +180,60 @@ pub async fn find(pool: &PgPool, order_id: &str) -> sqlx::Result<Option<Order>> 
     }))
 }
 
-/// Records that an order in checkout pays with a stored source, unless the order is
-/// already placed, approved or cancelled (then its payment source never changes):
-/// false in that case. One statement, so an `order.placed` committing meanwhile is
-/// either seen here or comes after.
-pub async fn record_attachment(
+/// An order in checkout paying with a stored source.
+#[derive(Debug, Clone, Copy)]
+pub struct Attachment<'a> {
+    pub order_id: &'a str,
+    pub customer_id: &'a str,
+    pub status: &'a OrderStatus,
+    pub customer_payment_source_id: &'a str,
+}
+
+/// Records that orders in checkout pay with stored sources, one statement for all,
+/// except for orders already placed, approved or cancelled (then the payment source
+/// never changes). Returns the ids of the orders recorded: an `order.placed`
+/// committing meanwhile is either seen here or comes after. An order named twice keeps
+/// the later attachment.
+pub async fn record_attachments(
     conn: &mut PgConnection,
-    order_id: &str,
-    customer_id: &str,
-    status: &OrderStatus,
-    customer_payment_source_id: &str,
-) -> sqlx::Result<bool> {
-    let row = sqlx::query(
+    attachments: &[Attachment<'_>],
+) -> sqlx::Result<std::collections::HashSet<String>> {
+    if attachments.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut latest: Vec<&Attachment<'_>> = Vec::with_capacity(attachments.len());
+    for attachment in attachments {
+        match latest
+            .iter_mut()
+            .find(|a| a.order_id == attachment.order_id)
+        {
+            Some(earlier) => *earlier = attachment,
+            None => latest.push(attachment),
+        }
+    }
+    latest.sort_by_key(|a| a.order_id);
+    let orders: Vec<&str> = latest.iter().map(|a| a.order_id).collect();
+    let customers: Vec<&str> = latest.iter().map(|a| a.customer_id).collect();
+    let statuses: Vec<&str> = latest.iter().map(|a| a.status.as_str()).collect();
+    let sources: Vec<&str> = latest
+        .iter()
+        .map(|a| a.customer_payment_source_id)
+        .collect();
+    let recorded: Vec<String> = sqlx::query_scalar(
         "INSERT INTO orders (id, customer_id, status, customer_payment_source_id)
-         VALUES ($1, $2, $3, $4)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
          ON CONFLICT (id) DO UPDATE SET
              customer_payment_source_id = EXCLUDED.customer_payment_source_id,
              updated_at = now()
          WHERE orders.placed_at IS NULL AND orders.status <> ALL($5)
-         RETURNING 1",
+         RETURNING id",
     )
-    .bind(order_id)
-    .bind(customer_id)
-    .bind(status.as_str())
-    .bind(customer_payment_source_id)
+    .bind(&orders)
+    .bind(&customers)
+    .bind(&statuses)
+    .bind(&sources)
     .bind(OrderStatus::LOCKED)
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(row.is_some())
+    Ok(recorded.into_iter().collect())
 }

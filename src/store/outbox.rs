@@ -1,6 +1,8 @@
 //! The outbox: events written in the same transaction as their state, published by the
-//! relay and deleted once the broker confirmed them.
+//! relay and deleted once the broker confirmed them. Each row keeps the trace context
+//! of the work that caused it, so whichever process publishes it sends that on.
 
+use crate::domain::TraceContext;
 use crate::domain::events::OutboundEvent;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::collections::HashMap;
@@ -14,6 +16,19 @@ pub struct PendingEvent {
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
     pub body: Vec<u8>,
+    /// `traceparent` of the work that caused the event (contract §10).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl PendingEvent {
+    /// The trace context to publish the event with, if it has one.
+    pub fn trace(&self) -> Option<TraceContext> {
+        Some(TraceContext {
+            traceparent: self.traceparent.clone()?,
+            tracestate: self.tracestate.clone(),
+        })
+    }
 }
 
 /// Writes a batch of events with one statement; returns them as the relay needs them.
@@ -30,9 +45,19 @@ pub async fn insert_all(
         events.iter().map(|e| e.correlation_id.as_deref()).collect();
     let causes: Vec<Option<&str>> = events.iter().map(|e| e.causation_id.as_deref()).collect();
     let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_slice()).collect();
+    let parents: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.trace.as_ref().map(|t| t.traceparent.as_str()))
+        .collect();
+    let states: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.trace.as_ref().and_then(|t| t.tracestate.as_deref()))
+        .collect();
     let seqs: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO outbox (event_id, routing_key, correlation_id, causation_id, body)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+        "INSERT INTO outbox
+             (event_id, routing_key, correlation_id, causation_id, body, traceparent, tracestate)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                              $6::text[], $7::text[])
          RETURNING event_id, seq",
     )
     .bind(&ids)
@@ -40,18 +65,28 @@ pub async fn insert_all(
     .bind(&correlations)
     .bind(&causes)
     .bind(&bodies)
+    .bind(&parents)
+    .bind(&states)
     .fetch_all(conn)
     .await?;
     let seqs: HashMap<String, i64> = seqs.into_iter().collect();
     Ok(events
         .into_iter()
-        .map(|event| PendingEvent {
-            seq: seqs.get(&event.id).copied().unwrap_or_default(),
-            routing_key: event.routing_key.to_owned(),
-            event_id: event.id,
-            correlation_id: event.correlation_id,
-            causation_id: event.causation_id,
-            body: event.body,
+        .map(|event| {
+            let (traceparent, tracestate) = match event.trace {
+                Some(trace) => (Some(trace.traceparent), trace.tracestate),
+                None => (None, None),
+            };
+            PendingEvent {
+                seq: seqs.get(&event.id).copied().unwrap_or_default(),
+                routing_key: event.routing_key.to_owned(),
+                event_id: event.id,
+                correlation_id: event.correlation_id,
+                causation_id: event.causation_id,
+                body: event.body,
+                traceparent,
+                tracestate,
+            }
         })
         .collect())
 }
@@ -66,7 +101,8 @@ pub async fn lock_stale(
     limit: i64,
 ) -> sqlx::Result<Vec<PendingEvent>> {
     sqlx::query_as(
-        "SELECT seq, event_id, routing_key, correlation_id, causation_id, body
+        "SELECT seq, event_id, routing_key, correlation_id, causation_id, body,
+                traceparent, tracestate
          FROM outbox WHERE created_at < now() - make_interval(secs => $1)
          ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
     )

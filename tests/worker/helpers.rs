@@ -261,7 +261,14 @@ impl TestWorker {
     }
 
     /// Publishes a message the way a pipeline does: persistent JSON with `message_id`.
+    /// Publishes a valid message: it must satisfy its schema in `docs/schemas/`.
     pub async fn publish(&self, routing_key: &str, envelope: &Value) {
+        crate::schemas::assert_valid(routing_key, envelope);
+        self.publish_unchecked(routing_key, envelope).await;
+    }
+
+    /// Publishes `envelope` as JSON whatever it holds (malformed-input tests).
+    pub async fn publish_unchecked(&self, routing_key: &str, envelope: &Value) {
         let id = envelope["id"].as_str().unwrap_or_default();
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
@@ -326,9 +333,12 @@ impl TestWorker {
             .expect("event stream open")
             .expect("event delivery");
         delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        let body: Value = serde_json::from_slice(&delivery.data).expect("events are JSON");
+        // Every event the worker emits matches its documented schema.
+        crate::schemas::assert_valid(delivery.routing_key.as_str(), &body);
         Some(Event {
             routing_key: delivery.routing_key.to_string(),
-            body: serde_json::from_slice(&delivery.data).expect("events are JSON"),
+            body,
             properties: delivery.properties.clone(),
         })
     }

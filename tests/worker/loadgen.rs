@@ -64,7 +64,12 @@ async fn loadgen_against_a_running_worker_completes_every_message() {
     );
     assert_eq!(report.completed_total, report.expected, "{report}");
     assert_eq!(report.duplicates, 0, "{report}");
-    for kind in ["order.placed", "wallet.save", "wallet.attach"] {
+    for kind in [
+        "order.placed",
+        "wallet.save",
+        "wallet.attach",
+        "wallet.set_default",
+    ] {
         assert!(
             report.published_by_type.get(kind).is_some_and(|n| *n > 0),
             "no {kind}: {report}"
@@ -86,9 +91,15 @@ async fn loadgen_against_a_running_worker_completes_every_message() {
     let rows = w
         .count("SELECT count(*) FROM customer_payment_sources")
         .await;
+    let removed = report
+        .completed
+        .get("wallet.removed")
+        .copied()
+        .unwrap_or_default();
     assert_eq!(
-        rows as u64, report.saved_created,
-        "one row per source created"
+        rows as u64,
+        report.saved_created - removed,
+        "one row per source created and not removed"
     );
     let attached = w
         .count("SELECT count(*) FROM orders WHERE customer_payment_source_id IS NOT NULL")

@@ -6,6 +6,7 @@ mod accounting;
 mod helpers;
 mod process;
 mod proxy;
+mod schemas;
 
 mod admin;
 mod attach;
@@ -28,4 +29,5 @@ mod retries;
 mod save;
 mod secrets;
 mod shutdown;
+mod trace;
 mod wallet_life;

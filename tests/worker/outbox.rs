@@ -13,7 +13,7 @@ async fn an_outbox_row_left_unpublished_by_a_crash_is_published_after_restart() 
         "id": "evt-left-behind", "type": "wallet.saved", "occurred_at": "2026-11-27T16:00:00Z",
         "causation_id": "msg-before-crash",
         "data": { "order_id": "ord_x", "customer_id": "cus_x", "created": true,
-                  "customer_payment_source": { "id": "AbCdEfGh12", "gateway_id": "acme-pay", "name": "n", "metadata": {} } } });
+                  "customer_payment_source": { "id": "AbCdEfGh12", "gateway_id": "acme-pay", "name": "n", "metadata": {}, "default": true } } });
     sqlx::query(
         "INSERT INTO outbox (event_id, routing_key, causation_id, body) VALUES ($1, $2, $3, $4)",
     )

@@ -54,6 +54,7 @@ impl WorkerProcess {
     }
 
     /// The exit status, once the process ended by itself within `within`.
+    #[cfg(feature = "failpoints")]
     pub async fn exited_within(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
         tokio::time::timeout(within, self.child.wait())
             .await
