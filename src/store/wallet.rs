@@ -1,18 +1,16 @@
-//! Customer payment sources: the wallet, and the rules that need its rows (wallet
-//! rules: availability, the default, the cap).
+//! Customer payment sources: the wallets a commit loads and writes back, and the
+//! listings people read.
 //!
-//! A source is *available* when its gateway exists and is enabled and the card has not
-//! expired. The customer's *default* is the chosen one (`wallet_defaults`) while it is
-//! available, else the most recently saved available source; every change to a wallet
-//! records that choice again ([`settle_default`]), so the stored default follows.
+//! The rules live in [`crate::domain::wallet`]; here a source is *available* when its
+//! gateway exists and is enabled and the card has not expired, and the customer's
+//! *default* is the chosen one (`wallet_defaults`) while it is available, else the most
+//! recently saved available source — the same rules in SQL, for listings.
 //!
 //! Writers of one customer's wallet serialize on the customer's row
-//! ([`lock_customer`]): a save at the cap, a removal and a default change see each
+//! ([`lock_customers`]): a save at the cap, a removal and a default change see each
 //! other's commits, never a snapshot from before them.
 
 use crate::domain::Secret;
-use crate::domain::events::SourceSummary;
-use crate::domain::ids;
 use crate::domain::wallet::{Source as DomainSource, Wallet as DomainWallet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -20,33 +18,6 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::HashMap;
-
-/// A source to store, as the gateway returned it.
-#[derive(Debug)]
-pub struct NewSource<'a> {
-    pub customer_id: &'a str,
-    pub gateway_id: &'a str,
-    pub name: &'a str,
-    pub metadata: &'a Map<String, Value>,
-    pub reference: &'a str,
-    pub customer_token: &'a Secret,
-    pub payment_source_token: &'a Secret,
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-/// A stored source with its tokens, for attaching.
-#[derive(Debug, Clone)]
-pub struct StoredSource {
-    pub id: String,
-    pub customer_id: String,
-    pub gateway_id: String,
-    pub metadata: Map<String, Value>,
-    pub customer_token: Secret,
-    pub payment_source_token: Secret,
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Its gateway exists and is enabled.
-    pub gateway_enabled: bool,
-}
 
 /// A stored source as listings show it: never a token.
 #[derive(Debug, Clone, Serialize)]
@@ -63,205 +34,8 @@ pub struct SourceListing {
     pub available: bool,
 }
 
-/// What the wallet holds that a save decides on, read after [`lock_customer`].
-#[derive(Debug)]
-pub struct SaveState {
-    /// `None`: no such gateway; `Some(false)`: disabled.
-    pub gateway_enabled: Option<bool>,
-    /// Unexpired sources the customer holds (what the cap counts).
-    pub held: i64,
-    /// The same card, already in the wallet.
-    pub existing: Option<SourceSummary>,
-}
-
 /// The condition "available at `$now`" on a source `s` joined to its gateway `g`.
 const AVAILABLE: &str = "g.enabled IS TRUE AND (s.expires_at IS NULL OR s.expires_at > $2)";
-
-/// Locks the customer's row until the transaction ends: `exclusive` for writers of the
-/// wallet, shared for attaches (which only need it to stay as it is). False when the
-/// customer is unknown.
-pub async fn lock_customer(
-    conn: &mut PgConnection,
-    customer_id: &str,
-    exclusive: bool,
-) -> sqlx::Result<bool> {
-    let sql = if exclusive {
-        "SELECT 1 FROM customers WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT 1 FROM customers WHERE id = $1 FOR SHARE"
-    };
-    let row = sqlx::query(sql)
-        .bind(customer_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.is_some())
-}
-
-/// The gateway's state, the cap count and the same card, in one round trip.
-pub async fn save_state(
-    conn: &mut PgConnection,
-    source: &NewSource<'_>,
-    now: DateTime<Utc>,
-) -> sqlx::Result<SaveState> {
-    let row = sqlx::query(
-        "SELECT (SELECT enabled FROM gateways WHERE id = $3) AS gateway_enabled,
-                (SELECT count(*) FROM customer_payment_sources
-                 WHERE customer_id = $1 AND (expires_at IS NULL OR expires_at > $2)) AS held,
-                e.id, e.gateway_id, e.name, e.metadata
-         FROM (SELECT 1) AS one
-         LEFT JOIN customer_payment_sources e
-           ON e.customer_id = $1 AND e.gateway_id = $3 AND e.payment_source_token = $4",
-    )
-    .bind(source.customer_id)
-    .bind(now)
-    .bind(source.gateway_id)
-    .bind(source.payment_source_token.expose())
-    .fetch_one(conn)
-    .await?;
-    let existing = match row.try_get::<Option<String>, _>("id")? {
-        Some(id) => Some(SourceSummary {
-            id,
-            gateway_id: row.try_get("gateway_id")?,
-            name: row.try_get("name")?,
-            metadata: row.try_get::<Json<Map<String, Value>>, _>("metadata")?.0,
-            default: false,
-        }),
-        None => None,
-    };
-    Ok(SaveState {
-        gateway_enabled: row.try_get("gateway_enabled")?,
-        held: row.try_get("held")?,
-        existing,
-    })
-}
-
-/// Stores a new source (the caller holds the customer's lock and checked the card is
-/// not held yet). `created_at` is the clock time, not the transaction's start, so
-/// several saves in one transaction keep their order for "most recently saved".
-pub async fn insert(
-    conn: &mut PgConnection,
-    source: &NewSource<'_>,
-) -> sqlx::Result<SourceSummary> {
-    let id = ids::customer_payment_source_id();
-    sqlx::query(
-        "INSERT INTO customer_payment_sources (id, customer_id, gateway_id, name, metadata,
-             reference, customer_token, payment_source_token, expires_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, clock_timestamp())",
-    )
-    .bind(&id)
-    .bind(source.customer_id)
-    .bind(source.gateway_id)
-    .bind(source.name)
-    .bind(Json(source.metadata))
-    .bind(source.reference)
-    .bind(source.customer_token.expose())
-    .bind(source.payment_source_token.expose())
-    .bind(source.expires_at)
-    .execute(conn)
-    .await?;
-    Ok(SourceSummary {
-        id,
-        gateway_id: source.gateway_id.to_owned(),
-        name: source.name.to_owned(),
-        metadata: source.metadata.clone(),
-        default: false,
-    })
-}
-
-/// Records the customer's default as the rules define it now and returns it: the
-/// chosen source while available, else the most recently saved available one, else
-/// none.
-pub async fn settle_default(
-    conn: &mut PgConnection,
-    customer_id: &str,
-    now: DateTime<Utc>,
-) -> sqlx::Result<Option<String>> {
-    let sql = format!(
-        "WITH chosen AS (
-             SELECT s.id FROM customer_payment_sources s
-             LEFT JOIN gateways g ON g.id = s.gateway_id
-             LEFT JOIN wallet_defaults d ON d.customer_id = s.customer_id AND d.source_id = s.id
-             WHERE s.customer_id = $1 AND {AVAILABLE}
-             ORDER BY d.source_id IS NOT NULL DESC, s.created_at DESC, s.id DESC
-             LIMIT 1),
-         cleared AS (
-             DELETE FROM wallet_defaults
-             WHERE customer_id = $1 AND NOT EXISTS (SELECT 1 FROM chosen)),
-         recorded AS (
-             INSERT INTO wallet_defaults (customer_id, source_id) SELECT $1, id FROM chosen
-             ON CONFLICT (customer_id) DO UPDATE
-                 SET source_id = EXCLUDED.source_id, updated_at = now()
-             WHERE wallet_defaults.source_id <> EXCLUDED.source_id)
-         SELECT id FROM chosen"
-    );
-    sqlx::query_scalar(&sql)
-        .bind(customer_id)
-        .bind(now)
-        .fetch_optional(conn)
-        .await
-}
-
-/// Makes `source_id` the customer's chosen default.
-pub async fn choose_default(
-    conn: &mut PgConnection,
-    customer_id: &str,
-    source_id: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO wallet_defaults (customer_id, source_id) VALUES ($1, $2)
-         ON CONFLICT (customer_id) DO UPDATE SET source_id = EXCLUDED.source_id, updated_at = now()",
-    )
-    .bind(customer_id)
-    .bind(source_id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// The source `id` if it belongs to `customer_id`, share-locked until the transaction
-/// ends (a removal waits for it); `None` for an unknown id and for another customer's
-/// source alike, so ownership never reveals existence.
-pub async fn find_owned(
-    conn: &mut PgConnection,
-    id: &str,
-    customer_id: &str,
-) -> sqlx::Result<Option<StoredSource>> {
-    let row = sqlx::query(
-        "SELECT s.id, s.customer_id, s.gateway_id, s.metadata, s.customer_token,
-                s.payment_source_token, s.expires_at, g.enabled IS TRUE AS gateway_enabled
-         FROM customer_payment_sources s LEFT JOIN gateways g ON g.id = s.gateway_id
-         WHERE s.id = $1 AND s.customer_id = $2
-         FOR SHARE OF s",
-    )
-    .bind(id)
-    .bind(customer_id)
-    .fetch_optional(conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let metadata: Json<Map<String, Value>> = row.try_get("metadata")?;
-    Ok(Some(StoredSource {
-        id: row.try_get("id")?,
-        customer_id: row.try_get("customer_id")?,
-        gateway_id: row.try_get("gateway_id")?,
-        metadata: metadata.0,
-        customer_token: Secret::new(row.try_get::<String, _>("customer_token")?),
-        payment_source_token: Secret::new(row.try_get::<String, _>("payment_source_token")?),
-        expires_at: row.try_get("expires_at")?,
-        gateway_enabled: row.try_get("gateway_enabled")?,
-    }))
-}
-
-/// Deletes the customer's source `id`, tokens and all; false when the customer holds
-/// no such source.
-pub async fn remove(conn: &mut PgConnection, id: &str, customer_id: &str) -> sqlx::Result<bool> {
-    let done =
-        sqlx::query("DELETE FROM customer_payment_sources WHERE id = $1 AND customer_id = $2")
-            .bind(id)
-            .bind(customer_id)
-            .execute(conn)
-            .await?;
-    Ok(done.rows_affected() == 1)
-}
 
 /// The customer's sources with their default and availability at `now`: the default
 /// first, then newest first; the unavailable ones only with `all`.
@@ -513,4 +287,18 @@ async fn record_defaults(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The customer's source `id`, tokens included (`None` for another customer's).
+pub async fn find_owned(
+    pool: &PgPool,
+    id: &str,
+    customer_id: &str,
+) -> sqlx::Result<Option<DomainSource>> {
+    let mut conn = pool.acquire().await?;
+    let wallets = load_wallets(&mut conn, &[customer_id]).await?;
+    Ok(wallets
+        .into_values()
+        .flat_map(|wallet| wallet.sources)
+        .find(|source| source.id == id))
 }

@@ -188,13 +188,9 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
         store::gateways::find(&w.pool, GATEWAY_ID)
             .await
             .expect("gateway"),
-        store::wallet::find_owned(
-            &mut w.pool.acquire().await.expect("connection"),
-            &source_id,
-            &customer
-        )
-        .await
-        .expect("source"),
+        store::wallet::find_owned(&w.pool, &source_id, &customer)
+            .await
+            .expect("source"),
     );
     assert!(debugged.contains(&source_id) && debugged.contains(GATEWAY_ID));
     sinks.push(("Debug of values holding secrets".to_owned(), debugged));
