@@ -6,11 +6,13 @@ mod accounting;
 mod helpers;
 mod process;
 mod proxy;
+mod rabbit_cluster;
 
 mod admin;
 mod attach;
 mod circuit;
 mod cli_safety;
+mod cluster;
 mod crash;
 mod dead_letter_events;
 #[cfg(feature = "failpoints")]
