@@ -93,6 +93,8 @@ async fn a_rolling_restart_of_all_three_nodes_under_load_loses_and_doubles_nothi
 }
 
 /// An in-process worker on the cluster whose inbound queue has a replica on every node.
+/// (The harness's own channel stays on the shared broker; these tests publish and read
+/// events through the cluster clients.)
 async fn spawn_cluster_worker(cluster: &RabbitCluster) -> (TestWorker, WorkerArgs) {
     let mut args = test_args();
     args.amqp.amqp_url = cluster.amqp_urls();

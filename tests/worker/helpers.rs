@@ -131,8 +131,7 @@ pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
         .await
         .expect("test database");
     register_gateway(&pool, GATEWAY_ID, &format!("{}/token", gateway.uri())).await;
-    // The broker the worker uses: its first node that answers, when it is a cluster.
-    let (connection, _node) = wallet_worker::broker::connect_any(&args.amqp.amqp_url, "test")
+    let connection = wallet_worker::broker::connect(AMQP_URL, "test")
         .await
         .expect("broker");
     let channel = connection.create_channel().await.expect("channel");
