@@ -1,5 +1,6 @@
 //! The admin HTTP server (contract §8): health, readiness, metrics and the read API.
 
+use crate::broker::BrokerLink;
 use crate::domain::{Clock, Secret};
 use crate::metrics as m;
 use crate::store::{self, wallet};
@@ -13,8 +14,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use sqlx::PgPool;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct AdminState {
     pub pool: PgPool,
-    /// True while the worker holds a live broker connection with its topology declared.
-    pub broker_up: Arc<AtomicBool>,
+    /// The node of the worker's live broker connection (its topology declared), if any.
+    pub broker: BrokerLink,
     /// Knows whether an internal task died.
     pub supervisor: Supervisor,
     pub metrics: PrometheusHandle,
@@ -69,7 +68,8 @@ pub async fn serve(
 
 /// Whether the worker can do its work, and why not.
 struct Readiness {
-    broker: bool,
+    /// The broker node in use (redacted URL); `None` while disconnected.
+    node: Option<String>,
     database: bool,
     failure: Option<String>,
 }
@@ -77,7 +77,7 @@ struct Readiness {
 impl Readiness {
     async fn check(state: &AdminState) -> Self {
         let readiness = Self {
-            broker: state.broker_up.load(Ordering::Relaxed),
+            node: state.broker.node(),
             database: store::ping(&state.pool).await,
             failure: state.supervisor.failure(),
         };
@@ -88,7 +88,7 @@ impl Readiness {
     }
 
     fn ready(&self) -> bool {
-        self.broker && self.database && self.failure.is_none()
+        self.node.is_some() && self.database && self.failure.is_none()
     }
 }
 
@@ -99,7 +99,11 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut body = json!({ "broker": readiness.broker, "database": readiness.database });
+    let mut body = json!({
+        "broker": readiness.node.is_some(),
+        "database": readiness.database,
+        "node": readiness.node,
+    });
     if let Some(failure) = readiness.failure {
         body["failure"] = failure.into();
     }

@@ -3,7 +3,8 @@
 
 use crate::admin::{self, AdminState};
 use crate::broker::consumer::{self, ConsumerSettings, Shared};
-use crate::broker::{self, Topology, relay};
+use crate::broker::nodes::Unanswered;
+use crate::broker::{BrokerLink, Node, Nodes, Topology, relay};
 use crate::config::WorkerArgs;
 use crate::gateway::{ClientSettings, GatewayClient};
 use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
@@ -14,7 +15,6 @@ use crate::supervisor::Supervisor;
 use lapin::options::ConfirmSelectOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
@@ -51,14 +51,14 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         .db_pool_size
         .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + COMMITTERS as u32);
     let pool = store::connect_and_migrate(&args.db.database_url, pool_size).await?;
-    let broker_up = Arc::new(AtomicBool::new(false));
+    let link = BrokerLink::default();
     let supervisor = Supervisor::default();
     let admin_stop = CancellationToken::new();
     let (admin_addr, admin_task) = admin::serve(
         args.admin_addr,
         AdminState {
             pool: pool.clone(),
-            broker_up: broker_up.clone(),
+            broker: link.clone(),
             supervisor: supervisor.clone(),
             metrics: m::install(),
             token: args.admin_token.clone(),
@@ -124,10 +124,10 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         // A dead internal task ends the worker: its messages go back to the broker
         // (nothing can commit them here any more) and `run` reports the failure.
         let consuming = reconnect_loop(
-            &args.amqp.amqp_url,
+            Nodes::parse(&args.amqp.amqp_url),
             shared,
             relay,
-            broker_up,
+            link,
             shutdown.clone(),
         );
         let failure = tokio::select! {
@@ -157,24 +157,31 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
 }
 
 /// Connects, declares, consumes; on any broker failure, starts over after a backoff.
+/// With several nodes in `AMQP_URL`, each attempt goes round the list starting after the
+/// node that failed last, so the worker moves on to the next node that answers.
 async fn reconnect_loop(
-    amqp_url: &str,
+    nodes: Nodes,
     shared: Arc<Shared>,
     relay: Relay,
-    broker_up: Arc<AtomicBool>,
+    link: BrokerLink,
     shutdown: CancellationToken,
 ) {
     let mut waits = reconnect_backoff();
+    let mut first = 0;
     while !shutdown.is_cancelled() {
         let connected = tokio::select! {
-            connected = connect(amqp_url, &shared.topology) => connected,
+            connected = connect(&nodes, first, &shared.topology) => connected,
             _ = shutdown.cancelled() => break,
         };
-        let connection = match connected {
-            Ok(connection) => connection,
+        let (connection, node) = match connected {
+            Ok(connected) => connected,
             Err(err) => {
                 let delay = waits.next().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(error = %err, delay_ms = delay.as_millis() as u64, "broker unavailable; reconnecting");
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    delay_ms = delay.as_millis() as u64,
+                    "broker unavailable; reconnecting"
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
                     _ = shutdown.cancelled() => break,
@@ -182,22 +189,45 @@ async fn reconnect_loop(
             }
         };
         waits = reconnect_backoff();
-        broker_up.store(true, Ordering::Relaxed);
+        first = node.index() + 1;
+        link.connected(&node);
         metrics::gauge!(m::BROKER_CONNECTED).set(1.0);
-        tracing::info!(queue = %shared.topology.queue, "connected to the broker; consuming");
+        tracing::info!(queue = %shared.topology.queue, node = %node, "connected to the broker; consuming");
         if let Err(err) = session(&connection, &shared, &relay, &shutdown).await {
-            tracing::warn!(error = %err, "broker session ended");
+            tracing::warn!(error = %err, node = %node, "broker session ended");
         }
-        broker_up.store(false, Ordering::Relaxed);
+        link.disconnected();
         metrics::gauge!(m::BROKER_CONNECTED).set(0.0);
         let _ = connection.close(200, "bye".into()).await;
     }
 }
 
-async fn connect(url: &str, topology: &Topology) -> lapin::Result<lapin::Connection> {
-    let connection = broker::connect(url, "consumer").await?;
-    topology.declare(&connection).await?;
-    Ok(connection)
+/// The first node from position `first` on that accepts a connection and the topology:
+/// a node that answers but cannot declare (say, cut off from the majority) is passed
+/// over like one that does not answer.
+async fn connect(
+    nodes: &Nodes,
+    first: usize,
+    topology: &Topology,
+) -> anyhow::Result<(lapin::Connection, Node)> {
+    let mut unanswered = Unanswered::default();
+    for node in nodes.starting_at(first) {
+        let declared = async {
+            let connection = node.connect("consumer").await?;
+            match topology.declare(&connection).await {
+                Ok(()) => Ok(connection),
+                Err(err) => {
+                    let _ = connection.close(200, "bye".into()).await;
+                    Err(anyhow::Error::new(err).context("cannot declare the topology"))
+                }
+            }
+        };
+        match declared.await {
+            Ok(connection) => return Ok((connection, node)),
+            Err(err) => unanswered.push(&node, &err),
+        }
+    }
+    Err(unanswered.into_error())
 }
 
 /// One connection's life: the consumer session and the outbox relay side by side. The

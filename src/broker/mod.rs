@@ -7,16 +7,19 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod dlq;
 pub mod headers;
+pub mod nodes;
 pub mod publish;
 pub mod relay;
 pub mod retry;
 pub mod topology;
 
+pub use nodes::{BrokerLink, Node, Nodes, connect_any};
 pub use topology::Topology;
 
 use lapin::{Connection, ConnectionProperties};
 
-/// Opens a connection named after its role, so ops can tell connections apart in the
+/// Opens a connection to one node (`url` is a single URL; see [`connect_any`] for
+/// `AMQP_URL`), named after its role, so ops can tell connections apart in the
 /// management UI. Recovery is the caller's loop: after a connection dies every channel,
 /// delivery and delivery tag of it is dropped, so nothing can be acked on a new channel.
 pub async fn connect(url: &str, role: &str) -> lapin::Result<Connection> {

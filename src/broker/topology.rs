@@ -147,6 +147,15 @@ async fn declare_queue(connection: &Connection, name: &str, args: FieldTable) ->
             let _ = channel.close(200, "declared".into()).await;
             Ok(())
         }
+        Err(err) if home_node_down(&err) => {
+            // A classic queue (dead letters, retry levels) lives on one node of a
+            // cluster; while that node is down the queue exists but is unavailable.
+            // The worker still consumes from the replicated inbound queue: a retry or
+            // dead letter routed there comes back unroutable (mandatory) and the
+            // delivery is handed back until the node returns.
+            tracing::warn!(queue = name, error = %err, "the queue's node is down; it is unavailable until that node returns");
+            Ok(())
+        }
         Err(err) => {
             // A mismatch closes the channel; check the queue exists on a fresh one.
             let channel = connection.create_channel().await?;
@@ -167,6 +176,12 @@ async fn declare_queue(connection: &Connection, name: &str, args: FieldTable) ->
             }
         }
     }
+}
+
+/// RabbitMQ's answer to declaring a durable classic queue whose node is down.
+fn home_node_down(err: &lapin::Error) -> bool {
+    let message = err.to_string();
+    message.contains("NOT_FOUND") && message.contains("is down or inaccessible")
 }
 
 #[cfg(test)]

@@ -28,11 +28,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let DemoArgs { mut worker, count } = args;
     let amqp = worker.amqp.clone();
     // Fail in a second with a clear line, not after the readiness wait.
-    crate::broker::connect(&amqp.amqp_url, "demo")
+    let (connection, _node) = crate::broker::connect_any(&amqp.amqp_url, "demo")
         .await
-        .context("cannot reach RabbitMQ at AMQP_URL")?
-        .close(200, "checked".into())
-        .await?;
+        .context("cannot reach RabbitMQ at AMQP_URL")?;
+    connection.close(200, "checked".into()).await?;
     let secret = Secret::new(format!("demo_{}", uuid::Uuid::new_v4().simple()));
     let stats = Arc::new(SimStats::default());
     let stop_sim = CancellationToken::new();

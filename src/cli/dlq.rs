@@ -119,7 +119,7 @@ fn selection(select: &DlqSelect) -> Selection {
 }
 
 async fn connect(amqp: &AmqpArgs) -> anyhow::Result<(Connection, Topology)> {
-    let connection = broker::connect(&amqp.amqp_url, "dlq")
+    let (connection, _node) = broker::connect_any(&amqp.amqp_url, "dlq")
         .await
         .context("cannot reach RabbitMQ at AMQP_URL")?;
     // Only the names matter here; the retry levels are the defaults'.

@@ -123,7 +123,7 @@ async fn publish(
     pool: &sqlx::PgPool,
     events: Vec<store::outbox::PendingEvent>,
 ) -> anyhow::Result<()> {
-    let connection = broker::connect(&args.amqp.amqp_url, "cli").await?;
+    let (connection, _node) = broker::connect_any(&args.amqp.amqp_url, "cli").await?;
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

@@ -28,7 +28,7 @@ impl DeadLetterCount {
 
 /// Messages ready in `queue` (0 when it does not exist).
 pub async fn queue_depth(amqp_url: &str, queue: &str) -> anyhow::Result<u32> {
-    let connection = crate::broker::connect(amqp_url, "loadgen")
+    let (connection, _node) = crate::broker::connect_any(amqp_url, "loadgen")
         .await
         .context("cannot reach the broker at AMQP_URL")?;
     let channel = connection.create_channel().await?;
@@ -54,7 +54,7 @@ pub async fn count_dead_letters(
     queue: &str,
     prefixes: &[&str],
 ) -> anyhow::Result<DeadLetterCount> {
-    let connection = crate::broker::connect(amqp_url, "loadgen")
+    let (connection, _node) = crate::broker::connect_any(amqp_url, "loadgen")
         .await
         .context("cannot reach the broker at AMQP_URL")?;
     let channel = connection.create_channel().await?;

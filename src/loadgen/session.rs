@@ -59,7 +59,7 @@ pub struct Session {
 impl Session {
     /// Connects and starts collecting completion events; `run` prefixes this run's ids.
     pub async fn open(amqp_url: &str, exchange: &str, run: &str) -> anyhow::Result<Self> {
-        let connection = crate::broker::connect(amqp_url, "loadgen")
+        let (connection, _node) = crate::broker::connect_any(amqp_url, "loadgen")
             .await
             .context("cannot reach the broker at AMQP_URL")?;
         let events_channel = connection.create_channel().await?;

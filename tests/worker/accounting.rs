@@ -49,7 +49,8 @@ impl Ledger {
         self.effects.len()
     }
 
-    fn completed_of(&self, published: &[String]) -> usize {
+    /// Messages of `published` with at least one effect.
+    pub fn completed_of(&self, published: &[String]) -> usize {
         published
             .iter()
             .filter(|id| self.effects.contains_key(*id))
@@ -58,6 +59,11 @@ impl Ledger {
 
     /// Prints the accounting line and returns (lost, duplicated effects).
     pub fn report(&self, name: &str, published: &[String]) -> (usize, usize) {
+        self.report_with(name, published, "")
+    }
+
+    /// [`Self::report`], with `detail` (what the fault was) at the end of the line.
+    pub fn report_with(&self, name: &str, published: &[String], detail: &str) -> (usize, usize) {
         let completed = self.completed_of(published);
         let lost = published.len() - completed;
         let duplicated = self
@@ -66,9 +72,10 @@ impl Ledger {
             .filter(|events| events.len() > 1)
             .count();
         println!(
-            "[{name}] published={} completed={completed} lost={lost} duplicated_effects={duplicated} redelivered_events={}",
+            "[{name}] published={} completed={completed} lost={lost} duplicated_effects={duplicated} redelivered_events={}{}{detail}",
             published.len(),
-            self.redelivered_events
+            self.redelivered_events,
+            if detail.is_empty() { "" } else { " " },
         );
         (lost, duplicated)
     }

@@ -27,7 +27,11 @@ async fn healthz_and_readyz_answer_when_broker_and_database_are_up() {
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         body,
-        serde_json::json!({ "broker": true, "database": true })
+        serde_json::json!({
+            "broker": true,
+            "database": true,
+            "node": "amqp://guest:***@127.0.0.1:5672/%2f",
+        })
     );
     w.stop().await;
 }

@@ -1,36 +1,51 @@
-//! Crash safety: SIGKILLs at arbitrary points, with two worker processes competing for
-//! the queue, leave every message with exactly one effect.
+//! Crash safety: SIGKILLs at arbitrary points, among three worker replicas competing
+//! for the queue, leave every message with exactly one effect.
 
 use crate::accounting::Ledger;
 use crate::helpers::*;
 use crate::process::WorkerProcess;
 use std::time::Duration;
 
+/// Worker processes consuming the queue side by side.
+const REPLICAS: usize = 3;
+
 /// Messages in the crash test; `WALLET_TEST_CRASH_MESSAGES` runs it bigger.
 fn message_count() -> usize {
-    std::env::var("WALLET_TEST_CRASH_MESSAGES")
+    env_or("WALLET_TEST_CRASH_MESSAGES", 2_000)
+}
+
+/// SIGKILLs in the crash test; `WALLET_TEST_CRASH_KILLS` kills more often.
+fn kill_count() -> usize {
+    env_or("WALLET_TEST_CRASH_KILLS", 10)
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000)
+        .unwrap_or(default)
 }
 
 #[tokio::test]
-async fn three_sigkills_among_two_competing_workers_lose_and_double_nothing() {
-    let count = message_count();
+async fn sigkills_among_three_worker_replicas_lose_and_double_nothing() {
+    let (count, kills) = (message_count(), kill_count());
     let mut args = test_args();
     args.prefetch = 64;
     let mut w = spawn_worker_with(args.clone()).await;
     w.pause_in_process_worker().await;
     w.gateway_accepts().await;
-    let mut workers = [WorkerProcess::start(&args), WorkerProcess::start(&args)];
+    let mut replicas: Vec<WorkerProcess> =
+        (0..REPLICAS).map(|_| WorkerProcess::start(&args)).collect();
 
     let publisher = {
         let harness = PublishHarness::new(&w).await;
         tokio::spawn(async move { harness.publish_saves("crash", count).await })
     };
-    // Kill a worker each time another fifth of the messages has been processed.
-    for kill in 0..3 {
-        let target = (kill + 1) as i64 * count as i64 / 5;
+    // Kill a replica, in turn, each time another share of the messages has been
+    // processed, so every kill lands while messages are in flight; a fresh process
+    // takes its place at once.
+    for kill in 0..kills {
+        let target = ((kill + 1) * count / (kills + 2)) as i64;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while w.count("SELECT count(*) FROM processed_messages").await < target {
             assert!(
@@ -39,13 +54,14 @@ async fn three_sigkills_among_two_competing_workers_lose_and_double_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let victim = kill % 2;
-        let dead = std::mem::replace(&mut workers[victim], WorkerProcess::start(&args));
+        let victim = kill % REPLICAS;
+        let dead = std::mem::replace(&mut replicas[victim], WorkerProcess::start(&args));
         dead.kill().await;
     }
     let published = publisher.await.expect("publisher");
     let ledger = Ledger::collect(&mut w, &published, Duration::from_secs(120)).await;
-    let (lost, duplicated) = ledger.report("crash", &published);
+    let detail = format!("replicas={REPLICAS} sigkills={kills}");
+    let (lost, duplicated) = ledger.report_with("crash", &published, &detail);
     assert_eq!(lost, 0, "lost messages");
     assert_eq!(duplicated, 0, "duplicated effects");
     assert_eq!(
@@ -57,8 +73,8 @@ async fn three_sigkills_among_two_competing_workers_lose_and_double_nothing() {
             .await,
         count as i64
     );
-    for worker in workers {
-        assert!(worker.terminate().await.success());
+    for replica in replicas {
+        assert!(replica.terminate().await.success());
     }
     w.stop().await;
 }

@@ -6,12 +6,14 @@ mod accounting;
 mod helpers;
 mod process;
 mod proxy;
+mod rabbit_cluster;
 mod schemas;
 
 mod admin;
 mod attach;
 mod circuit;
 mod cli_safety;
+mod cluster;
 mod crash;
 mod dead_letter_events;
 #[cfg(feature = "failpoints")]
