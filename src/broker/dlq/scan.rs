@@ -1,0 +1,132 @@
+//! One pass over the dead-letter queue: `basic.get` without auto-ack, at most as many
+//! messages as the queue held when the pass began, each dropped as soon as its caller
+//! is done with it. Releasing the pass (or losing the connection) hands every message
+//! not acked back to the broker, in place.
+
+use super::{DeadLetterEntry, DlqError};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use lapin::message::BasicGetMessage;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::types::{DeliveryTag, FieldTable};
+use lapin::{Channel, Connection, ErrorKind};
+use std::future::Future;
+use std::pin::Pin;
+
+/// `basic.get`s in flight at once: hides the round trip without holding many bodies.
+const GETS_IN_FLIGHT: usize = 16;
+
+type Get = Pin<Box<dyn Future<Output = lapin::Result<Option<BasicGetMessage>>> + Send>>;
+
+/// A channel on which the dead-letter queue is known to exist, and its ready depth.
+pub(super) async fn open(connection: &Connection, queue: &str) -> Result<(Channel, u64), DlqError> {
+    let channel = connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(declared) => Ok((channel, declared.message_count().into())),
+        Err(err) if is_not_found(&err) => Err(DlqError::Missing(queue.to_owned())),
+        Err(err) => Err(err.into()),
+    }
+}
+
+pub(super) fn is_not_found(err: &lapin::Error) -> bool {
+    matches!(err.kind(), ErrorKind::ProtocolError(e) if e.get_id() == 404)
+}
+
+/// A pass in progress. Nothing it read is settled unless [`Scan::ack`] says so.
+pub(super) struct Scan {
+    channel: Channel,
+    queue: String,
+    /// Ready dead letters when the pass began: the pass reads no more than these, so
+    /// dead letters arriving meanwhile cannot keep it going.
+    depth: u64,
+    /// Gets sent so far (answered or not).
+    requested: u64,
+    /// Dead letters read so far; the next one's 1-based position is `read + 1`.
+    read: u64,
+    gets: FuturesOrdered<Get>,
+    exhausted: bool,
+}
+
+impl Scan {
+    pub async fn begin(connection: &Connection, queue: &str) -> Result<Self, DlqError> {
+        let (channel, depth) = open(connection, queue).await?;
+        Ok(Self {
+            channel,
+            queue: queue.to_owned(),
+            depth,
+            requested: 0,
+            read: 0,
+            gets: FuturesOrdered::new(),
+            exhausted: false,
+        })
+    }
+
+    /// Ready dead letters when the pass began.
+    pub fn depth(&self) -> u64 {
+        self.depth
+    }
+
+    /// Reads at most `limit` dead letters in all, fewer gets in flight near the end.
+    pub fn limit(&mut self, limit: u64) {
+        self.depth = self.depth.min(limit);
+    }
+
+    /// The next dead letter in queue order, or `None` once the pass has read the
+    /// queue's initial depth (or found it empty).
+    pub async fn next(&mut self) -> Result<Option<(DeadLetterEntry, DeliveryTag)>, DlqError> {
+        while !self.exhausted && self.requested < self.depth && self.gets.len() < GETS_IN_FLIGHT {
+            let channel = self.channel.clone();
+            let queue = self.queue.clone();
+            self.gets.push_back(Box::pin(async move {
+                channel
+                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                    .await
+            }));
+            self.requested += 1;
+        }
+        let Some(got) = self.gets.next().await else {
+            return Ok(None);
+        };
+        match got? {
+            Some(message) => {
+                self.read += 1;
+                let delivery = message.delivery;
+                let tag = delivery.delivery_tag;
+                let position = usize::try_from(self.read).unwrap_or(usize::MAX);
+                Ok(Some((DeadLetterEntry::from_owned(position, delivery), tag)))
+            }
+            None => {
+                // Someone else emptied the queue: the gets still in flight may bring
+                // dead letters that arrived since, which the release puts back.
+                self.exhausted = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Settles one dead letter: it leaves the queue for good.
+    pub async fn ack(&self, tag: DeliveryTag) -> Result<(), DlqError> {
+        self.channel
+            .basic_ack(tag, BasicAckOptions::default())
+            .await?;
+        Ok(())
+    }
+
+    /// Hands back every dead letter read and not acked; a classic queue puts each back
+    /// at its old position.
+    pub async fn release(mut self) {
+        // Answers still in flight are read first, so the close finds no get pending.
+        while self.gets.next().await.is_some() {}
+        let _ = self
+            .channel
+            .close(200, "dead letters handed back".into())
+            .await;
+    }
+}
