@@ -158,8 +158,8 @@ async fn replay(
     } else {
         "replayed"
     };
-    let stdout = std::io::stdout();
-    let mut stdout = std::io::BufWriter::new(stdout.lock());
+    // Line by line, so whoever watches a long replay sees its progress.
+    let mut stdout = std::io::stdout().lock();
     let report = dlq::replay(
         &connection,
         &topology,
@@ -176,7 +176,6 @@ async fn replay(
         },
     )
     .await;
-    let _ = stdout.flush();
     drop(stdout);
     close(connection).await;
     let report = report.context("cannot replay dead letters")?;

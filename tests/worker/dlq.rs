@@ -2,7 +2,9 @@
 //! listing keeps the queue as it was, replay acks only after the broker confirmed,
 //! purge takes only what it was asked to.
 
+mod broker_dead_letters;
 mod replay;
+mod scale;
 
 use crate::helpers::*;
 use lapin::BasicProperties;

@@ -206,7 +206,8 @@ struct BrokerDeath {
     /// The first of `routing-keys` that is not the queue's own name (a message back
     /// from a retry queue was routed by queue name).
     routing_key: Option<String>,
-    /// `x-delivery-count` + 1 when the broker kept it (deliveries made), else `count`.
+    /// `x-delivery-count` + 1 (deliveries made) when the broker kept it, else `count`
+    /// (times dead-lettered): RabbitMQ 3.10 drops the delivery count on dead-lettering.
     attempts: Option<i64>,
     at: Option<String>,
 }
