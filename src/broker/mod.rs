@@ -5,6 +5,7 @@ pub mod acker;
 pub mod consumer;
 pub mod delivery;
 pub mod dlq;
+pub mod dlq_depth;
 pub mod headers;
 pub mod publish;
 pub mod relay;
