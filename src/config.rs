@@ -115,6 +115,16 @@ pub struct WorkerArgs {
     /// Seconds given to in-flight messages on SIGINT/SIGTERM before they are handed back.
     #[arg(long, env = "WALLET_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Days a processed message id is remembered: the dedupe window. A redelivery
+    /// after it is treated as a new message.
+    #[arg(long, env = "WALLET_INBOX_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub inbox_retention_days: u32,
+    /// Days an order (and the payment source token it carries) is kept after its last change.
+    #[arg(long, env = "WALLET_ORDER_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
+    pub order_retention_days: u32,
+    /// Milliseconds between two retention passes (tests shorten it).
+    #[arg(long, env = "WALLET_RETENTION_INTERVAL_MS", default_value_t = 600_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_interval_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

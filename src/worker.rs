@@ -3,12 +3,13 @@
 
 use crate::admin::{self, AdminState};
 use crate::broker::consumer::{self, ConsumerSettings, Shared};
-use crate::broker::{self, Topology, relay};
+use crate::broker::{self, Topology, dlq_depth, relay};
 use crate::config::WorkerArgs;
 use crate::gateway::{ClientSettings, GatewayClient};
 use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
 use crate::metrics as m;
 use crate::store::outbox::PendingEvent;
+use crate::store::retention::{self, RetentionSettings};
 use crate::store::{self, Committer};
 use backon::BackoffBuilder;
 use lapin::options::ConfirmSelectOptions;
@@ -97,8 +98,15 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         },
     });
+    let retention = RetentionSettings::from_days(
+        args.inbox_retention_days,
+        args.order_retention_days,
+        Duration::from_millis(args.retention_interval_ms),
+    );
+    let pruner = retention::spawn(pool.clone(), retention, shutdown.clone());
     let task = tokio::spawn(async move {
         supervise(&args.amqp.amqp_url, shared, relay, broker_up, shutdown).await;
+        let _ = pruner.await;
         pool.close().await;
         relay_pool.close().await;
         admin_stop.cancel();
@@ -185,7 +193,10 @@ async fn session(
             result
         }
     });
+    let dlq = shared.topology.dead_letter_queue();
+    let dlq_depth = dlq_depth::spawn(connection, dlq, dlq_depth::INTERVAL).await?;
     let consumed = consumer::run_session(connection, shared.clone(), stop_consuming).await;
+    dlq_depth.abort();
     stop_relay.cancel();
     let relayed = relay_task.await?;
     consumed?;

@@ -5,6 +5,7 @@ pub mod gateways;
 pub mod inbox;
 pub mod orders;
 pub mod outbox;
+pub mod retention;
 pub mod wallet;
 
 pub use committer::{Committed, Committer, Effect};

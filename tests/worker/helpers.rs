@@ -112,6 +112,9 @@ pub fn test_args() -> WorkerArgs {
         circuit_cool_down_ms: 1_000,
         db_pool_size: None,
         shutdown_grace_secs: 10,
+        inbox_retention_days: 30,
+        order_retention_days: 90,
+        retention_interval_ms: 600_000,
     }
 }
 

@@ -17,6 +17,7 @@ mod malformed;
 mod outage;
 mod outbox;
 mod restart;
+mod retention;
 mod retries;
 mod save;
 mod secrets;
