@@ -28,6 +28,13 @@ struct Args {
     queue: String,
     #[arg(long)]
     count: u64,
+    /// Also declare this topic exchange and `<queue>` as a quorum queue bound to every
+    /// inbound type, so a replay has somewhere to go (a worker that is not running).
+    #[arg(long)]
+    exchange: Option<String>,
+    /// Delete `<queue>`, `<queue>.dlq` and the exchange instead of filling.
+    #[arg(long)]
+    teardown: bool,
     /// Confirms awaited at most at once.
     #[arg(long, default_value_t = 2000)]
     window: usize,
@@ -48,6 +55,22 @@ async fn main() -> anyhow::Result<()> {
     let connection = broker::connect(&args.amqp_url, "fill-dlq").await?;
     let channel = connection.create_channel().await?;
     let dlq = format!("{}.dlq", args.queue);
+    if args.teardown {
+        for queue in [&args.queue, &dlq] {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await;
+        }
+        if let Some(exchange) = &args.exchange {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), Default::default())
+                .await;
+        }
+        return Ok(());
+    }
+    if let Some(exchange) = &args.exchange {
+        sink(&channel, exchange, &args.queue).await?;
+    }
     let durable = QueueDeclareOptions {
         durable: true,
         ..Default::default()
@@ -96,6 +119,41 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = connection.close(200, "filled".into()).await;
     println!("published {} dead letters to {dlq}", args.count);
+    Ok(())
+}
+
+/// The exchange and a quorum queue bound to every inbound type.
+async fn sink(channel: &lapin::Channel, exchange: &str, queue: &str) -> lapin::Result<()> {
+    let durable = lapin::options::ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), headers::long_string("quorum"));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel.queue_declare(queue.into(), durable, quorum).await?;
+    for key in wallet_worker::domain::envelope::INBOUND_TYPES {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     Ok(())
 }
 

@@ -286,10 +286,11 @@ pub async fn purge(
         while let Some((entry, tag)) = scan.next().await? {
             ids.saw(&entry);
             if selection.matches(&entry) {
-                scan.ack(tag).await?;
+                scan.ack(tag)?;
                 purged += 1;
             }
         }
+        scan.settled().await?;
         Ok(PurgeReport {
             purged,
             unknown_ids: ids.unknown(),

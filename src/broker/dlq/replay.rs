@@ -159,6 +159,7 @@ impl Run<'_> {
         if !report.interrupted {
             self.settle(scan, &mut batch, &mut report, on_step).await?;
         }
+        scan.settled().await?;
         report.unknown_ids = ids.unknown();
         Ok(report)
     }
@@ -175,7 +176,7 @@ impl Run<'_> {
     /// Republishes the batch, waits for every confirm, and acks the confirmed ones.
     async fn settle(
         &self,
-        scan: &Scan,
+        scan: &mut Scan,
         batch: &mut Vec<Pending>,
         report: &mut ReplayReport,
         on_step: &mut impl FnMut(ReplayStep),
@@ -200,7 +201,7 @@ impl Run<'_> {
                     if self.options.crash_after_confirms == Some(report.replayed) {
                         report.interrupted = true;
                     } else {
-                        scan.ack(pending.tag).await?;
+                        scan.ack(pending.tag)?;
                     }
                     on_step(ReplayStep::Replayed(Replayed {
                         message_id,

@@ -4,8 +4,8 @@
 //! not acked back to the broker, in place.
 
 use super::{DeadLetterEntry, DlqError};
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
+use futures::{FutureExt, StreamExt};
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{DeliveryTag, FieldTable};
@@ -17,6 +17,7 @@ use std::pin::Pin;
 const GETS_IN_FLIGHT: usize = 16;
 
 type Get = Pin<Box<dyn Future<Output = lapin::Result<Option<BasicGetMessage>>> + Send>>;
+type Ack = Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>>;
 
 /// A channel on which the dead-letter queue is known to exist, and its ready depth.
 pub(super) async fn open(connection: &Connection, queue: &str) -> Result<(Channel, u64), DlqError> {
@@ -51,6 +52,11 @@ pub(super) struct Scan {
     /// Dead letters read so far; the next one's 1-based position is `read + 1`.
     read: u64,
     gets: FuturesOrdered<Get>,
+    /// Acks sent and not yet known written: awaiting each in turn would queue it behind
+    /// the gets in flight, a round trip apiece.
+    acks: FuturesUnordered<Ack>,
+    /// The first ack that failed.
+    ack_error: Option<lapin::Error>,
     exhausted: bool,
 }
 
@@ -64,6 +70,8 @@ impl Scan {
             requested: 0,
             read: 0,
             gets: FuturesOrdered::new(),
+            acks: FuturesUnordered::new(),
+            ack_error: None,
             exhausted: false,
         })
     }
@@ -91,6 +99,7 @@ impl Scan {
             }));
             self.requested += 1;
         }
+        self.poll_acks();
         let Some(got) = self.gets.next().await else {
             return Ok(None);
         };
@@ -111,19 +120,49 @@ impl Scan {
         }
     }
 
-    /// Settles one dead letter: it leaves the queue for good.
-    pub async fn ack(&self, tag: DeliveryTag) -> Result<(), DlqError> {
-        self.channel
-            .basic_ack(tag, BasicAckOptions::default())
-            .await?;
-        Ok(())
+    /// Settles one dead letter: it leaves the queue for good once [`Scan::settled`]
+    /// says so. The ack is sent at once, not waited for.
+    pub fn ack(&mut self, tag: DeliveryTag) -> Result<(), DlqError> {
+        let channel = self.channel.clone();
+        self.acks.push(Box::pin(async move {
+            channel.basic_ack(tag, BasicAckOptions::default()).await
+        }));
+        self.poll_acks();
+        match self.ack_error.take() {
+            Some(err) => Err(err.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Polls the acks in flight once (which sends new ones), keeping the first error.
+    fn poll_acks(&mut self) {
+        while let Some(Some(done)) = self.acks.next().now_or_never() {
+            if let Err(err) = done {
+                self.ack_error.get_or_insert(err);
+            }
+        }
+    }
+
+    /// Waits until every ack was written: then what the caller reports as removed is.
+    pub async fn settled(&mut self) -> Result<(), DlqError> {
+        while let Some(done) = self.acks.next().await {
+            if let Err(err) = done {
+                self.ack_error.get_or_insert(err);
+            }
+        }
+        match self.ack_error.take() {
+            Some(err) => Err(err.into()),
+            None => Ok(()),
+        }
     }
 
     /// Hands back every dead letter read and not acked; a classic queue puts each back
     /// at its old position.
     pub async fn release(mut self) {
-        // Answers still in flight are read first, so the close finds no get pending.
+        // Answers still in flight are read first, so the close finds no get pending;
+        // acks not yet written go out before the close.
         while self.gets.next().await.is_some() {}
+        while self.acks.next().await.is_some() {}
         let _ = self
             .channel
             .close(200, "dead letters handed back".into())
