@@ -23,7 +23,7 @@ COUNTS="${COUNTS:-100000 1000000}"
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 BIN=target/release/wallet-worker
 FILL=target/release/examples/fill_dlq
-OUT=bench/dlq-results.md
+OUT="${OUT:-bench/dlq-results.md}"
 WORK="$(mktemp -d /tmp/wallet-dlq-bench.XXXXXX)"
 STAMP="$(date +%s)"
 

@@ -15,7 +15,8 @@
 //!   lost, reordered or duplicated. The client keeps only the message in hand (bodies
 //!   are dropped once printed, counted or republished), so its memory is O(1); the
 //!   broker's cost is the unacked bookkeeping of the messages held (they are in the
-//!   broker either way). A held message is invisible to other readers, hence the lock
+//!   broker either way), spread over channels of at most ~1000 each so that an ack
+//!   stays cheap (see [`scan`]). A held message is invisible to other readers, hence the lock
 //!   (one `dlq` operation at a time, see [`lock`]), and a pass must finish within the
 //!   broker's `consumer_timeout` (30 min by default; 10⁶ dead letters take about a
 //!   minute, see `bench/README.md`).
@@ -191,7 +192,7 @@ pub async fn list(
     limit: Option<u64>,
     mut show: impl FnMut(DeadLetterEntry),
 ) -> Result<ListReport, DlqError> {
-    with_pass(connection, topology, async |scan: &mut Scan| {
+    with_pass(connection, topology, async |scan: &mut Scan<'_>| {
         let mut report = ListReport {
             depth: scan.depth(),
             ..ListReport::default()
@@ -280,7 +281,7 @@ pub async fn purge(
             unknown_ids: Vec::new(),
         });
     }
-    with_pass(connection, topology, async |scan: &mut Scan| {
+    with_pass(connection, topology, async |scan: &mut Scan<'_>| {
         let mut ids = IdsSeen::new(selection);
         let mut purged = 0;
         while let Some((entry, tag)) = scan.next().await? {
@@ -313,7 +314,7 @@ async fn purge_all(connection: &Connection, queue: &str) -> Result<u64, DlqError
 async fn with_pass<T>(
     connection: &Connection,
     topology: &Topology,
-    pass: impl AsyncFnOnce(&mut Scan) -> Result<T, DlqError>,
+    pass: impl AsyncFnOnce(&mut Scan<'_>) -> Result<T, DlqError>,
 ) -> Result<T, DlqError> {
     let queue = topology.dead_letter_queue();
     let lock = Lock::acquire(connection, &queue).await?;

@@ -2,13 +2,13 @@
 //! out in small batches whose confirms are awaited together, so a long replay is not
 //! one round trip per message; a batch is about a second's worth under `--rate`.
 
-use super::scan::Scan;
+use super::scan::{Scan, Tag};
 use super::{DeadLetterEntry, DlqError, IdsSeen, Selection, with_pass};
 use crate::broker::headers;
 use crate::broker::publish::{PublishError, check};
 use crate::broker::topology::Topology;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{DeliveryTag, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, PublisherConfirm};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -87,7 +87,7 @@ pub async fn replay(
         options,
         started: Instant::now(),
     };
-    let result = with_pass(connection, topology, async |scan: &mut Scan| {
+    let result = with_pass(connection, topology, async |scan: &mut Scan<'_>| {
         run.pass(scan, selection, &mut on_step).await
     })
     .await;
@@ -105,14 +105,14 @@ struct Run<'a> {
 /// A selected dead letter on its way.
 struct Pending {
     entry: DeadLetterEntry,
-    tag: DeliveryTag,
+    tag: Tag,
     routing_key: String,
 }
 
 impl Run<'_> {
     async fn pass(
         &self,
-        scan: &mut Scan,
+        scan: &mut Scan<'_>,
         selection: &Selection,
         on_step: &mut impl FnMut(ReplayStep),
     ) -> Result<ReplayReport, DlqError> {
@@ -176,7 +176,7 @@ impl Run<'_> {
     /// Republishes the batch, waits for every confirm, and acks the confirmed ones.
     async fn settle(
         &self,
-        scan: &mut Scan,
+        scan: &mut Scan<'_>,
         batch: &mut Vec<Pending>,
         report: &mut ReplayReport,
         on_step: &mut impl FnMut(ReplayStep),

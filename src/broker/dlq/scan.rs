@@ -2,6 +2,13 @@
 //! messages as the queue held when the pass began, each dropped as soon as its caller
 //! is done with it. Releasing the pass (or losing the connection) hands every message
 //! not acked back to the broker, in place.
+//!
+//! The held messages are spread over several channels, a segment of the queue each:
+//! RabbitMQ finds the delivery an ack names by walking its channel's unacked messages
+//! from the oldest, so acking deep inside one channel holding 10⁵ messages costs 10⁵
+//! steps, and a replay or purge of many would be quadratic. A new channel every
+//! [`segment`] messages keeps each ack's walk short; requeueing on close puts messages
+//! back by their position in the queue, whatever channel held them.
 
 use super::{DeadLetterEntry, DlqError};
 use futures::stream::{FuturesOrdered, FuturesUnordered};
@@ -15,8 +22,22 @@ use std::pin::Pin;
 
 /// `basic.get`s in flight at once: hides the round trip without holding many bodies.
 const GETS_IN_FLIGHT: usize = 16;
+/// Channels a pass opens at most (RabbitMQ allows 2047 per connection by default).
+const MAX_CHANNELS: u64 = 1000;
 
-type Get = Pin<Box<dyn Future<Output = lapin::Result<Option<BasicGetMessage>>> + Send>>;
+/// Messages held per channel: at least 1000, more on a queue deeper than 10⁶.
+pub(super) fn segment(depth: u64) -> u64 {
+    depth.div_ceil(MAX_CHANNELS).max(1000)
+}
+
+/// Where a message read by the pass is held, to ack it there.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tag {
+    channel: usize,
+    delivery: DeliveryTag,
+}
+
+type Get = Pin<Box<dyn Future<Output = (usize, lapin::Result<Option<BasicGetMessage>>)> + Send>>;
 type Ack = Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>>;
 
 /// A channel on which the dead-letter queue is known to exist, and its ready depth.
@@ -41,8 +62,10 @@ pub(super) fn is_not_found(err: &lapin::Error) -> bool {
 }
 
 /// A pass in progress. Nothing it read is settled unless [`Scan::ack`] says so.
-pub(super) struct Scan {
-    channel: Channel,
+pub(super) struct Scan<'c> {
+    connection: &'c Connection,
+    /// The segments' channels, in queue order; the last takes the next gets.
+    channels: Vec<Channel>,
     queue: String,
     /// Ready dead letters when the pass began: the pass reads no more than these, so
     /// dead letters arriving meanwhile cannot keep it going.
@@ -60,11 +83,12 @@ pub(super) struct Scan {
     exhausted: bool,
 }
 
-impl Scan {
-    pub async fn begin(connection: &Connection, queue: &str) -> Result<Self, DlqError> {
+impl<'c> Scan<'c> {
+    pub async fn begin(connection: &'c Connection, queue: &str) -> Result<Self, DlqError> {
         let (channel, depth) = open(connection, queue).await?;
         Ok(Self {
-            channel,
+            connection,
+            channels: vec![channel],
             queue: queue.to_owned(),
             depth,
             requested: 0,
@@ -88,26 +112,36 @@ impl Scan {
 
     /// The next dead letter in queue order, or `None` once the pass has read the
     /// queue's initial depth (or found it empty).
-    pub async fn next(&mut self) -> Result<Option<(DeadLetterEntry, DeliveryTag)>, DlqError> {
+    pub async fn next(&mut self) -> Result<Option<(DeadLetterEntry, Tag)>, DlqError> {
+        let segment = segment(self.depth);
         while !self.exhausted && self.requested < self.depth && self.gets.len() < GETS_IN_FLIGHT {
-            let channel = self.channel.clone();
+            if self.requested > 0 && self.requested.is_multiple_of(segment) {
+                self.channels.push(self.connection.create_channel().await?);
+            }
+            let index = self.channels.len() - 1;
+            let channel = self.channels[index].clone();
             let queue = self.queue.clone();
             self.gets.push_back(Box::pin(async move {
-                channel
-                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-                    .await
+                let options = BasicGetOptions { no_ack: false };
+                (
+                    index,
+                    channel.basic_get(queue.as_str().into(), options).await,
+                )
             }));
             self.requested += 1;
         }
         self.poll_acks();
-        let Some(got) = self.gets.next().await else {
+        let Some((channel, got)) = self.gets.next().await else {
             return Ok(None);
         };
         match got? {
             Some(message) => {
                 self.read += 1;
                 let delivery = message.delivery;
-                let tag = delivery.delivery_tag;
+                let tag = Tag {
+                    channel,
+                    delivery: delivery.delivery_tag,
+                };
                 let position = usize::try_from(self.read).unwrap_or(usize::MAX);
                 Ok(Some((DeadLetterEntry::from_owned(position, delivery), tag)))
             }
@@ -122,10 +156,12 @@ impl Scan {
 
     /// Settles one dead letter: it leaves the queue for good once [`Scan::settled`]
     /// says so. The ack is sent at once, not waited for.
-    pub fn ack(&mut self, tag: DeliveryTag) -> Result<(), DlqError> {
-        let channel = self.channel.clone();
+    pub fn ack(&mut self, tag: Tag) -> Result<(), DlqError> {
+        let channel = self.channels[tag.channel].clone();
         self.acks.push(Box::pin(async move {
-            channel.basic_ack(tag, BasicAckOptions::default()).await
+            channel
+                .basic_ack(tag.delivery, BasicAckOptions::default())
+                .await
         }));
         self.poll_acks();
         match self.ack_error.take() {
@@ -163,9 +199,10 @@ impl Scan {
         // acks not yet written go out before the close.
         while self.gets.next().await.is_some() {}
         while self.acks.next().await.is_some() {}
-        let _ = self
-            .channel
-            .close(200, "dead letters handed back".into())
-            .await;
+        let closes = self
+            .channels
+            .iter()
+            .map(|channel| channel.close(200, "dead letters handed back".into()));
+        futures::future::join_all(closes).await;
     }
 }

@@ -60,7 +60,9 @@ async fn fill(w: &TestWorker, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
         let id = format!("d-{i:02}");
-        let at = format!("2026-11-01T00:00:{i:02}.000Z");
+        let base: chrono::DateTime<chrono::Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
+        let at = (base + chrono::Duration::seconds(i as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         put(
             w,
             &[Dead {
@@ -316,6 +318,11 @@ async fn a_replay_killed_halfway_loses_nothing_and_leaves_the_rest_in_order() {
         assert!(line.starts_with("replayed "), "{line}");
         printed += 1;
     }
+    let busy = dlq::list(&w.connection, &w.topology(), &Selection::all(), None, drop).await;
+    assert!(
+        matches!(busy, Err(dlq::DlqError::Busy(_))),
+        "one dlq command at a time: {busy:?}"
+    );
     child.kill().await.unwrap();
     wait_until_released(&w).await;
 
@@ -350,5 +357,29 @@ async fn a_replay_killed_halfway_loses_nothing_and_leaves_the_rest_in_order() {
         requeued.len() - first_left <= 10,
         "doubles only from the last batch"
     );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_purge_across_several_held_segments_removes_only_its_kind_and_keeps_the_order() {
+    let w = spawn_worker().await;
+    // More than two segments of 1000: the pass holds them on three channels.
+    let ids = fill(&w, 2500).await;
+    let report = dlq::purge(
+        &w.connection,
+        &w.topology(),
+        &Selection::of_error("malformed"),
+    )
+    .await
+    .unwrap();
+    let kept: Vec<&String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 1)
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(report.purged as usize, ids.len() - kept.len());
+    let left = listed_ids(&w).await;
+    assert_eq!(left.iter().collect::<Vec<_>>(), kept, "the rest in order");
     w.stop().await;
 }
