@@ -128,6 +128,16 @@ pub struct WorkerArgs {
     /// The clock of the wallet rules (card expiry); tests set it.
     #[arg(skip)]
     pub clock: Clock,
+    /// Days a processed message id is remembered: the dedupe window. A redelivery
+    /// after it is treated as a new message.
+    #[arg(long, env = "WALLET_INBOX_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub inbox_retention_days: u32,
+    /// Days an order (and the payment source token it carries) is kept after its last change.
+    #[arg(long, env = "WALLET_ORDER_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
+    pub order_retention_days: u32,
+    /// Milliseconds between two retention passes (tests shorten it).
+    #[arg(long, env = "WALLET_RETENTION_INTERVAL_MS", default_value_t = 600_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_interval_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,7 +218,15 @@ pub enum DlqCmd {
     List {
         #[command(flatten)]
         amqp: AmqpArgs,
-        /// Print JSON for scripts.
+        /// Show at most this many (the first in queue order that match).
+        #[arg(long, default_value_t = 100, conflicts_with = "all")]
+        limit: u64,
+        /// Show every matching dead letter.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Print JSON for scripts (an array; the count of those not shown goes to stderr).
         #[arg(long)]
         json: bool,
     },
@@ -218,12 +236,26 @@ pub enum DlqCmd {
         amqp: AmqpArgs,
         message_id: String,
     },
+    /// Count dead letters by error kind and by type, with the oldest and newest.
+    Summary {
+        #[command(flatten)]
+        amqp: AmqpArgs,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Republish dead letters to their original routing key with attempts reset.
     Replay {
         #[command(flatten)]
         amqp: AmqpArgs,
         #[command(flatten)]
         select: DlqSelect,
+        /// Only those dead-lettered at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Republish at most this many per second.
+        #[arg(long, value_parser = positive_rate)]
+        rate: Option<f64>,
         /// Only print what would be replayed.
         #[arg(long)]
         dry_run: bool,
@@ -232,16 +264,27 @@ pub enum DlqCmd {
     Purge {
         #[command(flatten)]
         amqp: AmqpArgs,
-        /// Delete every dead letter.
-        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
-        all: bool,
-        /// Delete the dead letters with these message ids.
-        #[arg(long, num_args = 1..)]
-        id: Vec<String>,
+        #[command(flatten)]
+        select: DlqSelect,
     },
 }
 
-/// Which dead letters a replay takes: exactly one of `--all`, `--id`, `--type`.
+/// Which dead letters `dlq list` shows: those matching every filter given.
+#[derive(Debug, Clone, Args)]
+pub struct DlqFilter {
+    /// Only this error kind (`malformed`, `order_not_found`, `delivery_limit`, ...).
+    #[arg(long)]
+    pub error: Option<String>,
+    /// Only this message type (e.g. `wallet.save`).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// Only those dead-lettered at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Which dead letters a replay or purge takes: exactly one of `--all`, `--id`,
+/// `--type`, `--error`.
 #[derive(Debug, Clone, Args)]
 #[group(required = true, multiple = false)]
 pub struct DlqSelect {
@@ -254,6 +297,18 @@ pub struct DlqSelect {
     /// The dead letters of this message type (e.g. `wallet.save`).
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// The dead letters of this error kind (e.g. `order_not_found`).
+    #[arg(long)]
+    pub error: Option<String>,
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text} is not a positive number of messages per second"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Args)]

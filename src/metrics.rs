@@ -23,6 +23,10 @@ pub const EVENTS_PUBLISHED: &str = "wallet_events_published_total";
 pub const IN_FLIGHT: &str = "wallet_deliveries_in_flight";
 /// 1 while the gateway's circuit is open, by `gateway`.
 pub const CIRCUIT_OPEN: &str = "wallet_gateway_circuit_open";
+/// Rows deleted by the retention pruner, by `table`.
+pub const RETENTION_PRUNED: &str = "wallet_retention_pruned_total";
+/// Ready messages in the dead-letter queue, sampled every few seconds.
+pub const DLQ_DEPTH: &str = "wallet_dlq_depth";
 /// 1 while connected to the broker.
 pub const BROKER_CONNECTED: &str = "wallet_broker_connected";
 /// 1 while the database answers (checked with readiness).
@@ -74,6 +78,11 @@ fn describe() {
     describe_counter!(EVENTS_PUBLISHED, "Events published with a broker confirm");
     describe_gauge!(IN_FLIGHT, "Deliveries being handled");
     describe_gauge!(CIRCUIT_OPEN, "1 while a gateway's circuit is open");
+    describe_counter!(
+        RETENTION_PRUNED,
+        "Rows deleted by the retention pruner, by table"
+    );
+    describe_gauge!(DLQ_DEPTH, "Ready messages in the dead-letter queue");
     describe_gauge!(BROKER_CONNECTED, "1 while connected to the broker");
     describe_gauge!(DATABASE_UP, "1 while the database answers");
     describe_gauge!(

@@ -4,12 +4,13 @@
 use crate::admin::{self, AdminState};
 use crate::broker::consumer::{self, ConsumerSettings, Shared};
 use crate::broker::nodes::Unanswered;
-use crate::broker::{BrokerLink, Node, Nodes, Topology, relay};
+use crate::broker::{BrokerLink, Node, Nodes, Topology, dlq_depth, relay};
 use crate::config::WorkerArgs;
 use crate::gateway::{ClientSettings, GatewayClient};
 use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
 use crate::metrics as m;
 use crate::store::outbox::PendingEvent;
+use crate::store::retention::{self, RetentionSettings};
 use crate::store::{self, Committer, CommitterSettings, Rules};
 use crate::supervisor::Supervisor;
 use lapin::options::ConfirmSelectOptions;
@@ -120,6 +121,12 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         },
         supervisor: supervisor.clone(),
     });
+    let retention = RetentionSettings::from_days(
+        args.inbox_retention_days,
+        args.order_retention_days,
+        Duration::from_millis(args.retention_interval_ms),
+    );
+    let pruner = retention::spawn(pool.clone(), retention, &supervisor, shutdown.clone());
     let task = tokio::spawn(async move {
         // A dead internal task ends the worker: its messages go back to the broker
         // (nothing can commit them here any more) and `run` reports the failure.
@@ -137,6 +144,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
                 supervisor.failure()
             }
         };
+        let _ = pruner.await;
         pool.close().await;
         relay_pool.close().await;
         if failure.is_some() {
@@ -262,7 +270,10 @@ async fn session(
             result
         }
     });
+    let dlq = shared.topology.dead_letter_queue();
+    let dlq_depth = dlq_depth::spawn(connection, dlq, dlq_depth::INTERVAL).await?;
     let consumed = consumer::run_session(connection, shared.clone(), stop_consuming).await;
+    dlq_depth.abort();
     stop_relay.cancel();
     let relayed = relay_task.await?;
     consumed?;

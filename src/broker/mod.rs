@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod delivery;
 pub mod dlq;
+pub mod dlq_depth;
 pub mod headers;
 pub mod nodes;
 pub mod publish;

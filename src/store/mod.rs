@@ -6,6 +6,7 @@ pub mod gateways;
 pub mod inbox;
 pub mod orders;
 pub mod outbox;
+pub mod retention;
 pub mod wallet;
 
 pub use committer::{CommitError, Committed, Committer, CommitterSettings, commit_now};

@@ -2,13 +2,17 @@
 //! listing keeps the queue as it was, replay acks only after the broker confirmed,
 //! purge takes only what it was asked to.
 
+mod broker_dead_letters;
 mod replay;
+mod scale;
 
 use crate::helpers::*;
 use lapin::BasicProperties;
 use lapin::options::BasicGetOptions;
 use serde_json::{Value, json};
-use wallet_worker::broker::dlq::{self, ReplayOptions, Selection};
+use wallet_worker::broker::dlq::{
+    self, DeadLetterEntry, NotReplayed, ReplayOptions, ReplayStep, Replayed, Selection,
+};
 
 fn props(message_id: Option<&str>) -> BasicProperties {
     let props = BasicProperties::default()
@@ -53,9 +57,58 @@ async fn place_order(w: &TestWorker, order_id: &str, customer_id: &str) {
     .await;
 }
 
+/// Every dead letter, in queue order (test queues are small).
+async fn entries(w: &TestWorker) -> Vec<DeadLetterEntry> {
+    let mut entries = Vec::new();
+    dlq::list(&w.connection, &w.topology(), &Selection::all(), None, |e| {
+        entries.push(e)
+    })
+    .await
+    .expect("list");
+    entries
+}
+
+/// A replay's report with its steps collected, as a test reads them.
+#[derive(Debug)]
+struct ReplayRun {
+    total: u64,
+    replayed: Vec<Replayed>,
+    failed: Vec<NotReplayed>,
+    unknown_ids: Vec<String>,
+    dry_run: bool,
+    interrupted: bool,
+}
+
+async fn replay(w: &TestWorker, selection: &Selection, options: ReplayOptions) -> ReplayRun {
+    let (mut replayed, mut failed) = (Vec::new(), Vec::new());
+    let report = dlq::replay(
+        &w.connection,
+        &w.topology(),
+        selection,
+        options,
+        |step| match step {
+            ReplayStep::Replayed(r) => replayed.push(r),
+            ReplayStep::Failed(f) => failed.push(f),
+        },
+    )
+    .await
+    .expect("replay");
+    assert_eq!(
+        (report.replayed, report.failed),
+        (replayed.len() as u64, failed.len() as u64)
+    );
+    ReplayRun {
+        total: report.total,
+        replayed,
+        failed,
+        unknown_ids: report.unknown_ids,
+        dry_run: report.dry_run,
+        interrupted: report.interrupted,
+    }
+}
+
 async fn listed_ids(w: &TestWorker) -> Vec<String> {
-    let entries = dlq::list(&w.connection, &w.topology()).await.expect("list");
-    entries.into_iter().map(|e| e.message_id).collect()
+    entries(w).await.into_iter().map(|e| e.message_id).collect()
 }
 
 #[tokio::test]
@@ -84,7 +137,7 @@ async fn listing_shows_every_dead_letter_in_queue_order_and_leaves_the_queue_as_
         dead_letter(&w, key, body, id.as_deref()).await;
     }
 
-    let entries = dlq::list(&w.connection, &w.topology()).await.expect("list");
+    let entries = entries(&w).await;
     let ids: Vec<&str> = entries.iter().map(|e| e.message_id.as_str()).collect();
     let save_id = save["id"].as_str().unwrap();
     assert_eq!(
@@ -146,7 +199,7 @@ async fn the_json_shape_has_every_field_and_never_shows_a_payment_token() {
     dead_letter(&w, "order.placed", &bytes(&with_token), Some(&id)).await;
     dead_letter(&w, "order.placed", b"\xff\xfe", Some("binary-1")).await;
 
-    let entries = dlq::list(&w.connection, &w.topology()).await.expect("list");
+    let entries = entries(&w).await;
     let doc = entries[0].to_json();
     assert_eq!(doc["message_id"], id.as_str());
     assert_eq!(doc["routing_key"], "order.placed");
@@ -211,7 +264,7 @@ async fn purging_by_id_removes_only_those_and_purging_all_empties_the_queue() {
     for id in ["p-1", "p-2", "p-3"] {
         dead_letter(&w, "order.placed", b"{not json", Some(id)).await;
     }
-    let selection = Selection::Ids(vec!["p-2".into(), "nope".into()]);
+    let selection = Selection::ids(["p-2", "nope"]);
     let report = dlq::purge(&w.connection, &w.topology(), &selection)
         .await
         .unwrap();
@@ -221,7 +274,7 @@ async fn purging_by_id_removes_only_those_and_purging_all_empties_the_queue() {
     );
     assert_eq!(listed_ids(&w).await, ["p-1", "p-3"]);
 
-    let report = dlq::purge(&w.connection, &w.topology(), &Selection::All)
+    let report = dlq::purge(&w.connection, &w.topology(), &Selection::all())
         .await
         .unwrap();
     assert_eq!(report.purged, 2);
@@ -232,15 +285,8 @@ async fn purging_by_id_removes_only_those_and_purging_all_empties_the_queue() {
 #[tokio::test]
 async fn unknown_ids_are_reported_and_a_missing_queue_is_named_in_one_line() {
     let w = spawn_worker().await;
-    let selection = Selection::Ids(vec!["nope".into()]);
-    let report = dlq::replay(
-        &w.connection,
-        &w.topology(),
-        &selection,
-        ReplayOptions::default(),
-    )
-    .await
-    .unwrap();
+    let selection = Selection::ids(["nope"]);
+    let report = replay(&w, &selection, ReplayOptions::default()).await;
     assert_eq!(
         (report.replayed.len(), report.unknown_ids),
         (0, vec!["nope".to_owned()])
@@ -256,19 +302,15 @@ async fn unknown_ids_are_reported_and_a_missing_queue_is_named_in_one_line() {
         "no dead-letter queue {}: has the worker run?",
         never.dead_letter_queue()
     );
-    let err = dlq::list(&w.connection, &never).await.unwrap_err();
-    assert_eq!(err.to_string(), expected);
-    let err = dlq::purge(&w.connection, &never, &Selection::All)
+    let err = dlq::list(&w.connection, &never, &Selection::all(), None, drop)
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), expected);
-    assert!(
-        dlq::list(&w.connection, &w.topology())
-            .await
-            .unwrap()
-            .is_empty(),
-        "the connection still works"
-    );
+    let err = dlq::purge(&w.connection, &never, &Selection::all())
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), expected);
+    assert!(entries(&w).await.is_empty(), "the connection still works");
     w.stop().await;
 }
 

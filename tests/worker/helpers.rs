@@ -117,6 +117,9 @@ pub fn test_args() -> WorkerArgs {
         // Bulk tests save hundreds of cards per customer; the cap's own tests lower it.
         max_sources_per_customer: 1_000_000,
         clock: Default::default(),
+        inbox_retention_days: 30,
+        order_retention_days: 90,
+        retention_interval_ms: 600_000,
     }
 }
 

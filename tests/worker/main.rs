@@ -27,6 +27,7 @@ mod outbox;
 #[cfg(feature = "failpoints")]
 mod panics;
 mod restart;
+mod retention;
 mod retries;
 mod save;
 mod secrets;

@@ -46,24 +46,49 @@ pub enum DisplayBody {
 
 impl DeadLetterEntry {
     pub fn from_delivery(position: usize, delivery: &Delivery) -> Self {
-        let properties = delivery.properties.clone();
+        Self::new(position, delivery.properties.clone(), delivery.data.clone())
+    }
+
+    /// Takes the delivery's body and properties without copying them.
+    pub fn from_owned(position: usize, delivery: Delivery) -> Self {
+        Self::new(position, delivery.properties, delivery.data)
+    }
+
+    fn new(position: usize, properties: BasicProperties, body: Vec<u8>) -> Self {
         let raw = RawMessage {
-            body: &delivery.data,
+            body: &body,
             routing_key: "",
             message_id: properties.message_id().as_ref().map(|id| id.as_str()),
         };
+        let message_id = sniff_id(raw).unwrap_or_else(|| "-".to_owned());
+        // A dead letter the broker made (a quorum queue's delivery limit) carries only
+        // `x-death`: it explains what the `x-wallet-*` headers would have.
+        let death = BrokerDeath::of(&properties);
+        let death = death.as_ref();
         Self {
             position,
-            message_id: sniff_id(raw).unwrap_or_else(|| "-".to_owned()),
+            message_id,
             routing_key: headers::text(&properties, ORIGINAL_ROUTING_KEY)
-                .or_else(|| envelope_type(&delivery.data)),
-            error: headers::text(&properties, ERROR),
-            error_detail: headers::text(&properties, ERROR_DETAIL),
-            attempts: headers::integer(&properties, ATTEMPTS),
-            dead_lettered_at: headers::text(&properties, DEAD_LETTERED_AT),
+                .or_else(|| death.and_then(|d| d.routing_key.clone()))
+                .or_else(|| envelope_type(&body)),
+            error: headers::text(&properties, ERROR).or_else(|| death.map(|d| d.reason.clone())),
+            error_detail: headers::text(&properties, ERROR_DETAIL)
+                .or_else(|| death.map(BrokerDeath::detail)),
+            attempts: headers::integer(&properties, ATTEMPTS)
+                .or_else(|| death.and_then(|d| d.attempts)),
+            dead_lettered_at: headers::text(&properties, DEAD_LETTERED_AT)
+                .or_else(|| death.and_then(|d| d.at.clone())),
             properties,
-            body: delivery.data.clone(),
+            body,
         }
+    }
+
+    /// When it was dead-lettered, if its header says so in RFC 3339.
+    pub fn dead_lettered_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let at = self.dead_lettered_at.as_deref()?;
+        chrono::DateTime::parse_from_rfc3339(at)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
     }
 
     /// The body byte for byte, as a replay republishes it. May hold payment tokens:
@@ -169,6 +194,74 @@ impl fmt::Debug for DeadLetterEntry {
             .field("attempts", &self.attempts)
             .field("body_size", &self.body_size())
             .finish_non_exhaustive()
+    }
+}
+
+/// The broker's own account of a dead-lettering: the latest `x-death` entry.
+#[derive(Debug, Clone)]
+struct BrokerDeath {
+    /// `delivery_limit`, `rejected`, `expired` or `maxlen`.
+    reason: String,
+    queue: Option<String>,
+    /// The first of `routing-keys` that is not the queue's own name (a message back
+    /// from a retry queue was routed by queue name).
+    routing_key: Option<String>,
+    /// `x-delivery-count` + 1 (deliveries made) when the broker kept it, else `count`
+    /// (times dead-lettered): RabbitMQ 3.10 drops the delivery count on dead-lettering.
+    attempts: Option<i64>,
+    at: Option<String>,
+}
+
+impl BrokerDeath {
+    fn of(properties: &BasicProperties) -> Option<Self> {
+        let table = properties.headers().as_ref()?;
+        let AMQPValue::FieldArray(deaths) = table.inner().get("x-death")? else {
+            return None;
+        };
+        let AMQPValue::FieldTable(death) = deaths.as_slice().first()? else {
+            return None;
+        };
+        let field = |name: &str| death.inner().get(name);
+        let text = |name: &str| match field(name) {
+            Some(AMQPValue::LongString(s)) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
+            Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+            _ => None,
+        };
+        let queue = text("queue");
+        let routing_key = match field("routing-keys") {
+            Some(AMQPValue::FieldArray(keys)) => keys
+                .as_slice()
+                .iter()
+                .filter_map(|key| match value_json(key) {
+                    Value::String(key) => Some(key),
+                    _ => None,
+                })
+                .find(|key| Some(key) != queue.as_ref()),
+            _ => None,
+        };
+        let delivery_count = headers::integer(properties, "x-delivery-count").map(|n| n + 1);
+        let count = field("count").and_then(|v| value_json(v).as_i64());
+        let at = match field("time") {
+            Some(AMQPValue::Timestamp(t)) => i64::try_from(*t)
+                .ok()
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            _ => None,
+        };
+        Some(Self {
+            reason: text("reason")?,
+            queue,
+            routing_key,
+            attempts: delivery_count.or(count),
+            at,
+        })
+    }
+
+    fn detail(&self) -> String {
+        let queue = self.queue.as_deref().unwrap_or("its queue");
+        format!("dead-lettered by the broker from {queue} ({})", self.reason)
     }
 }
 

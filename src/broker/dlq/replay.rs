@@ -1,34 +1,43 @@
-//! Replay: republish with confirms, then ack; never the other way round.
+//! Replay: republish with confirms, then ack; never the other way round. Republishes go
+//! out in small batches whose confirms are awaited together, so a long replay is not
+//! one round trip per message; a batch is about a second's worth under `--rate`.
 
-use super::held::Held;
-use super::{DlqError, Selection};
+use super::scan::{Scan, Tag};
+use super::{DeadLetterEntry, DlqError, IdsSeen, Selection, with_pass};
 use crate::broker::headers;
-use crate::broker::publish::{PublishError, publish_confirmed};
+use crate::broker::publish::{PublishError, check};
 use crate::broker::topology::Topology;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, ConfirmSelectOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Connection};
+use lapin::{Channel, Connection, PublisherConfirm};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Republishes whose confirms are awaited together at most.
+const BATCH: usize = 64;
 
 /// How a replay runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReplayOptions {
     /// Only report what would be replayed; publish and ack nothing.
     pub dry_run: bool,
+    /// Republishes per second at most; as fast as confirms come without it.
+    pub rate: Option<f64>,
     /// Test hook: behave as if the process died right after the broker confirmed this
     /// many republishes, before the last of them was acked.
-    pub crash_after_confirms: Option<usize>,
+    pub crash_after_confirms: Option<u64>,
 }
 
-/// What a replay did, in queue order.
+/// What a replay did. The dead letters themselves go to the caller one by one as
+/// [`ReplayStep`]s, so a replay of millions keeps none of them.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayReport {
-    /// Dead letters in the queue when the replay read it.
-    pub total: usize,
+    /// Ready dead letters when the replay began.
+    pub total: u64,
     /// Republished and confirmed (in a dry run: would be).
-    pub replayed: Vec<Replayed>,
-    /// Selected but left in the queue, with the reason.
-    pub failed: Vec<NotReplayed>,
+    pub replayed: u64,
+    /// Selected but left in the queue.
+    pub failed: u64,
     /// Requested ids that matched no dead letter.
     pub unknown_ids: Vec<String>,
     pub dry_run: bool,
@@ -48,6 +57,14 @@ pub struct NotReplayed {
     pub reason: String,
 }
 
+/// One selected dead letter's fate, in queue order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayStep {
+    Replayed(Replayed),
+    /// Left in the queue, with the reason.
+    Failed(NotReplayed),
+}
+
 /// Republishes the selected dead letters to `topology.exchange` under their original
 /// routing key, `x-wallet-*` and dead-letter headers removed (attempts start again),
 /// and acks each only once the broker confirmed it. The rest stay where they were.
@@ -56,115 +73,190 @@ pub async fn replay(
     topology: &Topology,
     selection: &Selection,
     options: ReplayOptions,
+    mut on_step: impl FnMut(ReplayStep),
 ) -> Result<ReplayReport, DlqError> {
-    let held = Held::take(connection, &topology.dead_letter_queue()).await?;
-    let result = replay_held(connection, topology, &held, selection, options).await;
-    held.release().await;
+    let publish = connection.create_channel().await?;
+    if !options.dry_run {
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+    }
+    let run = Run {
+        publish: &publish,
+        exchange: &topology.exchange,
+        options,
+        started: Instant::now(),
+    };
+    let result = with_pass(connection, topology, async |scan: &mut Scan<'_>| {
+        run.pass(scan, selection, &mut on_step).await
+    })
+    .await;
+    let _ = publish.close(200, "replayed".into()).await;
     result
 }
 
-async fn replay_held(
-    connection: &Connection,
-    topology: &Topology,
-    held: &Held,
-    selection: &Selection,
+struct Run<'a> {
+    publish: &'a Channel,
+    exchange: &'a str,
     options: ReplayOptions,
-) -> Result<ReplayReport, DlqError> {
-    let entries = held.entries();
-    let mut report = ReplayReport {
-        total: entries.len(),
-        unknown_ids: selection.unknown_ids(&entries),
-        dry_run: options.dry_run,
-        ..ReplayReport::default()
-    };
-    let publish = connection.create_channel().await?;
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let mut result = Ok(());
-    for (entry, delivery) in entries.iter().zip(&held.deliveries) {
-        if !selection.matches(entry) {
-            continue;
-        }
-        let message_id = entry.message_id.clone();
-        let Some(routing_key) = entry.routing_key.clone() else {
-            let reason = "no original routing key or envelope type".to_owned();
-            report.failed.push(NotReplayed { message_id, reason });
-            continue;
+    started: Instant,
+}
+
+/// A selected dead letter on its way.
+struct Pending {
+    entry: DeadLetterEntry,
+    tag: Tag,
+    routing_key: String,
+}
+
+impl Run<'_> {
+    async fn pass(
+        &self,
+        scan: &mut Scan<'_>,
+        selection: &Selection,
+        on_step: &mut impl FnMut(ReplayStep),
+    ) -> Result<ReplayReport, DlqError> {
+        let mut report = ReplayReport {
+            total: scan.depth(),
+            dry_run: self.options.dry_run,
+            ..ReplayReport::default()
         };
-        if !options.dry_run {
-            // The test hook: stop right after this confirm, before the ack.
-            let crash = options.crash_after_confirms == Some(report.replayed.len() + 1);
-            match replay_one(&publish, topology, held, delivery, &routing_key, crash).await {
-                Ok(Step::Acked) => {}
-                Ok(Step::Crashed) => report.interrupted = true,
-                Err(PublishError::Broker(source)) => {
-                    let replayed = report.replayed.len();
-                    let source = PublishError::Broker(source);
-                    result = Err(DlqError::Interrupted { replayed, source });
+        let mut ids = IdsSeen::new(selection);
+        let mut batch = Vec::new();
+        while let Some((entry, tag)) = scan.next().await? {
+            ids.saw(&entry);
+            if !selection.matches(&entry) {
+                continue;
+            }
+            let Some(routing_key) = entry.routing_key.clone() else {
+                report.failed += 1;
+                on_step(ReplayStep::Failed(NotReplayed {
+                    message_id: entry.message_id,
+                    reason: "no original routing key or envelope type".to_owned(),
+                }));
+                continue;
+            };
+            if self.options.dry_run {
+                report.replayed += 1;
+                on_step(ReplayStep::Replayed(Replayed {
+                    message_id: entry.message_id,
+                    routing_key,
+                }));
+                continue;
+            }
+            batch.push(Pending {
+                entry,
+                tag,
+                routing_key,
+            });
+            if batch.len() >= self.batch_size(report.replayed) {
+                self.settle(scan, &mut batch, &mut report, on_step).await?;
+                if report.interrupted {
                     break;
-                }
-                Err(refused) => {
-                    let reason = refused.to_string();
-                    report.failed.push(NotReplayed { message_id, reason });
-                    continue;
                 }
             }
         }
-        report.replayed.push(Replayed {
-            message_id,
-            routing_key,
+        if !report.interrupted {
+            self.settle(scan, &mut batch, &mut report, on_step).await?;
+        }
+        scan.settled().await?;
+        report.unknown_ids = ids.unknown();
+        Ok(report)
+    }
+
+    /// About a second's worth under a rate, and never past the crash hook's count.
+    fn batch_size(&self, replayed: u64) -> usize {
+        let by_rate = self.options.rate.map_or(BATCH, |rate| rate.ceil() as usize);
+        let by_crash = self.options.crash_after_confirms.map_or(usize::MAX, |n| {
+            usize::try_from(n.saturating_sub(replayed)).unwrap_or(usize::MAX)
         });
-        if report.interrupted {
-            break;
+        by_rate.min(by_crash).clamp(1, BATCH)
+    }
+
+    /// Republishes the batch, waits for every confirm, and acks the confirmed ones.
+    async fn settle(
+        &self,
+        scan: &mut Scan<'_>,
+        batch: &mut Vec<Pending>,
+        report: &mut ReplayReport,
+        on_step: &mut impl FnMut(ReplayStep),
+    ) -> Result<(), DlqError> {
+        let mut confirms = Vec::with_capacity(batch.len());
+        for (i, pending) in batch.iter().enumerate() {
+            self.pace(report.replayed + i as u64).await;
+            confirms.push(self.republish(pending).await);
+        }
+        for (pending, confirm) in batch.drain(..).zip(confirms) {
+            let confirmed = match confirm {
+                Ok(confirm) => confirm
+                    .await
+                    .map_err(PublishError::from)
+                    .and_then(|c| check(c, &pending.routing_key)),
+                Err(err) => Err(PublishError::Broker(err)),
+            };
+            let message_id = pending.entry.message_id;
+            match confirmed {
+                Ok(()) => {
+                    report.replayed += 1;
+                    if self.options.crash_after_confirms == Some(report.replayed) {
+                        report.interrupted = true;
+                    } else {
+                        scan.ack(pending.tag)?;
+                    }
+                    on_step(ReplayStep::Replayed(Replayed {
+                        message_id,
+                        routing_key: pending.routing_key,
+                    }));
+                    if report.interrupted {
+                        return Ok(());
+                    }
+                }
+                Err(PublishError::Broker(source)) => {
+                    return Err(DlqError::Interrupted {
+                        replayed: report.replayed,
+                        source: PublishError::Broker(source),
+                    });
+                }
+                Err(refused) => {
+                    report.failed += 1;
+                    let reason = refused.to_string();
+                    on_step(ReplayStep::Failed(NotReplayed { message_id, reason }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the `n`-th republish (0-based) is due under the rate.
+    async fn pace(&self, n: u64) {
+        if let Some(rate) = self.options.rate.filter(|r| *r > 0.0) {
+            let due = self.started + Duration::from_secs_f64(n as f64 / rate);
+            tokio::time::sleep_until(due).await;
         }
     }
-    let _ = publish.close(200, "replayed".into()).await;
-    result.map(|()| report)
-}
 
-/// How one replay ended.
-enum Step {
-    /// Republished, confirmed, then acked off the dead-letter queue.
-    Acked,
-    /// Republished and confirmed, then stopped before the ack (the test hook).
-    Crashed,
-}
-
-/// Republishes one dead letter, waits for the broker's confirm, and only then acks it.
-async fn replay_one(
-    publish: &Channel,
-    topology: &Topology,
-    held: &Held,
-    delivery: &Delivery,
-    routing_key: &str,
-    crash: bool,
-) -> Result<Step, PublishError> {
-    let properties = headers::rebuild(&delivery.properties, replay_headers(delivery), None);
-    let exchange = &topology.exchange;
-    publish_confirmed(
-        publish,
-        exchange,
-        routing_key,
-        &delivery.data,
-        properties,
-        true,
-    )
-    .await?;
-    if crash {
-        return Ok(Step::Crashed);
+    async fn republish(&self, pending: &Pending) -> lapin::Result<PublisherConfirm> {
+        let properties = &pending.entry.properties;
+        let properties = headers::rebuild(properties, replay_headers(properties), None);
+        self.publish
+            .basic_publish(
+                self.exchange.into(),
+                pending.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                pending.entry.raw_body(),
+                properties,
+            )
+            .await
     }
-    held.channel
-        .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
-        .await?;
-    Ok(Step::Acked)
 }
 
 /// The headers a replayed message carries: the original ones, without the worker's
 /// `x-wallet-*` bookkeeping and the broker's dead-letter history.
-fn replay_headers(delivery: &Delivery) -> FieldTable {
-    let mut inner = delivery
-        .properties
+fn replay_headers(properties: &lapin::BasicProperties) -> FieldTable {
+    let mut inner = properties
         .headers()
         .clone()
         .unwrap_or_default()
@@ -174,6 +266,7 @@ fn replay_headers(delivery: &Delivery) -> FieldTable {
         let name = name.as_str();
         !(name.starts_with("x-wallet-")
             || name == "x-death"
+            || name == "x-delivery-count"
             || name.starts_with("x-first-death-")
             || name.starts_with("x-last-death-"))
     });

@@ -1,7 +1,7 @@
 //! Replay: back to the original routing key with attempts reset, acked only after the
 //! broker confirmed; selections, dry runs and an interrupted replay.
 
-use super::{dead_letter, dead_letter_save, listed_ids, place_order};
+use super::{dead_letter, dead_letter_save, entries, listed_ids, place_order, replay};
 use crate::helpers::*;
 use futures::StreamExt;
 use lapin::Consumer;
@@ -66,22 +66,15 @@ async fn replaying_a_save_once_its_order_arrived_saves_the_source_and_empties_th
     let mut w = spawn_worker().await;
     w.gateway_accepts().await;
     let save_id = dead_letter_save(&w, "ord_late").await;
-    let entry = &dlq::list(&w.connection, &w.topology()).await.unwrap()[0];
+    let entry = &entries(&w).await[0];
     assert_eq!(entry.error.as_deref(), Some("order_not_found"));
     assert_eq!(entry.attempts, Some(i64::from(w.args.max_attempts)));
     let original_body = entry.raw_body().to_vec();
     place_order(&w, "ord_late", "cus_late").await;
     let mut copies = spy(&w, "wallet.save").await;
 
-    let selection = Selection::Ids(vec![save_id.clone()]);
-    let report = dlq::replay(
-        &w.connection,
-        &w.topology(),
-        &selection,
-        ReplayOptions::default(),
-    )
-    .await
-    .unwrap();
+    let selection = Selection::ids(vec![save_id.clone()]);
+    let report = replay(&w, &selection, ReplayOptions::default()).await;
     let expected = Replayed {
         message_id: save_id.clone(),
         routing_key: "wallet.save".into(),
@@ -132,14 +125,7 @@ async fn replaying_a_save_once_its_order_arrived_saves_the_source_and_empties_th
 async fn a_replayed_message_starts_again_with_its_attempts_reset() {
     let w = spawn_worker().await;
     let save_id = dead_letter_save(&w, "ord_never").await;
-    let report = dlq::replay(
-        &w.connection,
-        &w.topology(),
-        &Selection::All,
-        ReplayOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = replay(&w, &Selection::all(), ReplayOptions::default()).await;
     assert_eq!(report.replayed.len(), 1);
     // Still no order: the replay goes through every attempt again before dying again.
     let again = w.next_dead_letter().await;
@@ -164,14 +150,12 @@ async fn a_dry_run_replay_reports_what_it_would_do_and_changes_nothing() {
     for id in ["dry-1", "dry-2", "dry-3"] {
         dead_letter(&w, "order.placed", b"{not json", Some(id)).await;
     }
-    let before = dlq::list(&w.connection, &w.topology()).await.unwrap();
+    let before = entries(&w).await;
     let options = ReplayOptions {
         dry_run: true,
         ..Default::default()
     };
-    let report = dlq::replay(&w.connection, &w.topology(), &Selection::All, options)
-        .await
-        .unwrap();
+    let report = replay(&w, &Selection::all(), options).await;
     assert!(report.dry_run);
     let would: Vec<_> = report
         .replayed
@@ -179,7 +163,7 @@ async fn a_dry_run_replay_reports_what_it_would_do_and_changes_nothing() {
         .map(|r| r.message_id.as_str())
         .collect();
     assert_eq!(would, ["dry-1", "dry-2", "dry-3"]);
-    let after = dlq::list(&w.connection, &w.topology()).await.unwrap();
+    let after = entries(&w).await;
     let summary = |entries: &[dlq::DeadLetterEntry]| -> Vec<(String, Option<String>)> {
         entries
             .iter()
@@ -206,15 +190,8 @@ async fn replaying_by_type_takes_only_that_type_and_keeps_the_others_in_order() 
     dead_letter(&w, "order.placed", b"[]", Some("type-d")).await;
     place_order(&w, "ord_t", "cus_t").await;
 
-    let selection = Selection::Type("wallet.save".into());
-    let report = dlq::replay(
-        &w.connection,
-        &w.topology(),
-        &selection,
-        ReplayOptions::default(),
-    )
-    .await
-    .unwrap();
+    let selection = Selection::of_type("wallet.save");
+    let report = replay(&w, &selection, ReplayOptions::default()).await;
     let replayed: Vec<_> = report
         .replayed
         .iter()
@@ -245,23 +222,14 @@ async fn a_replay_interrupted_after_a_confirm_loses_nothing_and_each_message_has
         crash_after_confirms: Some(2),
         ..Default::default()
     };
-    let report = dlq::replay(&w.connection, &w.topology(), &Selection::All, crash)
-        .await
-        .unwrap();
+    let report = replay(&w, &Selection::all(), crash).await;
     assert!(report.interrupted);
     assert_eq!(report.replayed.len(), 2);
     // The first two were republished; the crash came before the second was acked.
     saved_events_for(&mut w, &ids[..2]).await;
     assert_eq!(listed_ids(&w).await, [ids[1].clone(), ids[2].clone()]);
 
-    let report = dlq::replay(
-        &w.connection,
-        &w.topology(),
-        &Selection::All,
-        ReplayOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = replay(&w, &Selection::all(), ReplayOptions::default()).await;
     assert_eq!(report.replayed.len(), 2);
     saved_events_for(&mut w, &ids[2..]).await;
     w.assert_no_event_within(std::time::Duration::from_millis(500))
