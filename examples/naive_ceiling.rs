@@ -254,8 +254,8 @@ async fn handle(app: &App, delivery: &Delivery) -> anyhow::Result<bool> {
             commit(tx, Some(event)).await?
         }
         Command::WalletAttach(cmd) => attach(app, meta, cmd).await?,
-        // Not part of the benchmark's traffic.
-        Command::WalletRemove(_) | Command::WalletSetDefault(_) => return Ok(false),
+        Command::WalletRemove(cmd) => remove(app, meta, cmd).await?,
+        Command::WalletSetDefault(cmd) => set_default(app, meta, cmd).await?,
     };
     if let Some(event) = event {
         publish_confirmed(app, &event).await?;
@@ -475,6 +475,73 @@ async fn attach(
         },
     };
     commit(tx, Some(ev::outbound(meta, "wallet.attached", data))).await
+}
+
+/// `wallet.remove`: one statement. The ceiling keeps no default, so none is reported.
+async fn remove(
+    app: &App,
+    meta: &Meta,
+    cmd: &domain::SourceRef,
+) -> anyhow::Result<Option<OutboundEvent>> {
+    let mut tx = app.pool.begin().await?;
+    if !claim(&mut tx, meta).await? {
+        return Ok(None);
+    }
+    let removed = sqlx::query("DELETE FROM naive_sources WHERE id = $1 AND customer_id = $2")
+        .bind(&cmd.customer_payment_source_id)
+        .bind(&cmd.customer_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    let event = if removed {
+        let data = ev::WalletRemoved {
+            customer_id: cmd.customer_id.clone(),
+            customer_payment_source_id: cmd.customer_payment_source_id.clone(),
+            default_customer_payment_source_id: None,
+        };
+        ev::outbound(meta, "wallet.removed", data)
+    } else {
+        ev::outbound(meta, "wallet.remove_rejected", change_rejected(cmd))
+    };
+    commit(tx, Some(event)).await
+}
+
+/// `wallet.set_default`: checks the source is the customer's (no default is kept).
+async fn set_default(
+    app: &App,
+    meta: &Meta,
+    cmd: &domain::SourceRef,
+) -> anyhow::Result<Option<OutboundEvent>> {
+    let mut tx = app.pool.begin().await?;
+    if !claim(&mut tx, meta).await? {
+        return Ok(None);
+    }
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM naive_sources WHERE id = $1 AND customer_id = $2")
+            .bind(&cmd.customer_payment_source_id)
+            .bind(&cmd.customer_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let event = match found {
+        Some(_) => {
+            let data = ev::WalletDefaultSet {
+                customer_id: cmd.customer_id.clone(),
+                customer_payment_source_id: cmd.customer_payment_source_id.clone(),
+            };
+            ev::outbound(meta, "wallet.default_set", data)
+        }
+        None => ev::outbound(meta, "wallet.default_rejected", change_rejected(cmd)),
+    };
+    commit(tx, Some(event)).await
+}
+
+fn change_rejected(cmd: &domain::SourceRef) -> ev::WalletChangeRejected {
+    ev::WalletChangeRejected {
+        customer_id: cmd.customer_id.clone(),
+        customer_payment_source_id: cmd.customer_payment_source_id.clone(),
+        reason: ev::WalletRejection::NotFound,
+    }
 }
 
 /// The inbox row; false when the message was processed before (the transaction is

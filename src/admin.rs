@@ -1,6 +1,9 @@
-//! The admin HTTP server (contract §8): health, readiness, metrics and the read API.
+//! The admin HTTP server (contract §8): health, readiness, metrics, the read API and
+//! the ops console at `/ui/` ([`console`]).
 
-use crate::broker::BrokerLink;
+mod console;
+
+use crate::broker::{BrokerLink, Topology};
 use crate::domain::{Clock, Secret};
 use crate::metrics as m;
 use crate::store::{self, wallet};
@@ -30,6 +33,11 @@ pub struct AdminState {
     pub token: Option<Secret>,
     /// The clock of the wallet rules (what is expired).
     pub clock: Clock,
+    /// `AMQP_URL` (it holds a password): the console's dead-letter operations open
+    /// connections of their own, as the `dlq` command does.
+    pub amqp_url: Secret,
+    /// The worker's exchange and queues: where the dead letters are and replays go.
+    pub topology: Topology,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -41,6 +49,7 @@ pub fn router(state: AdminState) -> Router {
             "/v1/customers/{id}/customer_payment_sources",
             get(customer_payment_sources),
         )
+        .merge(console::router(&state))
         .with_state(state)
 }
 

@@ -359,6 +359,10 @@ pub struct LoadgenArgs {
     /// (ids stay fresh). Random when absent; the report prints the one used.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Also write the report as one self-contained HTML file (charts of throughput and
+    /// latency percentiles second by second, the outcome mix), even when the run fails.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod faults;
 pub mod gateway;
 pub mod handlers;
+pub mod html;
 pub mod loadgen;
 pub mod metrics;
 pub mod store;

@@ -15,6 +15,8 @@ pub const GATEWAY_SECONDS: &str = "wallet_gateway_call_seconds";
 pub const RETRIES: &str = "wallet_retries_scheduled_total";
 /// Dead letters written, by `kind`.
 pub const DEAD_LETTERS: &str = "wallet_dead_letters_total";
+/// Messages per group-commit transaction.
+pub const COMMIT_BATCH: &str = "wallet_commit_batch_messages";
 /// Events committed but not yet confirmed by the broker.
 pub const OUTBOX_BACKLOG: &str = "wallet_outbox_backlog";
 /// Events published (confirmed) by the relay.
@@ -36,6 +38,29 @@ pub const READY: &str = "wallet_ready";
 /// Panics contained, by `task` (`delivery`, `committer`, `relay`, ...).
 pub const PANICS: &str = "wallet_panics_total";
 
+/// Every `kind` of [`DEAD_LETTERS`]: the error kinds the worker dead-letters with, and
+/// `other` for any it does not know (labels never carry arbitrary input).
+pub const DEAD_LETTER_KINDS: [&str; 6] = [
+    "malformed",
+    "order_not_found",
+    "gateway_unavailable",
+    "internal_error",
+    "poison_message",
+    "other",
+];
+/// Every `kind` of [`RETRIES`].
+pub const RETRY_KINDS: [&str; 3] = ["gateway_unavailable", "order_not_found", "internal_error"];
+/// Every `task` of [`PANICS`]: the supervised long-lived tasks (see
+/// [`crate::supervisor::Supervisor::spawn`], which insists on this list) and `delivery`.
+pub const PANIC_TASKS: [&str; 6] = [
+    "delivery",
+    "committer",
+    "relay",
+    "acker",
+    "gateway-watcher",
+    "pruner",
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
@@ -53,9 +78,30 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may exist in tests; the handle still renders ours.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            zero_series();
             handle
         })
         .clone()
+}
+
+/// Creates the counter series of every known label at zero, and the unlabelled gauges.
+/// A series created by its first increment starts at 1, which `increase()` and `rate()`
+/// never see: an alert on the first dead letter of a kind, or the first panic, would
+/// miss it. Dashboards also show 0 rather than "no data".
+fn zero_series() {
+    for kind in DEAD_LETTER_KINDS {
+        metrics::counter!(DEAD_LETTERS, "kind" => kind).increment(0);
+    }
+    for kind in RETRY_KINDS {
+        metrics::counter!(RETRIES, "kind" => kind).increment(0);
+    }
+    for task in PANIC_TASKS {
+        metrics::counter!(PANICS, "task" => task).increment(0);
+    }
+    metrics::counter!(EVENTS_PUBLISHED).increment(0);
+    metrics::gauge!(IN_FLIGHT).set(0.0);
+    metrics::gauge!(OUTBOX_BACKLOG).set(0.0);
+    metrics::gauge!(BROKER_CONNECTED).set(0.0);
 }
 
 fn describe() {
@@ -73,6 +119,7 @@ fn describe() {
         "token_url call latency"
     );
     describe_counter!(RETRIES, "Delayed retries scheduled, by kind");
+    describe_histogram!(COMMIT_BATCH, "Messages per group-commit transaction");
     describe_counter!(DEAD_LETTERS, "Dead letters written, by kind");
     describe_gauge!(OUTBOX_BACKLOG, "Events committed but not yet published");
     describe_counter!(EVENTS_PUBLISHED, "Events published with a broker confirm");

@@ -28,6 +28,10 @@ impl Supervisor {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        debug_assert!(
+            m::PANIC_TASKS.contains(&name),
+            "add the task {name} to metrics::PANIC_TASKS, so its panics counter starts at zero"
+        );
         let supervisor = self.clone();
         tokio::spawn(async move {
             match AssertUnwindSafe(task).catch_unwind().await {

@@ -6,6 +6,7 @@ use crate::broker::consumer::{self, ConsumerSettings, Shared};
 use crate::broker::nodes::Unanswered;
 use crate::broker::{BrokerLink, Node, Nodes, Topology, dlq_depth, relay};
 use crate::config::WorkerArgs;
+use crate::domain::Secret;
 use crate::gateway::{ClientSettings, GatewayClient};
 use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
 use crate::metrics as m;
@@ -64,6 +65,13 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
             metrics: m::install(),
             token: args.admin_token.clone(),
             clock: args.clock.clone(),
+            amqp_url: Secret::new(args.amqp.amqp_url.clone()),
+            topology: Topology::new(
+                &args.amqp.exchange,
+                &args.amqp.queue,
+                args.retry_base_ms,
+                args.retry_max_ms,
+            ),
         },
         admin_stop.clone(),
     )

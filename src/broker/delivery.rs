@@ -350,18 +350,12 @@ fn delivery_type(routing_key: &str) -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// A label-safe error kind.
+/// A label-safe error kind: one of [`m::DEAD_LETTER_KINDS`], which start at zero.
 fn error_label(kind: &str) -> &'static str {
-    [
-        "malformed",
-        "order_not_found",
-        "gateway_unavailable",
-        "internal_error",
-        "poison_message",
-    ]
-    .into_iter()
-    .find(|known| *known == kind)
-    .unwrap_or("other")
+    m::DEAD_LETTER_KINDS
+        .into_iter()
+        .find(|known| *known == kind)
+        .unwrap_or("other")
 }
 
 fn count(kind: &'static str, outcome: &'static str) {

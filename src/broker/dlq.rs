@@ -46,7 +46,7 @@ mod summary;
 pub use entry::{DeadLetterEntry, DisplayBody};
 pub use redact::SECRET_FIELDS;
 pub use replay::{NotReplayed, ReplayOptions, ReplayReport, ReplayStep, Replayed, replay};
-pub use summary::{Summary, summary};
+pub use summary::{OTHER, Summary, UNKNOWN, summary};
 
 use super::publish::PublishError;
 use super::topology::Topology;

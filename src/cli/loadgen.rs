@@ -1,13 +1,19 @@
 //! `loadgen`: publish realistic traffic to a running worker and report throughput and
-//! latency; exits non-zero when a completion is missing, so CI can gate on it.
+//! latency (`--report FILE.html` adds charts); exits non-zero when a completion is
+//! missing, so CI can gate on it.
 
 use crate::config::LoadgenArgs;
 use crate::loadgen::{self, LoadgenConfig, Report};
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
     let config = LoadgenConfig::from_args(&args)?;
     let report = loadgen::run(config, !args.json).await?;
+    if let Some(path) = &args.report {
+        std::fs::write(path, loadgen::report_html(&report))
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -4,10 +4,12 @@
 //! entries also expire after a second, in case an announcement is lost.
 //!
 //! The cache is bounded ([`MAX_ENTRIES`]) and expired entries are evicted, so a publisher
-//! naming endless unknown gateways cannot grow the worker's memory.
+//! naming endless unknown gateways cannot grow the worker's memory. Concurrent misses of
+//! one gateway share one read: a burst of messages does not send a burst of queries.
 
+use crate::metrics as m;
 use crate::store::gateways::{self, Gateway};
-use moka::sync::Cache;
+use moka::future::Cache;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::time::Duration;
@@ -37,17 +39,21 @@ impl GatewayDirectory {
 
     /// The gateway `id` (or its absence) as of at most `ttl` ago.
     pub async fn find(&self, id: &str) -> sqlx::Result<Option<Gateway>> {
-        if let Some(gateway) = self.entries.get(id) {
-            return Ok(gateway);
+        let read = self
+            .entries
+            .try_get_with_by_ref(id, read_gateway(&self.pool, id))
+            .await;
+        match read {
+            Ok(gateway) => Ok(gateway),
+            // The shared read failed; read once more to hand the caller the error itself
+            // (it decides between waiting for the database and giving up).
+            Err(_) => read_gateway(&self.pool, id).await,
         }
-        let gateway = gateways::find(&self.pool, id).await?;
-        self.entries.insert(id.to_owned(), gateway.clone());
-        Ok(gateway)
     }
 
     /// Drops what is known of `id`, after this worker changed its circuit state.
-    pub fn forget(&self, id: &str) {
-        self.entries.invalidate(id);
+    pub async fn forget(&self, id: &str) {
+        self.entries.invalidate(id).await;
     }
 
     fn forget_all(&self) {
@@ -70,7 +76,7 @@ impl GatewayDirectory {
                     _ = shutdown.cancelled() => return,
                 };
                 match next {
-                    Ok(Some(notification)) => directory.forget(notification.payload()),
+                    Ok(Some(notification)) => directory.forget(notification.payload()).await,
                     // Reconnecting: announcements may have been missed meanwhile.
                     Ok(None) => directory.forget_all(),
                     Err(_) => {
@@ -84,4 +90,20 @@ impl GatewayDirectory {
             }
         })
     }
+}
+
+/// Reads a gateway and publishes its shared circuit state as this worker last read it:
+/// the series exists (at 0) from the first use of a gateway, and a circuit another
+/// replica closed reads closed here too.
+async fn read_gateway(pool: &PgPool, id: &str) -> sqlx::Result<Option<Gateway>> {
+    let gateway = gateways::find(pool, id).await?;
+    if let Some(gateway) = &gateway {
+        let open = gateway.circuit_open_for(chrono::Utc::now()).is_some();
+        metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(if open {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    Ok(gateway)
 }

@@ -141,7 +141,7 @@ async fn record(
         Ok(tokens) => {
             if gateway.consecutive_failures > 0 || gateway.circuit_open_until.is_some() {
                 gateways::record_success(&ctx.pool, &gateway.id).await?;
-                ctx.gateways.forget(&gateway.id);
+                ctx.gateways.forget(&gateway.id).await;
                 metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(0.0);
             }
             let mut metadata = ready.payment.metadata.clone();
@@ -168,7 +168,7 @@ async fn record(
             let opened =
                 gateways::record_failure(&ctx.pool, &gateway.id, threshold, ctx.circuit.cool_down)
                     .await?;
-            ctx.gateways.forget(&gateway.id);
+            ctx.gateways.forget(&gateway.id).await;
             if opened {
                 metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(1.0);
                 tracing::warn!(gateway = %gateway.id, "circuit opened after repeated failures");

@@ -6,14 +6,18 @@
 mod dead_letters;
 mod message;
 mod report;
+mod report_html;
 mod session;
+mod timeline;
 mod tracker;
 mod traffic;
 
 pub use dead_letters::{DeadLetterCount, count_dead_letters, queue_depth};
 pub use message::Message;
 pub use report::{Latency, Report};
+pub use report_html::render as report_html;
 pub use session::{COMPLETION_EVENTS, Session};
+pub use timeline::{MAX_POINTS as TIMELINE_MAX_POINTS, Point as TimelinePoint};
 pub use tracker::SavedSource;
 pub use traffic::attach_data;
 

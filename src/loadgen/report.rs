@@ -1,5 +1,6 @@
 //! What a load test measured, as one JSON object for scripts or a short table for people.
 
+use super::timeline::Point;
 use super::tracker::SavedSource;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -44,6 +45,12 @@ pub struct Report {
     pub throughput_per_sec: f64,
     /// Publish to event receipt.
     pub latency_ms: Latency,
+    /// The run second by second, for the HTML report (`--report`); not in the JSON.
+    #[serde(skip)]
+    pub timeline: Vec<Point>,
+    /// Seconds each timeline point spans: 1, or more for runs past 15 minutes.
+    #[serde(skip)]
+    pub timeline_step_secs: u64,
     /// Sources saved during the run (for follow-up messages; not printed).
     #[serde(skip)]
     pub saved_sources: Vec<SavedSource>,

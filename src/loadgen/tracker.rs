@@ -3,6 +3,7 @@
 //! can never arrive first), the event consumer matches events by `causation_id`.
 
 use super::report::{Latency, Report};
+use super::timeline::Timeline;
 use hdrhistogram::Histogram;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,8 @@ struct State {
     last_completion: Option<Instant>,
     /// Microseconds from publish to event receipt.
     latency: Histogram<u64>,
+    /// The same, and the confirms, second by second.
+    timeline: Timeline,
     published: BTreeMap<String, u64>,
     publish_failed: u64,
     fire_and_forget: u64,
@@ -59,6 +62,7 @@ impl Tracker {
                 last_completion: None,
                 latency: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                     .expect("valid histogram bounds"),
+                timeline: Timeline::new(),
                 published: BTreeMap::new(),
                 publish_failed: 0,
                 fire_and_forget: 0,
@@ -78,6 +82,7 @@ impl Tracker {
         let now = Instant::now();
         let mut state = self.lock();
         state.first_publish.get_or_insert(now);
+        state.timeline.started(now);
         state.last_publish = Some(now);
         if expects_event {
             state.pending.insert(id.to_owned(), (now, seq));
@@ -88,6 +93,7 @@ impl Tracker {
     pub fn confirmed(&self, routing_key: &str, expects_event: bool) {
         let mut state = self.lock();
         *state.published.entry(routing_key.to_owned()).or_default() += 1;
+        state.timeline.published(Instant::now());
         if !expects_event {
             state.fire_and_forget += 1;
         }
@@ -121,6 +127,7 @@ impl Tracker {
         let micros =
             u64::try_from(now.duration_since(published_at).as_micros()).unwrap_or(u64::MAX);
         state.latency.saturating_record(micros.max(1));
+        state.timeline.completed(now, micros);
         state.last_completion = Some(now);
         state.answered_up_to = state.answered_up_to.max(seq);
         *state.completed.entry(routing_key.to_owned()).or_default() += 1;
@@ -233,6 +240,8 @@ impl Tracker {
                 0.0
             },
             latency_ms: Latency::from_histogram(&state.latency),
+            timeline: state.timeline.points(),
+            timeline_step_secs: state.timeline.step(),
             saved_sources: state.saved.clone(),
         }
     }

@@ -178,6 +178,7 @@ async fn commit_batch(
     batch: Vec<Job>,
     committed: &mpsc::UnboundedSender<Vec<PendingEvent>>,
 ) {
+    metrics::histogram!(crate::metrics::COMMIT_BATCH).record(batch.len() as f64);
     let work: Vec<Work<'_>> = batch.iter().map(Work::from).collect();
     let committed_batch = run_transaction(pool, rules, &work).await;
     drop(work);

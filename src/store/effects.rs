@@ -25,7 +25,7 @@ use crate::domain::{Clock, Meta, Order, Secret, SourceRef, WalletAttach, expiry,
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One write a message asks for.
 #[derive(Debug)]
@@ -110,14 +110,19 @@ pub async fn apply_batch(
     changes: &[&Change],
 ) -> sqlx::Result<Vec<Vec<OutboundEvent>>> {
     let effects = || changes.iter().flat_map(|c| c.effects.iter());
-    let mut customers: BTreeSet<&str> = BTreeSet::new();
+    // Customers by id, with the email of the latest placed order naming them.
+    let mut customers: BTreeMap<&str, Option<&str>> = BTreeMap::new();
     let mut wallet_customers: BTreeSet<&str> = BTreeSet::new();
     let mut gateway_ids: BTreeSet<&str> = BTreeSet::new();
     let mut placed: Vec<&Order> = Vec::new();
     for effect in effects() {
         match effect {
             Effect::RecordPlaced(order) => {
-                customers.extend(order.customer.as_ref().map(|c| c.id.as_str()));
+                if let Some(customer) = &order.customer {
+                    let email = customer.email.as_deref();
+                    let known = customers.entry(&customer.id).or_default();
+                    *known = email.or(*known);
+                }
                 placed.push(order);
             }
             Effect::Emit(_) => {}
@@ -125,7 +130,7 @@ pub async fn apply_batch(
                 let customer = other
                     .customer_id()
                     .expect("a wallet effect names its customer");
-                customers.insert(customer);
+                customers.entry(customer).or_default();
                 wallet_customers.insert(customer);
                 if let Effect::SaveSource(save) = other {
                     gateway_ids.insert(&save.gateway_id);
@@ -133,7 +138,7 @@ pub async fn apply_batch(
             }
         }
     }
-    let customers: Vec<&str> = customers.into_iter().collect();
+    let customers: Vec<(&str, Option<&str>)> = customers.into_iter().collect();
     wallet::lock_customers(conn, &customers).await?;
     orders::record_placed_all(conn, &placed).await?;
     let wallet_customers: Vec<&str> = wallet_customers.into_iter().collect();

@@ -5,11 +5,10 @@ use crate::domain::{Order, OrderStatus, PaymentSource, Secret};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, Row};
 
-/// Records placed orders and their customers with one statement (the customers are
-/// upserted in a CTE; the foreign key is checked at the end of the statement),
-/// replacing what earlier messages said. Rows are written in `(customer, order)` order,
-/// so concurrent batches take their row locks in the same order; an order named twice
-/// keeps the later message's description.
+/// Records placed orders with one statement, replacing what earlier messages said; their
+/// customers are recorded first ([`super::wallet::lock_customers`]). Rows are written in
+/// `(customer, order)` order, so concurrent batches take their row locks in the same
+/// order; an order named twice keeps the later message's description.
 pub async fn record_placed_all(conn: &mut PgConnection, orders: &[&Order]) -> sqlx::Result<()> {
     if orders.is_empty() {
         return Ok(());
@@ -31,15 +30,10 @@ pub async fn record_placed_all(conn: &mut PgConnection, orders: &[&Order]) -> sq
         "WITH input AS (
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[],
                  $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[],
-                 $12::text[], $13::text[])
+                 $12::text[])
              WITH ORDINALITY AS t(id, customer_id, number, status, guest, currency_code,
                  total_amount_cents, payment_source_type, payment_source_id, gateway_id,
-                 payment_source_token, metadata, email, position)),
-         customer AS (
-             INSERT INTO customers (id, email)
-             SELECT DISTINCT ON (customer_id) customer_id, email FROM input
-             WHERE customer_id IS NOT NULL ORDER BY customer_id, position DESC
-             ON CONFLICT (id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email))
+                 payment_source_token, metadata, position))
          INSERT INTO orders (id, customer_id, number, status, guest, currency_code,
              total_amount_cents, payment_source_type, payment_source_id, gateway_id,
              payment_source_token, payment_source_metadata, placed_at)
@@ -70,7 +64,6 @@ pub async fn record_placed_all(conn: &mut PgConnection, orders: &[&Order]) -> sq
     .bind(&rows.gateway_id)
     .bind(&rows.payment_source_token)
     .bind(&rows.metadata)
-    .bind(&rows.email)
     .execute(conn)
     .await?;
     Ok(())
@@ -91,7 +84,6 @@ struct PlacedRows<'a> {
     gateway_id: Vec<Option<&'a str>>,
     payment_source_token: Vec<Option<&'a str>>,
     metadata: Vec<String>,
-    email: Vec<Option<&'a str>>,
 }
 
 impl<'a> PlacedRows<'a> {
@@ -117,7 +109,6 @@ impl<'a> PlacedRows<'a> {
             .push(external.map(|p| p.token.expose()));
         let metadata = external.map_or_else(Map::new, |p| p.metadata.clone());
         self.metadata.push(Value::Object(metadata).to_string());
-        self.email.push(customer.and_then(|c| c.email.as_deref()));
     }
 }
 

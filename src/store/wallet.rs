@@ -88,16 +88,29 @@ pub async fn list(
 
 // ---- set-based: the wallets of a whole commit batch ----
 
-/// Locks the rows of the existing `customers` until the transaction ends, in id order,
-/// so concurrent commits take them in one order and cannot deadlock on them.
-pub async fn lock_customers(conn: &mut PgConnection, customers: &[&str]) -> sqlx::Result<()> {
+/// Records `customers` (id, and the email a placed order gave, if any) and locks their
+/// rows until the transaction ends, all in one statement in id order: concurrent
+/// commits take customer locks in one order, whether the rows are new or not, so they
+/// cannot deadlock on them. A customer only ever named by a wallet command is recorded
+/// too (an id, no email).
+pub async fn lock_customers(
+    conn: &mut PgConnection,
+    customers: &[(&str, Option<&str>)],
+) -> sqlx::Result<()> {
     if customers.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT id FROM customers WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(customers)
-        .fetch_all(conn)
-        .await?;
+    let ids: Vec<&str> = customers.iter().map(|(id, _)| *id).collect();
+    let emails: Vec<Option<&str>> = customers.iter().map(|(_, email)| *email).collect();
+    sqlx::query(
+        "INSERT INTO customers (id, email)
+         SELECT id, email FROM UNNEST($1::text[], $2::text[]) AS t(id, email) ORDER BY id
+         ON CONFLICT (id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email)",
+    )
+    .bind(&ids)
+    .bind(&emails)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

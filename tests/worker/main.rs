@@ -3,7 +3,9 @@
 
 mod access;
 mod accounting;
+mod browser;
 mod helpers;
+mod pg_counter;
 mod process;
 mod proxy;
 mod rabbit_cluster;
@@ -14,7 +16,9 @@ mod attach;
 mod circuit;
 mod cli_safety;
 mod cluster;
+mod console;
 mod crash;
+mod dashboards;
 mod dead_letter_events;
 #[cfg(feature = "failpoints")]
 mod decisions;
@@ -29,6 +33,7 @@ mod panics;
 mod restart;
 mod retention;
 mod retries;
+mod round_trips;
 mod save;
 mod secrets;
 mod shutdown;
