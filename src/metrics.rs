@@ -98,6 +98,9 @@ fn zero_series() {
     for task in PANIC_TASKS {
         metrics::counter!(PANICS, "task" => task).increment(0);
     }
+    for table in ["processed_messages", "orders"] {
+        metrics::counter!(RETENTION_PRUNED, "table" => table).increment(0);
+    }
     metrics::counter!(EVENTS_PUBLISHED).increment(0);
     metrics::gauge!(IN_FLIGHT).set(0.0);
     metrics::gauge!(OUTBOX_BACKLOG).set(0.0);

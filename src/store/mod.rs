@@ -125,9 +125,6 @@ fn pool_with(url: &str, max_connections: u32, settings: &[(&str, &str)]) -> anyh
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
-        // No ping before every acquire: it costs a round trip each time, and a broken
-        // connection fails its first statement anyway, which every caller retries.
-        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy_with(options))
 }

@@ -134,3 +134,30 @@ async fn a_message_that_crashes_every_worker_becomes_a_poison_dead_letter_before
     );
     w.stop().await;
 }
+
+#[tokio::test]
+async fn a_panic_is_a_failed_attempt_and_attempts_running_out_dead_letter_it_as_internal_error() {
+    let mut args = test_args();
+    // Fewer attempts than panics that make poison: the attempts run out first.
+    args.max_attempts = POISON_PANICS - 1;
+    let mut w = spawn_worker_with(args).await;
+    let msg = wallet_save("ord_panicky");
+    let id = msg["id"].as_str().unwrap().to_owned();
+    faults::configure("delivery.panic", &format!("return({id})"));
+    w.publish("wallet.save", &msg).await;
+    let event = w.dead_lettered_event(Some(&id)).await;
+    let data = event.data();
+    assert_eq!(data["error"], "internal_error");
+    assert!(
+        data["detail"].as_str().unwrap().contains("panicked"),
+        "{data}"
+    );
+    assert_eq!(data["attempts"], POISON_PANICS - 1);
+    assert_eq!(data["order_id"], "ord_panicky");
+    let dead = w.next_dead_letter().await;
+    assert_eq!(
+        wallet_worker::broker::headers::text(&dead.properties, "x-wallet-error").as_deref(),
+        Some("internal_error")
+    );
+    w.stop().await;
+}
