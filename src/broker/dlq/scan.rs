@@ -22,6 +22,8 @@ use std::pin::Pin;
 
 /// `basic.get`s in flight at once: hides the round trip without holding many bodies.
 const GETS_IN_FLIGHT: usize = 16;
+/// How long a pass waits for the broker to put its messages back.
+const WHOLE_AGAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(600);
 /// Channels a pass opens at most (RabbitMQ allows 2047 per connection by default).
 const MAX_CHANNELS: u64 = 1000;
 
@@ -67,9 +69,16 @@ pub(super) struct Scan<'c> {
     /// The segments' channels, in queue order; the last takes the next gets.
     channels: Vec<Channel>,
     queue: String,
-    /// Ready dead letters when the pass began: the pass reads no more than these, so
-    /// dead letters arriving meanwhile cannot keep it going.
-    depth: u64,
+    /// Ready dead letters when the pass began.
+    initial: u64,
+    /// The pass reads no more than these (the initial depth, or a limit), so dead
+    /// letters arriving meanwhile cannot keep it going.
+    to_read: u64,
+    /// Messages held per channel: unbounded for a pass that acks nothing (one channel
+    /// hands everything back fastest), [`segment`] for one that removes.
+    segment: u64,
+    /// Acks sent: these do not come back.
+    acked: u64,
     /// Gets sent so far (answered or not).
     requested: u64,
     /// Dead letters read so far; the next one's 1-based position is `read + 1`.
@@ -84,13 +93,21 @@ pub(super) struct Scan<'c> {
 }
 
 impl<'c> Scan<'c> {
-    pub async fn begin(connection: &'c Connection, queue: &str) -> Result<Self, DlqError> {
+    /// Begins a pass; `removing` if it will ack (purge, replay).
+    pub async fn begin(
+        connection: &'c Connection,
+        queue: &str,
+        removing: bool,
+    ) -> Result<Self, DlqError> {
         let (channel, depth) = open(connection, queue).await?;
         Ok(Self {
             connection,
             channels: vec![channel],
             queue: queue.to_owned(),
-            depth,
+            initial: depth,
+            to_read: depth,
+            segment: if removing { segment(depth) } else { u64::MAX },
+            acked: 0,
             requested: 0,
             read: 0,
             gets: FuturesOrdered::new(),
@@ -102,19 +119,19 @@ impl<'c> Scan<'c> {
 
     /// Ready dead letters when the pass began.
     pub fn depth(&self) -> u64 {
-        self.depth
+        self.initial
     }
 
     /// Reads at most `limit` dead letters in all, fewer gets in flight near the end.
     pub fn limit(&mut self, limit: u64) {
-        self.depth = self.depth.min(limit);
+        self.to_read = self.to_read.min(limit);
     }
 
     /// The next dead letter in queue order, or `None` once the pass has read the
     /// queue's initial depth (or found it empty).
     pub async fn next(&mut self) -> Result<Option<(DeadLetterEntry, Tag)>, DlqError> {
-        let segment = segment(self.depth);
-        while !self.exhausted && self.requested < self.depth && self.gets.len() < GETS_IN_FLIGHT {
+        let segment = self.segment;
+        while !self.exhausted && self.requested < self.to_read && self.gets.len() < GETS_IN_FLIGHT {
             if self.requested > 0 && self.requested.is_multiple_of(segment) {
                 self.channels.push(self.connection.create_channel().await?);
             }
@@ -157,6 +174,7 @@ impl<'c> Scan<'c> {
     /// Settles one dead letter: it leaves the queue for good once [`Scan::settled`]
     /// says so. The ack is sent at once, not waited for.
     pub fn ack(&mut self, tag: Tag) -> Result<(), DlqError> {
+        self.acked += 1;
         let channel = self.channels[tag.channel].clone();
         self.acks.push(Box::pin(async move {
             channel
@@ -204,5 +222,41 @@ impl<'c> Scan<'c> {
             .iter()
             .map(|channel| channel.close(200, "dead letters handed back".into()));
         futures::future::join_all(closes).await;
+        self.wait_until_whole().await;
+    }
+
+    /// The broker requeues a closed channel's messages after answering the close, a
+    /// few seconds for 10⁵ of them: wait until they are all back, so the next command
+    /// (and whoever looks at the queue) sees it whole.
+    async fn wait_until_whole(&self) {
+        let expected = self.initial.saturating_sub(self.acked);
+        let deadline = tokio::time::Instant::now() + WHOLE_AGAIN_WITHIN;
+        let Ok(channel) = self.connection.create_channel().await else {
+            return;
+        };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        loop {
+            let ready = channel
+                .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .map(|declared| u64::from(declared.message_count()));
+            match ready {
+                Ok(ready) if ready >= expected => break,
+                Ok(ready) if tokio::time::Instant::now() > deadline => {
+                    tracing::warn!(
+                        ready,
+                        expected,
+                        "the broker has not put every dead letter back yet"
+                    );
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(_) => break,
+            }
+        }
+        let _ = channel.close(200, "checked".into()).await;
     }
 }
