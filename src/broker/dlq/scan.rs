@@ -22,8 +22,8 @@ use std::pin::Pin;
 
 /// `basic.get`s in flight at once: hides the round trip without holding many bodies.
 const GETS_IN_FLIGHT: usize = 16;
-/// How long a pass waits for the broker to put its messages back.
-const WHOLE_AGAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a pass waits for the broker to put one channel's messages back.
+const WHOLE_AGAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 /// Channels a pass opens at most (RabbitMQ allows 2047 per connection by default).
 const MAX_CHANNELS: u64 = 1000;
 
@@ -77,8 +77,8 @@ pub(super) struct Scan<'c> {
     /// Messages held per channel: unbounded for a pass that acks nothing (one channel
     /// hands everything back fastest), [`segment`] for one that removes.
     segment: u64,
-    /// Acks sent: these do not come back.
-    acked: u64,
+    /// Messages each channel holds (read and not acked).
+    held: Vec<u64>,
     /// Gets sent so far (answered or not).
     requested: u64,
     /// Dead letters read so far; the next one's 1-based position is `read + 1`.
@@ -107,7 +107,7 @@ impl<'c> Scan<'c> {
             initial: depth,
             to_read: depth,
             segment: if removing { segment(depth) } else { u64::MAX },
-            acked: 0,
+            held: vec![0],
             requested: 0,
             read: 0,
             gets: FuturesOrdered::new(),
@@ -134,6 +134,7 @@ impl<'c> Scan<'c> {
         while !self.exhausted && self.requested < self.to_read && self.gets.len() < GETS_IN_FLIGHT {
             if self.requested > 0 && self.requested.is_multiple_of(segment) {
                 self.channels.push(self.connection.create_channel().await?);
+                self.held.push(0);
             }
             let index = self.channels.len() - 1;
             let channel = self.channels[index].clone();
@@ -154,6 +155,7 @@ impl<'c> Scan<'c> {
         match got? {
             Some(message) => {
                 self.read += 1;
+                self.held[channel] += 1;
                 let delivery = message.delivery;
                 let tag = Tag {
                     channel,
@@ -174,7 +176,7 @@ impl<'c> Scan<'c> {
     /// Settles one dead letter: it leaves the queue for good once [`Scan::settled`]
     /// says so. The ack is sent at once, not waited for.
     pub fn ack(&mut self, tag: Tag) -> Result<(), DlqError> {
-        self.acked += 1;
+        self.held[tag.channel] -= 1;
         let channel = self.channels[tag.channel].clone();
         self.acks.push(Box::pin(async move {
             channel
@@ -217,46 +219,52 @@ impl<'c> Scan<'c> {
         // acks not yet written go out before the close.
         while self.gets.next().await.is_some() {}
         while self.acks.next().await.is_some() {}
-        let closes = self
-            .channels
-            .iter()
-            .map(|channel| channel.close(200, "dead letters handed back".into()));
-        futures::future::join_all(closes).await;
-        self.wait_until_whole().await;
-    }
-
-    /// The broker requeues a closed channel's messages after answering the close, a
-    /// few seconds for 10⁵ of them: wait until they are all back, so the next command
-    /// (and whoever looks at the queue) sees it whole.
-    async fn wait_until_whole(&self) {
-        let expected = self.initial.saturating_sub(self.acked);
-        let deadline = tokio::time::Instant::now() + WHOLE_AGAIN_WITHIN;
-        let Ok(channel) = self.connection.create_channel().await else {
+        let Ok(check) = self.connection.create_channel().await else {
             return;
         };
+        // Last segment first, each once the previous is back: the broker merges a
+        // requeue into the queue from its head, so a segment requeued in front of
+        // those already back costs its own length, where queue order would cost the
+        // length of all that came back before it (quadratic over many segments).
+        let mut expected = self.ready(&check).await.unwrap_or(0);
+        for (channel, held) in self.channels.iter().zip(&self.held).rev() {
+            let _ = channel.close(200, "dead letters handed back".into()).await;
+            expected += held;
+            self.wait_for_ready(&check, expected).await;
+        }
+        let _ = check.close(200, "checked".into()).await;
+    }
+
+    async fn ready(&self, channel: &Channel) -> lapin::Result<u64> {
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
+        let declared = channel
+            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+            .await?;
+        Ok(declared.message_count().into())
+    }
+
+    /// The broker requeues a closed channel's messages after answering the close: wait
+    /// until they are back, so the next command (and whoever looks at the queue) sees
+    /// the queue whole.
+    async fn wait_for_ready(&self, channel: &Channel, expected: u64) {
+        let deadline = tokio::time::Instant::now() + WHOLE_AGAIN_WITHIN;
         loop {
-            let ready = channel
-                .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
-                .await
-                .map(|declared| u64::from(declared.message_count()));
-            match ready {
-                Ok(ready) if ready >= expected => break,
+            match self.ready(channel).await {
+                Ok(ready) if ready >= expected => return,
                 Ok(ready) if tokio::time::Instant::now() > deadline => {
                     tracing::warn!(
                         ready,
                         expected,
                         "the broker has not put every dead letter back yet"
                     );
-                    break;
+                    return;
                 }
-                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-                Err(_) => break,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+                Err(_) => return,
             }
         }
-        let _ = channel.close(200, "checked".into()).await;
     }
 }
