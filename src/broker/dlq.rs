@@ -192,7 +192,7 @@ pub async fn list(
     limit: Option<u64>,
     mut show: impl FnMut(DeadLetterEntry),
 ) -> Result<ListReport, DlqError> {
-    with_pass(connection, topology, async |scan: &mut Scan<'_>| {
+    with_pass(connection, topology, false, async |scan: &mut Scan<'_>| {
         let mut report = ListReport {
             depth: scan.depth(),
             ..ListReport::default()
@@ -281,7 +281,7 @@ pub async fn purge(
             unknown_ids: Vec::new(),
         });
     }
-    with_pass(connection, topology, async |scan: &mut Scan<'_>| {
+    with_pass(connection, topology, true, async |scan: &mut Scan<'_>| {
         let mut ids = IdsSeen::new(selection);
         let mut purged = 0;
         while let Some((entry, tag)) = scan.next().await? {
@@ -314,11 +314,12 @@ async fn purge_all(connection: &Connection, queue: &str) -> Result<u64, DlqError
 async fn with_pass<T>(
     connection: &Connection,
     topology: &Topology,
+    removing: bool,
     pass: impl AsyncFnOnce(&mut Scan<'_>) -> Result<T, DlqError>,
 ) -> Result<T, DlqError> {
     let queue = topology.dead_letter_queue();
     let lock = Lock::acquire(connection, &queue).await?;
-    let result = match Scan::begin(connection, &queue).await {
+    let result = match Scan::begin(connection, &queue, removing).await {
         Ok(mut scan) => {
             let result = pass(&mut scan).await;
             scan.release().await;

@@ -361,6 +361,37 @@ async fn the_dlq_command_prints_for_people_and_scripts_and_fails_in_one_line() {
         text(&unknown.stderr),
         format!("wallet-worker: no dead letter with message id nope in {dlq_name}\n")
     );
+    dead_letter(&w, "wallet.save", b"{not json either", Some("cli-2")).await;
+    let limited = text(&run(&["list", "--limit", "1"]).await.unwrap().stdout);
+    assert!(
+        limited.ends_with(&format!(
+            "1 shown; 1 more in {dlq_name} (2 dead letters in all; use --limit N or --all)\n"
+        )) && !limited.contains("cli-2"),
+        "{limited}"
+    );
+    let filtered = text(
+        &run(&["list", "--type", "wallet.save", "--error", "malformed"])
+            .await
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        filtered.contains("cli-2")
+            && !filtered.contains("cli-1")
+            && filtered.ends_with(&format!("1 matching of 2 dead letters in {dlq_name}\n")),
+        "{filtered}"
+    );
+    let summary: Value =
+        serde_json::from_slice(&run(&["summary", "--json"]).await.unwrap().stdout).unwrap();
+    assert_eq!(summary["total"], 2);
+    assert_eq!(summary["by_error"]["malformed"], 2);
+    assert_eq!(summary["by_type"]["wallet.save"], 1);
+    assert!(summary["oldest"].as_str().unwrap() <= summary["newest"].as_str().unwrap());
+    let purge = run(&["purge", "--type", "wallet.save"]).await.unwrap();
+    assert_eq!(
+        text(&purge.stdout),
+        format!("purged 1 dead letter from {dlq_name}\n")
+    );
     let dry = text(
         &run(&["replay", "--id", "cli-1", "--dry-run"])
             .await

@@ -87,9 +87,13 @@ pub async fn replay(
         options,
         started: Instant::now(),
     };
-    let result = with_pass(connection, topology, async |scan: &mut Scan<'_>| {
-        run.pass(scan, selection, &mut on_step).await
-    })
+    let removing = !options.dry_run;
+    let result = with_pass(
+        connection,
+        topology,
+        removing,
+        async |scan: &mut Scan<'_>| run.pass(scan, selection, &mut on_step).await,
+    )
     .await;
     let _ = publish.close(200, "replayed".into()).await;
     result

@@ -22,6 +22,8 @@ use std::pin::Pin;
 
 /// `basic.get`s in flight at once: hides the round trip without holding many bodies.
 const GETS_IN_FLIGHT: usize = 16;
+/// How long a pass waits for the broker to put one channel's messages back.
+const WHOLE_AGAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 /// Channels a pass opens at most (RabbitMQ allows 2047 per connection by default).
 const MAX_CHANNELS: u64 = 1000;
 
@@ -67,9 +69,16 @@ pub(super) struct Scan<'c> {
     /// The segments' channels, in queue order; the last takes the next gets.
     channels: Vec<Channel>,
     queue: String,
-    /// Ready dead letters when the pass began: the pass reads no more than these, so
-    /// dead letters arriving meanwhile cannot keep it going.
-    depth: u64,
+    /// Ready dead letters when the pass began.
+    initial: u64,
+    /// The pass reads no more than these (the initial depth, or a limit), so dead
+    /// letters arriving meanwhile cannot keep it going.
+    to_read: u64,
+    /// Messages held per channel: unbounded for a pass that acks nothing (one channel
+    /// hands everything back fastest), [`segment`] for one that removes.
+    segment: u64,
+    /// Messages each channel holds (read and not acked).
+    held: Vec<u64>,
     /// Gets sent so far (answered or not).
     requested: u64,
     /// Dead letters read so far; the next one's 1-based position is `read + 1`.
@@ -84,13 +93,21 @@ pub(super) struct Scan<'c> {
 }
 
 impl<'c> Scan<'c> {
-    pub async fn begin(connection: &'c Connection, queue: &str) -> Result<Self, DlqError> {
+    /// Begins a pass; `removing` if it will ack (purge, replay).
+    pub async fn begin(
+        connection: &'c Connection,
+        queue: &str,
+        removing: bool,
+    ) -> Result<Self, DlqError> {
         let (channel, depth) = open(connection, queue).await?;
         Ok(Self {
             connection,
             channels: vec![channel],
             queue: queue.to_owned(),
-            depth,
+            initial: depth,
+            to_read: depth,
+            segment: if removing { segment(depth) } else { u64::MAX },
+            held: vec![0],
             requested: 0,
             read: 0,
             gets: FuturesOrdered::new(),
@@ -102,21 +119,22 @@ impl<'c> Scan<'c> {
 
     /// Ready dead letters when the pass began.
     pub fn depth(&self) -> u64 {
-        self.depth
+        self.initial
     }
 
     /// Reads at most `limit` dead letters in all, fewer gets in flight near the end.
     pub fn limit(&mut self, limit: u64) {
-        self.depth = self.depth.min(limit);
+        self.to_read = self.to_read.min(limit);
     }
 
     /// The next dead letter in queue order, or `None` once the pass has read the
     /// queue's initial depth (or found it empty).
     pub async fn next(&mut self) -> Result<Option<(DeadLetterEntry, Tag)>, DlqError> {
-        let segment = segment(self.depth);
-        while !self.exhausted && self.requested < self.depth && self.gets.len() < GETS_IN_FLIGHT {
+        let segment = self.segment;
+        while !self.exhausted && self.requested < self.to_read && self.gets.len() < GETS_IN_FLIGHT {
             if self.requested > 0 && self.requested.is_multiple_of(segment) {
                 self.channels.push(self.connection.create_channel().await?);
+                self.held.push(0);
             }
             let index = self.channels.len() - 1;
             let channel = self.channels[index].clone();
@@ -137,6 +155,7 @@ impl<'c> Scan<'c> {
         match got? {
             Some(message) => {
                 self.read += 1;
+                self.held[channel] += 1;
                 let delivery = message.delivery;
                 let tag = Tag {
                     channel,
@@ -157,6 +176,7 @@ impl<'c> Scan<'c> {
     /// Settles one dead letter: it leaves the queue for good once [`Scan::settled`]
     /// says so. The ack is sent at once, not waited for.
     pub fn ack(&mut self, tag: Tag) -> Result<(), DlqError> {
+        self.held[tag.channel] -= 1;
         let channel = self.channels[tag.channel].clone();
         self.acks.push(Box::pin(async move {
             channel
@@ -199,10 +219,52 @@ impl<'c> Scan<'c> {
         // acks not yet written go out before the close.
         while self.gets.next().await.is_some() {}
         while self.acks.next().await.is_some() {}
-        let closes = self
-            .channels
-            .iter()
-            .map(|channel| channel.close(200, "dead letters handed back".into()));
-        futures::future::join_all(closes).await;
+        let Ok(check) = self.connection.create_channel().await else {
+            return;
+        };
+        // Last segment first, each once the previous is back: the broker merges a
+        // requeue into the queue from its head, so a segment requeued in front of
+        // those already back costs its own length, where queue order would cost the
+        // length of all that came back before it (quadratic over many segments).
+        let mut expected = self.ready(&check).await.unwrap_or(0);
+        for (channel, held) in self.channels.iter().zip(&self.held).rev() {
+            let _ = channel.close(200, "dead letters handed back".into()).await;
+            expected += held;
+            self.wait_for_ready(&check, expected).await;
+        }
+        let _ = check.close(200, "checked".into()).await;
+    }
+
+    async fn ready(&self, channel: &Channel) -> lapin::Result<u64> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+            .await?;
+        Ok(declared.message_count().into())
+    }
+
+    /// The broker requeues a closed channel's messages after answering the close: wait
+    /// until they are back, so the next command (and whoever looks at the queue) sees
+    /// the queue whole.
+    async fn wait_for_ready(&self, channel: &Channel, expected: u64) {
+        let deadline = tokio::time::Instant::now() + WHOLE_AGAIN_WITHIN;
+        loop {
+            match self.ready(channel).await {
+                Ok(ready) if ready >= expected => return,
+                Ok(ready) if tokio::time::Instant::now() > deadline => {
+                    tracing::warn!(
+                        ready,
+                        expected,
+                        "the broker has not put every dead letter back yet"
+                    );
+                    return;
+                }
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+                Err(_) => return,
+            }
+        }
     }
 }

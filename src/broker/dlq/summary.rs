@@ -64,7 +64,7 @@ fn bump(counts: &mut BTreeMap<String, u64>, key: Option<&str>) {
 
 /// Reads the whole queue once and leaves it as it was.
 pub async fn summary(connection: &Connection, topology: &Topology) -> Result<Summary, DlqError> {
-    with_pass(connection, topology, async |scan: &mut Scan<'_>| {
+    with_pass(connection, topology, false, async |scan: &mut Scan<'_>| {
         let mut summary = Summary::default();
         while let Some((entry, _)) = scan.next().await? {
             summary.add(&entry);
