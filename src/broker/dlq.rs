@@ -18,8 +18,8 @@
 //!   broker either way), spread over channels of at most ~1000 each so that an ack
 //!   stays cheap (see [`scan`]). A held message is invisible to other readers, hence the lock
 //!   (one `dlq` operation at a time, see [`lock`]), and a pass must finish within the
-//!   broker's `consumer_timeout` (30 min by default; 10⁶ dead letters take about a
-//!   minute, see `bench/README.md`).
+//!   broker's `consumer_timeout` (30 min by default; 10⁶ dead letters take about two
+//!   minutes, see `bench/README.md`).
 //! * **Rotation** (consume, republish to the tail with confirm, ack): O(1) unacked, but
 //!   only an *uninterrupted* full rotation restores the order. Killed halfway, it
 //!   leaves the queue cyclically shifted (the passed part behind the rest) or, between
