@@ -226,45 +226,48 @@ impl<'c> Scan<'c> {
         // requeue into the queue from its head, so a segment requeued in front of
         // those already back costs its own length, where queue order would cost the
         // length of all that came back before it (quadratic over many segments).
-        let mut expected = self.ready(&check).await.unwrap_or(0);
+        // (Free functions of the queue's name: a `&self` held across these awaits would
+        // make the pass's future require `Scan: Sync`, which its in-flight gets are not.)
+        let queue = self.queue.clone();
+        let mut expected = ready(&check, &queue).await.unwrap_or(0);
         for (channel, held) in self.channels.iter().zip(&self.held).rev() {
             let _ = channel.close(200, "dead letters handed back".into()).await;
             expected += held;
-            self.wait_for_ready(&check, expected).await;
+            wait_for_ready(&check, &queue, expected).await;
         }
         let _ = check.close(200, "checked".into()).await;
     }
+}
 
-    async fn ready(&self, channel: &Channel) -> lapin::Result<u64> {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let declared = channel
-            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
-            .await?;
-        Ok(declared.message_count().into())
-    }
+async fn ready(channel: &Channel, queue: &str) -> lapin::Result<u64> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let declared = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await?;
+    Ok(declared.message_count().into())
+}
 
-    /// The broker requeues a closed channel's messages after answering the close: wait
-    /// until they are back, so the next command (and whoever looks at the queue) sees
-    /// the queue whole.
-    async fn wait_for_ready(&self, channel: &Channel, expected: u64) {
-        let deadline = tokio::time::Instant::now() + WHOLE_AGAIN_WITHIN;
-        loop {
-            match self.ready(channel).await {
-                Ok(ready) if ready >= expected => return,
-                Ok(ready) if tokio::time::Instant::now() > deadline => {
-                    tracing::warn!(
-                        ready,
-                        expected,
-                        "the broker has not put every dead letter back yet"
-                    );
-                    return;
-                }
-                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
-                Err(_) => return,
+/// The broker requeues a closed channel's messages after answering the close: wait
+/// until they are back, so the next command (and whoever looks at the queue) sees
+/// the queue whole.
+async fn wait_for_ready(channel: &Channel, queue: &str, expected: u64) {
+    let deadline = tokio::time::Instant::now() + WHOLE_AGAIN_WITHIN;
+    loop {
+        match ready(channel, queue).await {
+            Ok(ready) if ready >= expected => return,
+            Ok(ready) if tokio::time::Instant::now() > deadline => {
+                tracing::warn!(
+                    ready,
+                    expected,
+                    "the broker has not put every dead letter back yet"
+                );
+                return;
             }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+            Err(_) => return,
         }
     }
 }
