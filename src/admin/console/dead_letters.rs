@@ -268,24 +268,9 @@ fn list_html(
             String::new()
         } else {
             format!(
-                r#"<a class="button small" href="/ui/dlq/show?id={q}">Show</a>{replay}{purge}"#,
+                r#"<a class="button small" href="/ui/dlq/show?id={q}">Show</a>{buttons}"#,
                 q = query_value(id),
-                replay = layout::action(
-                    "/ui/dlq/replay",
-                    &[("id", id)],
-                    "Replay",
-                    "small",
-                    None,
-                    &console.form_token
-                ),
-                purge = layout::action(
-                    "/ui/dlq/purge",
-                    &[("id", id)],
-                    "Purge",
-                    "small danger",
-                    Some(&format!("Purge the dead letters with message id {id}?")),
-                    &console.form_token
-                ),
+                buttons = layout::dead_letter_actions(id, true, &console.form_token),
             )
         };
         let _ = write!(

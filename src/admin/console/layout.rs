@@ -55,6 +55,36 @@ pub fn page(title: &str, nav: Nav, notice: &Notice, body: &str) -> Html<String> 
 }
 
 /// A button that POSTs `fields` to `action`; with `confirm`, the page asks first.
+/// The replay and purge buttons of the dead letters with message id `id`, styled
+/// `small` in lists and as the page's main actions on a dead letter's own page.
+pub fn dead_letter_actions(id: &str, small: bool, form_token: &FormToken) -> String {
+    let (replay_class, purge_class) = if small {
+        ("small", "small danger")
+    } else {
+        ("primary", "danger")
+    };
+    let confirm = format!("Purge the dead letters with message id {id}?");
+    format!(
+        "{}{}",
+        action(
+            "/ui/dlq/replay",
+            &[("id", id)],
+            "Replay",
+            replay_class,
+            None,
+            form_token
+        ),
+        action(
+            "/ui/dlq/purge",
+            &[("id", id)],
+            "Purge",
+            purge_class,
+            Some(&confirm),
+            form_token
+        ),
+    )
+}
+
 pub fn action(
     action: &str,
     fields: &[(&str, &str)],

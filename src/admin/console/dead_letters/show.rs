@@ -46,23 +46,8 @@ pub async fn show(State(console): State<Console>, Query(query): Query<ShowQuery>
     }
     let id = query.id.as_str();
     let mut body = format!(
-        r#"<div class="actions">{replay}{purge} <a href="/ui/dlq">All dead letters</a></div>"#,
-        replay = layout::action(
-            "/ui/dlq/replay",
-            &[("id", id)],
-            "Replay",
-            "primary",
-            None,
-            &console.form_token
-        ),
-        purge = layout::action(
-            "/ui/dlq/purge",
-            &[("id", id)],
-            "Purge",
-            "danger",
-            Some(&format!("Purge the dead letters with message id {id}?")),
-            &console.form_token
-        ),
+        r#"<div class="actions">{buttons} <a href="/ui/dlq">All dead letters</a></div>"#,
+        buttons = layout::dead_letter_actions(id, false, &console.form_token),
     );
     for entry in &shown.entries {
         body.push_str(&entry_html(entry, shown.depth));
