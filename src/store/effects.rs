@@ -83,12 +83,7 @@ impl Change {
             .iter()
             .find_map(|effect| match effect {
                 Effect::RecordPlaced(order) => order.customer.as_ref().map(|c| c.id.as_str()),
-                Effect::SaveSource(save) => Some(save.customer_id.as_str()),
-                Effect::Attach(attach) => Some(attach.customer_id.as_str()),
-                Effect::Remove(source) | Effect::SetDefault(source) => {
-                    Some(source.customer_id.as_str())
-                }
-                Effect::Emit(_) => None,
+                other => other.customer_id(),
             })
             .unwrap_or("")
     }

@@ -693,11 +693,17 @@ pub struct CliOutput {
 
 /// Runs `wallet-worker ARGS` against `database_url`, logging everything (trace, JSON).
 pub async fn run_cli(database_url: &str, args: &[&str]) -> CliOutput {
+    run_cli_with(database_url, &[], args).await
+}
+
+/// [`run_cli`] with more environment variables (the broker, for commands that publish).
+pub async fn run_cli_with(database_url: &str, env: &[(&str, &str)], args: &[&str]) -> CliOutput {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wallet-worker"))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", database_url)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "trace")
         .output()
         .await

@@ -5,22 +5,12 @@ use super::*;
 
 /// Runs `wallet-worker ARGS` against the worker's database and exchange.
 pub(super) async fn wallet_cli(w: &TestWorker, args: &[&str]) -> CliOutput {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wallet-worker"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &w.args.db.database_url)
-        .env("AMQP_URL", &w.args.amqp.amqp_url)
-        .env("WALLET_EXCHANGE", &w.args.amqp.exchange)
-        .env("RUST_LOG", "trace")
-        .output()
-        .await
-        .expect("wallet-worker binary runs");
-    CliOutput {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    let amqp = &w.args.amqp;
+    let env = [
+        ("AMQP_URL", amqp.amqp_url.as_str()),
+        ("WALLET_EXCHANGE", amqp.exchange.as_str()),
+    ];
+    run_cli_with(&w.args.db.database_url, &env, args).await
 }
 
 /// `wallet list CUSTOMER --all --json`, parsed.
