@@ -36,6 +36,10 @@ use wallet_worker::domain::events::{self as ev, OutboundEvent, SaveFailure};
 use wallet_worker::domain::{self, Command, Meta, Order, PaymentSource, RawMessage, Secret};
 use wallet_worker::gateway::{SaveRequest, sign};
 
+/// The worker's allocator: the race compares designs, not allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The worker's default retry bounds: the same topology (and so the same queue names
 /// to tear down) as `wallet-worker run` with default settings.
 const RETRY_BASE_MS: u64 = 1000;

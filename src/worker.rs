@@ -22,11 +22,8 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Effects per group-commit transaction.
+/// Messages per group-commit transaction at most.
 const MAX_COMMIT_BATCH: usize = 64;
-/// Group-commit loops running side by side: they mostly wait on round trips, so a few
-/// keep Postgres busy while each waits.
-const COMMITTERS: usize = 4;
 
 /// How long a failed worker keeps answering `/readyz` (503, with the cause) before it
 /// exits.
@@ -49,10 +46,12 @@ pub async fn run(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Resul
 pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
     // Handlers hold a connection only for short reads, and commits are batched: a
     // quarter of the prefetch window is plenty, and Postgres connections are scarce.
+    // The commit loop has a connection of its own.
     let pool_size = args
         .db_pool_size
-        .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + COMMITTERS as u32);
-    let pool = store::connect_and_migrate(&args.db.database_url, pool_size).await?;
+        .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + 1);
+    let pool = store::connect_and_migrate(&args.db.database_url, pool_size - 1).await?;
+    let commit_pool = store::commit_pool(&args.db.database_url, 1)?;
     let link = BrokerLink::default();
     let supervisor = Supervisor::default();
     let admin_stop = CancellationToken::new();
@@ -91,7 +90,6 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         }
     }
     let committer_settings = CommitterSettings {
-        parallelism: COMMITTERS,
         max_batch: MAX_COMMIT_BATCH,
         rules: Rules {
             clock: args.clock.clone(),
@@ -109,7 +107,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
             },
         },
         committer: Committer::spawn(
-            pool.clone(),
+            commit_pool.clone(),
             committer_settings,
             &supervisor,
             events_committed,
@@ -154,6 +152,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         };
         let _ = pruner.await;
         pool.close().await;
+        commit_pool.close().await;
         relay_pool.close().await;
         if failure.is_some() {
             // Long enough for a probe or a person to read why on `/readyz`.

@@ -4,16 +4,21 @@
 //! Each change runs after its inbox claim in the same transaction, so a message id has
 //! one effect however often it arrives. If a batch fails, its changes are retried one
 //! transaction each, so one bad change cannot sink its neighbours.
+//!
+//! One loop commits: while a batch's transaction runs, the next batch gathers, so
+//! batches grow with the load and the cost per message falls as it rises. (Two or four
+//! loops side by side split the same traffic into smaller batches: on the benchmark
+//! machine they cost more CPU per message, in the worker and in Postgres, and waited
+//! for each other's customer locks.)
 
 use super::effects::{self, Change, Rules};
-use super::inbox;
 use super::outbox::{self, PendingEvent};
 use crate::domain::TraceContext;
 use crate::supervisor::Supervisor;
 use crate::telemetry::propagation;
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,17 +58,15 @@ pub struct Committer {
     jobs: mpsc::Sender<Job>,
 }
 
-/// How the commit loops run.
+/// How the commit loop runs.
 pub struct CommitterSettings {
-    /// Commit loops side by side: they mostly wait on round trips.
-    pub parallelism: usize,
     /// Changes per transaction at most.
     pub max_batch: usize,
     pub rules: Rules,
 }
 
 impl Committer {
-    /// Starts the commit loops under `supervisor`. The events of each commit go to
+    /// Starts the commit loop under `supervisor`. The events of each commit go to
     /// `committed_events` (the outbox relay), which publishes them without reading them
     /// back.
     pub fn spawn(
@@ -72,24 +75,17 @@ impl Committer {
         supervisor: &Supervisor,
         committed_events: mpsc::UnboundedSender<Vec<PendingEvent>>,
     ) -> Self {
-        let (jobs, receiver) = mpsc::channel(settings.max_batch * settings.parallelism * 2);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let rules = Arc::new(settings.rules);
-        for _ in 0..settings.parallelism.max(1) {
-            let (receiver, pool, rules) = (receiver.clone(), pool.clone(), rules.clone());
-            let committed = committed_events.clone();
-            let max_batch = settings.max_batch;
-            supervisor.spawn("committer", async move {
-                while let Some(mut batch) = next_batch(&receiver, max_batch).await {
-                    crate::faults::panic_point("committer.panic");
-                    batch.sort_by(|a, b| {
-                        (a.change.lock_key(), &a.message_id)
-                            .cmp(&(b.change.lock_key(), &b.message_id))
-                    });
-                    commit_batch(&pool, &rules, batch, &committed).await;
-                }
-            });
-        }
+        let (jobs, mut receiver) = mpsc::channel(settings.max_batch * 4);
+        let CommitterSettings { max_batch, rules } = settings;
+        supervisor.spawn("committer", async move {
+            while let Some(mut batch) = next_batch(&mut receiver, max_batch).await {
+                crate::faults::panic_point("committer.panic");
+                batch.sort_by(|a, b| {
+                    (a.change.lock_key(), &a.message_id).cmp(&(b.change.lock_key(), &b.message_id))
+                });
+                commit_batch(&pool, &rules, batch, &committed_events).await;
+            }
+        });
         Self { jobs }
     }
 
@@ -159,17 +155,9 @@ impl<'a> From<&'a Job> for Work<'a> {
 
 /// Waits for one job, then takes whatever else is already waiting (never waits for more:
 /// batching must not add latency).
-async fn next_batch(receiver: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>> {
-    let mut receiver = receiver.lock().await;
-    let first = receiver.recv().await?;
-    let mut batch = vec![first];
-    while batch.len() < max_batch {
-        match receiver.try_recv() {
-            Ok(job) => batch.push(job),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
+async fn next_batch(receiver: &mut mpsc::Receiver<Job>, max_batch: usize) -> Option<Vec<Job>> {
+    let mut batch = Vec::with_capacity(max_batch);
+    (receiver.recv_many(&mut batch, max_batch).await > 0).then_some(batch)
 }
 
 async fn commit_batch(
@@ -235,42 +223,29 @@ async fn run_transaction(
     }
 }
 
-/// Claims every message id of the batch with one statement, applies the changes of the
-/// claimed ones, and writes all their events with one more: two round trips per batch
-/// on top of the changes' own.
+/// Applies the batch's changes ([`effects::apply_batch`]) and writes all their events
+/// with one more statement.
 async fn apply_all(
     tx: &mut PgConnection,
     rules: &Rules,
     jobs: &[Work<'_>],
 ) -> sqlx::Result<(Vec<Committed>, Vec<PendingEvent>)> {
-    let claims: Vec<_> = jobs
+    let messages: Vec<effects::Message<'_>> = jobs
         .iter()
-        .map(|job| inbox::Claim {
-            message_id: job.message_id,
-            message_type: job.message_type,
+        .map(|job| effects::Message {
+            id: job.message_id,
+            kind: job.message_type,
+            change: job.change,
         })
         .collect();
-    let mut claimed = inbox::claim_all(tx, &claims).await?;
-    // `remove`: a second job with the same id in this batch is a duplicate too.
-    let fresh: Vec<bool> = jobs
-        .iter()
-        .map(|job| claimed.remove(job.message_id))
-        .collect();
-    let changes: Vec<&Change> = jobs
-        .iter()
-        .zip(&fresh)
-        .filter(|(_, fresh)| **fresh)
-        .map(|(job, _)| job.change)
-        .collect();
-    let mut caused = effects::apply_batch(tx, rules, &changes).await?.into_iter();
+    let caused = effects::apply_batch(tx, rules, &messages).await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut events = Vec::new();
-    for (job, fresh) in jobs.iter().zip(fresh) {
-        if !fresh {
+    for (job, caused) in jobs.iter().zip(caused) {
+        let Some(mut caused) = caused else {
             outcomes.push(Committed::Duplicate);
             continue;
-        }
-        let mut caused = caused.next().expect("events for every applied change");
+        };
         outcomes.push(Committed::Applied {
             outcome: effects::outcome(&caused),
             events: caused.len(),

@@ -8,13 +8,13 @@
 //! handler's reads and the commit therefore turns into the matching rejection, never
 //! into an event that disagrees with the committed rows.
 //!
-//! A batch runs set-wise: it locks the customers it touches (in id order), records its
-//! placed orders with one statement, loads the wallets it touches with another, applies
-//! every change to them in memory in message order ([`crate::domain::wallet`]), and
-//! writes the difference back with one statement per kind of row. The round trips of
-//! a commit are therefore per batch, not per message.
+//! A batch runs set-wise ([`batch`]): one statement claims its message ids, locks the
+//! customers it touches (in id order) and records its placed orders; another loads the
+//! wallets it touches; every change is applied to them in memory in message order
+//! ([`crate::domain::wallet`]); one more writes the difference back. The round trips
+//! of a commit are therefore per batch, not per message.
 
-use super::{orders, wallet};
+use super::{batch, wallet};
 use crate::domain::events::{
     self, AttachRejection, AttachedPaymentSource, OutboundEvent, SaveFailure, SourceSummary,
     WalletAttachRejected, WalletAttached, WalletChangeRejected, WalletDefaultSet, WalletRejection,
@@ -25,7 +25,7 @@ use crate::domain::{Clock, Meta, Order, Secret, SourceRef, WalletAttach, expiry,
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// One write a message asks for.
 #[derive(Debug)]
@@ -97,60 +97,79 @@ pub struct Rules {
     pub max_sources_per_customer: i64,
 }
 
-/// Applies `changes` (one per message, in order) on the transaction `conn`; returns
-/// the events each causes.
+/// One message of a commit batch.
+pub struct Message<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub change: &'a Change,
+}
+
+/// Applies the changes of `messages` (in order) on the transaction `conn`: claims
+/// their ids, and applies those claimed for the first time. Returns, per message, the
+/// events it causes, or `None` for a duplicate (already processed, or earlier in the
+/// batch), which changes nothing.
 pub async fn apply_batch(
     conn: &mut PgConnection,
     rules: &Rules,
-    changes: &[&Change],
-) -> sqlx::Result<Vec<Vec<OutboundEvent>>> {
-    let effects = || changes.iter().flat_map(|c| c.effects.iter());
-    // Customers by id, with the email of the latest placed order naming them.
-    let mut customers: BTreeMap<&str, Option<&str>> = BTreeMap::new();
-    let mut wallet_customers: BTreeSet<&str> = BTreeSet::new();
-    let mut gateway_ids: BTreeSet<&str> = BTreeSet::new();
-    let mut placed: Vec<&Order> = Vec::new();
-    for effect in effects() {
-        match effect {
-            Effect::RecordPlaced(order) => {
-                if let Some(customer) = &order.customer {
-                    let email = customer.email.as_deref();
-                    let known = customers.entry(&customer.id).or_default();
-                    *known = email.or(*known);
+    messages: &[Message<'_>],
+) -> sqlx::Result<Vec<Option<Vec<OutboundEvent>>>> {
+    let mut opening = batch::Opening::default();
+    for message in messages {
+        opening.messages.push((message.id, message.kind));
+        for effect in &message.change.effects {
+            match effect {
+                Effect::RecordPlaced(order) => {
+                    if let Some(customer) = &order.customer {
+                        let email = customer.email.as_deref();
+                        opening.customers.push((&customer.id, email, message.id));
+                    }
+                    opening.placed.push((message.id, order));
                 }
-                placed.push(order);
-            }
-            Effect::Emit(_) => {}
-            other => {
-                let customer = other
-                    .customer_id()
-                    .expect("a wallet effect names its customer");
-                customers.entry(customer).or_default();
-                wallet_customers.insert(customer);
-                if let Effect::SaveSource(save) = other {
-                    gateway_ids.insert(&save.gateway_id);
+                Effect::Emit(_) => {}
+                other => {
+                    let customer = other
+                        .customer_id()
+                        .expect("a wallet effect names its customer");
+                    opening.customers.push((customer, None, message.id));
+                    if let Effect::SaveSource(save) = other {
+                        opening.gateways.push(&save.gateway_id);
+                    }
                 }
             }
         }
     }
-    let customers: Vec<(&str, Option<&str>)> = customers.into_iter().collect();
-    wallet::lock_customers(conn, &customers).await?;
-    orders::record_placed_all(conn, &placed).await?;
+    let mut opened = batch::open(conn, &opening).await?;
+    // `remove`: a second message with the same id in this batch is a duplicate too.
+    let fresh: Vec<Option<&Change>> = messages
+        .iter()
+        .map(|m| opened.claimed.remove(m.id).then_some(m.change))
+        .collect();
+    let wallet_customers: BTreeSet<&str> = fresh
+        .iter()
+        .flatten()
+        .flat_map(|change| change.effects.iter().filter_map(Effect::customer_id))
+        .collect();
     let wallet_customers: Vec<&str> = wallet_customers.into_iter().collect();
-    let before = wallet::load_wallets(conn, &wallet_customers).await?;
-    let gateway_ids: Vec<&str> = gateway_ids.into_iter().collect();
-    let gateways = wallet::gateway_states(conn, &gateway_ids).await?;
+    let wallets = wallet::load_wallets(conn, &wallet_customers).await?;
+    let loaded: HashMap<String, Loaded> = wallets
+        .iter()
+        .map(|(customer, wallet)| (customer.clone(), Loaded::from(wallet)))
+        .collect();
 
-    let mut batch = Batch {
+    let mut batch = InMemory {
         rules,
         now: rules.clock.now(),
-        wallets: before.clone(),
-        gateways,
+        wallets,
+        gateways: opened.gateways,
         attachments: Vec::new(),
         last_created: None,
     };
-    let mut events: Vec<Vec<OutboundEvent>> = Vec::with_capacity(changes.len());
-    for (position, change) in changes.iter().enumerate() {
+    let mut events: Vec<Option<Vec<OutboundEvent>>> = Vec::with_capacity(messages.len());
+    for (position, change) in fresh.iter().enumerate() {
+        let Some(change) = change else {
+            events.push(None);
+            continue;
+        };
         let mut caused = Vec::new();
         for effect in &change.effects {
             let event = match effect {
@@ -165,10 +184,13 @@ pub async fn apply_batch(
             };
             caused.push(event);
         }
-        events.push(caused);
+        events.push(Some(caused));
     }
-    wallet::write_changes(conn, &before, &batch.wallets).await?;
-    batch.record_attachments(conn, changes, &mut events).await?;
+    let writes = batch.writes(&loaded);
+    if !writes.is_empty() {
+        let attached = batch::write(conn, &writes).await?;
+        batch.reject_unattached(&attached, messages, &mut events);
+    }
     Ok(events)
 }
 
@@ -184,8 +206,23 @@ impl Effect {
     }
 }
 
+/// What a wallet held when the batch loaded it: enough to tell what the batch changed.
+struct Loaded {
+    sources: HashSet<String>,
+    chosen_default: Option<String>,
+}
+
+impl From<&Wallet> for Loaded {
+    fn from(wallet: &Wallet) -> Self {
+        Self {
+            sources: wallet.sources.iter().map(|s| s.id.clone()).collect(),
+            chosen_default: wallet.chosen_default.clone(),
+        }
+    }
+}
+
 /// The wallets of one commit batch while its changes are applied in memory.
-struct Batch<'r> {
+struct InMemory<'r> {
     rules: &'r Rules,
     now: DateTime<Utc>,
     wallets: HashMap<String, Wallet>,
@@ -199,7 +236,7 @@ struct Batch<'r> {
     last_created: Option<DateTime<Utc>>,
 }
 
-impl Batch<'_> {
+impl InMemory<'_> {
     fn wallet(&mut self, customer_id: &str) -> &mut Wallet {
         self.wallets
             .get_mut(customer_id)
@@ -374,33 +411,62 @@ impl Batch<'_> {
         }
     }
 
-    /// Records the orders of the attaches with one statement; an order placed (or
-    /// otherwise locked) meanwhile turns its `wallet.attached` into `order_not_editable`.
-    async fn record_attachments(
-        &self,
-        conn: &mut PgConnection,
-        changes: &[&Change],
-        events: &mut [Vec<OutboundEvent>],
-    ) -> sqlx::Result<()> {
-        let rows: Vec<orders::Attachment<'_>> = self
+    /// What the batch changed, against the wallets as loaded, and the orders it
+    /// attaches sources to.
+    fn writes<'b>(&'b self, loaded: &'b HashMap<String, Loaded>) -> batch::Writes<'b> {
+        let mut writes = batch::Writes::default();
+        for (customer, now) in &self.wallets {
+            let Some(then) = loaded.get(customer) else {
+                continue;
+            };
+            writes.created.extend(
+                now.sources
+                    .iter()
+                    .filter(|s| !then.sources.contains(&s.id))
+                    .map(|s| (customer.as_str(), s)),
+            );
+            writes.removed.extend(
+                then.sources
+                    .iter()
+                    .filter(|id| now.find(id).is_none())
+                    .map(String::as_str),
+            );
+            if then.chosen_default != now.chosen_default {
+                writes
+                    .defaults
+                    .push((customer, now.chosen_default.as_deref()));
+            }
+        }
+        writes.attachments = self
             .attachments
             .iter()
-            .map(|(_, attach)| orders::Attachment {
+            .map(|(_, attach)| batch::Attachment {
                 order_id: &attach.order_id,
                 customer_id: &attach.customer_id,
                 status: &attach.order_status,
                 customer_payment_source_id: &attach.customer_payment_source_id,
             })
             .collect();
-        let recorded = orders::record_attachments(conn, &rows).await?;
+        writes
+    }
+
+    /// An order placed (or otherwise locked) meanwhile was not `attached`: its
+    /// `wallet.attached` becomes `order_not_editable`.
+    fn reject_unattached(
+        &self,
+        attached: &HashSet<String>,
+        messages: &[Message<'_>],
+        events: &mut [Option<Vec<OutboundEvent>>],
+    ) {
         for ((message, event), attach) in &self.attachments {
-            if !recorded.contains(&attach.order_id) {
-                let cause = &changes[*message].cause;
-                events[*message][*event] =
-                    attach_rejected(cause, attach, AttachRejection::OrderNotEditable);
+            if !attached.contains(&attach.order_id) {
+                let cause = &messages[*message].change.cause;
+                if let Some(caused) = &mut events[*message] {
+                    caused[*event] =
+                        attach_rejected(cause, attach, AttachRejection::OrderNotEditable);
+                }
             }
         }
-        Ok(())
     }
 }
 

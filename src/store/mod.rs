@@ -1,5 +1,6 @@
 //! Postgres: the store of record. All SQL lives in this module's files.
 
+pub mod batch;
 pub mod committer;
 pub mod effects;
 pub mod gateways;
@@ -87,6 +88,22 @@ pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     pool_with(url, max_connections, &[])
 }
 
+/// The commit loops' pool. Their statements are set-based: keys and arrays bound as
+/// parameters, and every lookup by primary key or index. Postgres would plan such a
+/// statement afresh on every execution (the array's length changes its estimate); one
+/// generic plan per connection is as good and saves that work on every batch.
+///
+/// Its connection is not pinged before each transaction (sqlx's default): that would be
+/// one more round trip per batch, and a connection that broke meanwhile fails the
+/// batch's first statement instead, an error the commit path already treats as
+/// transient (the messages wait and are tried again).
+pub fn commit_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = pool_connect_options(url, &[("plan_cache_mode", "force_generic_plan")])?;
+    Ok(pool_options(max_connections)
+        .test_before_acquire(false)
+        .connect_lazy_with(options))
+}
+
 /// The outbox relay's pool. Its writes only forget published events; one lost in a
 /// crash means the event is published again (at least once), so they need not wait
 /// for the WAL flush.
@@ -116,17 +133,25 @@ pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
 }
 
 fn pool_with(url: &str, max_connections: u32, settings: &[(&str, &str)]) -> anyhow::Result<PgPool> {
-    let options = connect_options(url)?
+    let options = pool_connect_options(url, settings)?;
+    Ok(pool_options(max_connections).connect_lazy_with(options))
+}
+
+/// The worker's connection options, with session `settings`.
+fn pool_connect_options(url: &str, settings: &[(&str, &str)]) -> anyhow::Result<PgConnectOptions> {
+    Ok(connect_options(url)?
         // A transaction left open by a crashed task must not hold its locks forever.
         .options([("idle_in_transaction_session_timeout", "30s")])
         .options(settings.iter().copied())
         .log_statements(tracing::log::LevelFilter::Trace)
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
-    Ok(PgPoolOptions::new()
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy_with(options))
 }
 
 /// Whether a database error is worth retrying as-is: the server or the network is
