@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Messages per group-commit transaction at most.
 const MAX_COMMIT_BATCH: usize = 64;
+/// Postgres connections of the commit loop (it runs one transaction at a time).
+const COMMIT_CONNECTIONS: u32 = 1;
 
 /// How long a failed worker keeps answering `/readyz` (503, with the cause) before it
 /// exits.
@@ -49,9 +51,10 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     // The commit loop has a connection of its own.
     let pool_size = args
         .db_pool_size
-        .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + 1);
-    let pool = store::connect_and_migrate(&args.db.database_url, pool_size - 1).await?;
-    let commit_pool = store::commit_pool(&args.db.database_url, 1)?;
+        .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + COMMIT_CONNECTIONS);
+    let pool =
+        store::connect_and_migrate(&args.db.database_url, pool_size - COMMIT_CONNECTIONS).await?;
+    let commit_pool = store::commit_pool(&args.db.database_url, COMMIT_CONNECTIONS)?;
     let link = BrokerLink::default();
     let supervisor = Supervisor::default();
     let admin_stop = CancellationToken::new();

@@ -136,10 +136,15 @@ pub async fn open(conn: &mut PgConnection, batch: &Opening<'_>) -> sqlx::Result<
     };
     for row in rows {
         let id: String = row.try_get("id")?;
+        // Claimed ids come without a gateway state; gateways always with one.
         match row.try_get::<Option<bool>, _>("enabled")? {
-            None => opened.claimed.insert(id),
-            Some(enabled) => opened.gateways.insert(id, enabled).is_none(),
-        };
+            None => {
+                opened.claimed.insert(id);
+            }
+            Some(enabled) => {
+                opened.gateways.insert(id, enabled);
+            }
+        }
     }
     Ok(opened)
 }
