@@ -319,7 +319,7 @@ async fn placed_order(pool: &PgPool, order_id: &str) -> anyhow::Result<Order> {
     }
 }
 
-/// Refusals decided locally, else one signed POST (contract §5). A transient answer is
+/// Refusals decided locally, else one signed POST (docs/interface.md, the token_url call). A transient answer is
 /// an error: the message is requeued.
 async fn call_gateway(app: &App, order: &Order) -> anyhow::Result<Saving> {
     let failed = |reason, message: &str| Ok(Saving::Failed(reason, message.to_owned()));

@@ -1,4 +1,4 @@
--- Retention (contract §7): the pruner deletes processed message ids older than
+-- Retention (docs/operations.md, failure handling): the pruner deletes processed message ids older than
 -- WALLET_INBOX_RETENTION_DAYS and orders untouched for WALLET_ORDER_RETENTION_DAYS,
 -- oldest first, 1000 rows per short transaction. These indexes let each batch start
 -- where the previous one stopped instead of scanning the table.

@@ -1,4 +1,4 @@
-//! The admin HTTP server (contract §8): health, readiness, metrics, the read API and
+//! The admin HTTP server (docs/interface.md, admin HTTP): health, readiness, metrics, the read API and
 //! the ops console at `/ui/` ([`console`]).
 
 mod console;

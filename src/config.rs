@@ -1,4 +1,4 @@
-//! The command line (contract §1): one clap tree, every setting also an environment variable.
+//! The command line (docs/interface.md, command line): one clap tree, every setting also an environment variable.
 
 use crate::domain::{Clock, Secret};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -374,7 +374,7 @@ pub struct DemoArgs {
     pub count: u64,
 }
 
-/// `url` with its password replaced by `***` (contract §9), for every URL of a
+/// `url` with its password replaced by `***` (docs/interface.md, secrets), for every URL of a
 /// comma-separated list: the only form in which a URL setting is ever printed or logged.
 pub fn redact_url(url: &str) -> String {
     url.split(',')

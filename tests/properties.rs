@@ -1,4 +1,4 @@
-//! Property tests of the inbound parse (contract §4, §7): every valid message within the
+//! Property tests of the inbound parse (docs/messages.md, inbound messages; docs/operations.md, failure handling): every valid message within the
 //! bounds of `domain::limits` parses into exactly the values it carried, and each single
 //! mutation of a field (removed, mistyped, null, empty, control characters, over its
 //! limit) is refused by a rejection naming that field.

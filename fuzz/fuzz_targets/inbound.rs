@@ -1,7 +1,7 @@
 //! Fuzzes the whole inbound path without I/O: a delivery (routing key, optional AMQP
 //! `message_id`, body) is parsed; an accepted message is turned into what the worker
 //! sends on (the signed token_url request, the outbound events) and checked; a rejected
-//! one must name its field and must not echo anything secret (contract §7, §9).
+//! one must name its field and must not echo anything secret (docs/operations.md, failure handling; docs/interface.md, secrets).
 //!
 //! Input layout: byte 0 selects the routing key (bits 0-1) and whether a `message_id`
 //! is present (bit 2); with one, it runs up to the first NUL byte, the body follows.

@@ -1,4 +1,4 @@
-//! The ops console at `/ui/` (contract §8): server-rendered pages for people, every
+//! The ops console at `/ui/` (docs/interface.md, admin HTTP): server-rendered pages for people, every
 //! asset compiled into the binary, nothing fetched from elsewhere.
 //!
 //! * [`overview`]: throughput and latency by message type, in flight, outbox backlog,

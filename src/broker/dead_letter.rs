@@ -1,6 +1,6 @@
 //! Dead letters: the message, body byte for byte and properties kept, goes to the
-//! dead-letter queue with the `x-wallet-*` headers (contract §7); once the broker
-//! confirmed it, `wallet.dead_lettered` tells the pipeline (contract §6), so nobody
+//! dead-letter queue with the `x-wallet-*` headers (docs/operations.md, failure handling); once the broker
+//! confirmed it, `wallet.dead_lettered` tells the pipeline (docs/messages.md, events), so nobody
 //! waits for an outcome that will not come.
 
 use super::headers::{self, ATTEMPTS, DEAD_LETTERED_AT, ERROR, ERROR_DETAIL, ORIGINAL_ROUTING_KEY};

@@ -1,7 +1,7 @@
 //! One delivery, end to end: parse, handle, commit, and settle it in exactly one place
 //! ([`settle_outcome`]): ack after commit, delayed retry, or dead letter. Whatever
 //! happens — a panic included — the delivery ends settled. Its span joins the trace of
-//! the message's `traceparent` header (contract §10).
+//! the message's `traceparent` header (docs/interface.md, trace context).
 
 use super::acker::Settle;
 use super::consumer::Shared;
@@ -106,7 +106,7 @@ pub async fn process(shared: &Shared, publish: &Channel, delivery: &Delivery) ->
     .await
 }
 
-/// The trace the message's publisher started (contract §10), if it sent one. A retried
+/// The trace the message's publisher started (docs/interface.md, trace context), if it sent one. A retried
 /// or replayed message keeps its headers, so every attempt joins the same trace.
 fn trace_parent(delivery: &Delivery) -> opentelemetry::Context {
     propagation::extract(headers::trace_context(&delivery.properties).as_ref())

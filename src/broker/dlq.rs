@@ -1,4 +1,4 @@
-//! Dead-letter queue operations (contract §1 `dlq ...`): list, show, summary, replay
+//! Dead-letter queue operations (docs/interface.md, command line `dlq ...`): list, show, summary, replay
 //! and purge, in memory bounded independently of the queue's depth.
 //!
 //! # How a pass reads the queue, and why this way

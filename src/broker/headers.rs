@@ -1,5 +1,5 @@
-//! The `x-wallet-*` headers (contract §7), the W3C trace context headers (contract
-//! §10) and rebuilding properties around them.
+//! The `x-wallet-*` headers (docs/operations.md, failure handling), the W3C trace context
+//! headers (docs/interface.md, trace context) and rebuilding properties around them.
 
 use crate::domain::TraceContext;
 use crate::domain::trace::{TRACEPARENT, TRACESTATE};

@@ -1,4 +1,4 @@
-//! The nodes of one RabbitMQ cluster, from a comma-separated `AMQP_URL` (contract §2):
+//! The nodes of one RabbitMQ cluster, from a comma-separated `AMQP_URL` (docs/interface.md, AMQP topology):
 //! connect to the first that answers, and after a node went away, to the next one.
 
 use crate::config::redact_url;

@@ -1,4 +1,4 @@
-//! The AMQP topology (contract §2), declared idempotently at start.
+//! The AMQP topology (docs/interface.md, AMQP topology), declared idempotently at start.
 //!
 //! Delayed retries use one durable queue per backoff level, `<queue>.retry.<ms>`, with
 //! that TTL and the default exchange as dead-letter target routed to `<queue>`: a

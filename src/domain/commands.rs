@@ -1,4 +1,4 @@
-//! The inbound commands (contract §4) as typed values, validated field by field.
+//! The inbound commands (docs/messages.md, inbound messages) as typed values, validated field by field.
 
 use super::limits::{
     MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_KEYS, MAX_TEXT_LEN, MAX_TOKEN_LEN,
@@ -94,7 +94,7 @@ pub struct Order {
     pub id: String,
     pub number: Option<String>,
     pub status: OrderStatus,
-    /// `None` for a guest order (contract §4: `guest: true` or no customer).
+    /// `None` for a guest order (docs/messages.md, inbound messages: `guest: true` or no customer).
     pub customer: Option<Customer>,
     pub currency_code: Option<String>,
     pub total_amount_cents: Option<i64>,

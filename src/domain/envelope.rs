@@ -1,4 +1,4 @@
-//! The message envelope (contract §3) and the parse from raw AMQP delivery to a typed
+//! The message envelope (docs/interface.md, message envelope) and the parse from raw AMQP delivery to a typed
 //! [`Inbound`] message. Parsing does no I/O and rejects bad input before any side effect.
 
 use super::commands::{Command, OrderPlaced, SourceRef, WalletAttach, WalletSave, text};
@@ -31,7 +31,7 @@ pub struct RawMessage<'a> {
 /// The envelope fields every handler needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Meta {
-    /// The idempotency key (contract §3).
+    /// The idempotency key (docs/interface.md, message envelope).
     pub id: String,
     pub kind: &'static str,
     pub occurred_at: DateTime<Utc>,

@@ -1,5 +1,5 @@
 //! Unit tests of the envelope parse: each malformed case names its field, and no
-//! rejection carries a value or a key taken from the message (contract §7, §9).
+//! rejection carries a value or a key taken from the message (docs/operations.md, failure handling; docs/interface.md, secrets).
 
 use super::*;
 use crate::domain::fixtures::{

@@ -1,4 +1,4 @@
-//! Outbound events (contract §6) and their envelope (contract §3).
+//! Outbound events (docs/messages.md, events) and their envelope (docs/interface.md, message envelope).
 
 use super::envelope::Meta;
 use super::secret::Secret;
@@ -62,7 +62,7 @@ pub struct SourceSummary {
     pub default: bool,
 }
 
-/// Why a save was refused (contract §6).
+/// Why a save was refused (docs/messages.md, events).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SaveFailure {
@@ -74,7 +74,7 @@ pub enum SaveFailure {
     WalletFull,
 }
 
-/// Why an attach was refused (contract §6).
+/// Why an attach was refused (docs/messages.md, events).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AttachRejection {
@@ -84,7 +84,7 @@ pub enum AttachRejection {
     Expired,
 }
 
-/// Why a removal or a default change was refused (contract §6).
+/// Why a removal or a default change was refused (docs/messages.md, events).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum WalletRejection {

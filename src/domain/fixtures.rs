@@ -4,7 +4,7 @@
 use super::envelope::{Inbound, RawMessage, Rejection, parse};
 use serde_json::{Value, json};
 
-/// A valid `order.placed` that saves its external payment source (contract §4).
+/// A valid `order.placed` that saves its external payment source (docs/messages.md, inbound messages).
 pub(crate) fn order_placed() -> Value {
     json!({ "id": "msg_1", "type": "order.placed", "occurred_at": "2026-11-27T16:00:00Z",
         "correlation_id": "corr_1",

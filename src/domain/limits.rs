@@ -1,6 +1,6 @@
-//! Input bounds, checked before any allocation-heavy work (contract §7).
+//! Input bounds, checked before any allocation-heavy work (docs/operations.md, failure handling).
 
-/// Largest accepted message body (contract §7: over 256 KiB is malformed).
+/// Largest accepted message body (docs/operations.md, failure handling: over 256 KiB is malformed).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Deepest accepted JSON nesting; real messages use 5 levels.
 pub const MAX_JSON_DEPTH: usize = 32;

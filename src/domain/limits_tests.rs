@@ -1,4 +1,4 @@
-//! Every bound of `limits.rs` (contract §7): a value at the bound is accepted and one
+//! Every bound of `limits.rs` (docs/operations.md, failure handling): a value at the bound is accepted and one
 //! past it is refused with a rejection that names the field and the limit. Each test
 //! fails if its guard is removed, because the refused input is otherwise valid.
 

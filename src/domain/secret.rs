@@ -1,4 +1,4 @@
-//! `Secret`: a string that can be used but never printed (contract §9).
+//! `Secret`: a string that can be used but never printed (docs/interface.md, secrets).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;

@@ -1,4 +1,4 @@
-//! W3C Trace Context (contract §10) as plain data: what an inbound message brings and
+//! W3C Trace Context (docs/interface.md, trace context) as plain data: what an inbound message brings and
 //! what the events and gateway calls it causes carry onward.
 
 /// Header (AMQP and HTTP) naming the trace and the span that caused this work.

@@ -1,5 +1,5 @@
 //! `GatewayClient`: the signed, bounded, retried POST to a gateway's `token_url`
-//! (contract §5).
+//! (docs/interface.md, the token_url call).
 
 use super::request::{GatewayTarget, SaveRequest};
 use super::response::{self, GatewayError, Tokens};
@@ -155,7 +155,7 @@ impl GatewayClient {
         })
     }
 
-    /// The POST itself, carrying the current trace context onward (contract §10): the
+    /// The POST itself, carrying the current trace context onward (docs/interface.md, trace context): the
     /// `token_url` span's when spans are exported, else the delivery's inbound one.
     async fn send(
         &self,

@@ -1,4 +1,4 @@
-//! The external gateway's `token_url` (contract §5): the signed HTTP client the worker
+//! The external gateway's `token_url` (docs/interface.md, the token_url call): the signed HTTP client the worker
 //! uses to save a payment source, and `gateway-sim`, a local stand-in for development.
 
 pub mod client;

@@ -1,5 +1,5 @@
 //! What is sent to a `token_url`: the target gateway, the JSON:API document and the
-//! idempotency key (contract §5).
+//! idempotency key (docs/interface.md, the token_url call).
 
 use crate::domain::commands::Customer;
 use crate::domain::{ExternalPayment, Order, Secret};

@@ -1,6 +1,6 @@
-//! How a `token_url` answer is read and classified (contract §5): tokens, a permanent
+//! How a `token_url` answer is read and classified (docs/interface.md, the token_url call): tokens, a permanent
 //! refusal, or a transient failure worth retrying. No error text ever carries a body,
-//! a token or a secret (contract §9).
+//! a token or a secret (docs/interface.md, secrets).
 
 use crate::domain::Secret;
 use crate::domain::commands::{check_metadata, check_token};
@@ -180,7 +180,7 @@ struct Granted {
     metadata: Option<Map<String, Value>>,
 }
 
-/// Contract §5 on a fully read answer; `body` is `None` when it was too large.
+/// The token_url rules (docs/interface.md) on a fully read answer; `body` is `None` when it was too large.
 pub(crate) fn classify(
     gateway: &str,
     status: StatusCode,

@@ -1,4 +1,4 @@
-//! Unit tests of answer classification (contract §5).
+//! Unit tests of answer classification (docs/interface.md, the token_url call).
 
 use super::*;
 

@@ -1,5 +1,5 @@
-//! Request signing (`X-CommerceLayer-Signature`, contract §5) and the rule for which
-//! `token_url`s may be stored at all (contract §1).
+//! Request signing (`X-CommerceLayer-Signature`, docs/interface.md, the token_url call) and the rule for which
+//! `token_url`s may be stored at all (docs/interface.md, command line).
 
 use crate::domain::Secret;
 use base64::prelude::{BASE64_STANDARD, Engine as _};
@@ -55,7 +55,7 @@ pub enum TokenUrlError {
 }
 
 /// Parses a `token_url` and accepts it only if it is `https`, or `http` to a loopback
-/// host (contract §1): signed card data must never cross a network in clear text.
+/// host (docs/interface.md, command line): signed card data must never cross a network in clear text.
 /// Credentials in the URL are refused because URLs are shown by `gateway list`.
 pub fn validate_token_url(raw: &str) -> Result<Url, TokenUrlError> {
     let url = Url::parse(raw.trim()).map_err(|e| TokenUrlError::Invalid(e.to_string()))?;

@@ -1,4 +1,4 @@
-//! `gateway-sim`: a local `token_url` (contract §1, §5) for development, demos and load
+//! `gateway-sim`: a local `token_url` (docs/interface.md, command line; docs/interface.md, the token_url call) for development, demos and load
 //! tests. It checks signatures and idempotency keys like a real gateway, answers with
 //! deterministic tokens, and can add latency and inject 503s.
 

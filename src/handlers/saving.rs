@@ -1,4 +1,4 @@
-//! Saving an order's payment source into the customer's wallet (contract §5), in three
+//! Saving an order's payment source into the customer's wallet (docs/interface.md, the token_url call), in three
 //! steps: [`check`] what can be refused before any HTTP call (guest, unsupported source,
 //! unknown or disabled gateway, open circuit, already processed), [`call`] the gateway's
 //! token_url, and [`record`] its answer as the change to commit. The commit decides

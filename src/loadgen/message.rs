@@ -21,7 +21,7 @@ pub struct Message {
 }
 
 impl Message {
-    /// A JSON envelope (contract §3) of type `kind`, published with routing key `kind`.
+    /// A JSON envelope (docs/interface.md, message envelope) of type `kind`, published with routing key `kind`.
     pub fn envelope(
         id: &str,
         kind: &str,
@@ -60,7 +60,7 @@ impl Message {
     }
 
     /// Persistent JSON with `message_id` = `id` and the correlation id, as pipelines
-    /// publish (contract §3).
+    /// publish (docs/interface.md, message envelope).
     pub fn properties(&self) -> BasicProperties {
         BasicProperties::default()
             .with_content_type("application/json".into())

@@ -1,4 +1,4 @@
-//! The load generator behind `loadgen` and `demo` (contract §1): publishes realistic
+//! The load generator behind `loadgen` and `demo` (docs/interface.md, command line): publishes realistic
 //! traffic to a running worker, matches each completion event to its message by
 //! `causation_id`, and reports throughput and latency percentiles. The CLI, the demo,
 //! the tests and benchmarks all call [`run`].

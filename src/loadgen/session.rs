@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// The events that end a message's story (contract §6); a dead letter ends it too.
+/// The events that end a message's story (docs/messages.md, events); a dead letter ends it too.
 pub const COMPLETION_EVENTS: [&str; 9] = [
     "wallet.saved",
     "wallet.save_failed",

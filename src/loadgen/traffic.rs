@@ -238,7 +238,7 @@ impl Traffic {
     }
 }
 
-/// The `data` of a `wallet.attach` (contract §4).
+/// The `data` of a `wallet.attach` (docs/messages.md, inbound messages).
 pub fn attach_data(order_id: &str, status: &str, customer_id: &str, source_id: &str) -> Value {
     json!({ "order": { "id": order_id, "status": status, "customer": { "id": customer_id } },
             "customer_payment_source_id": source_id })

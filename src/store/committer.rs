@@ -47,7 +47,7 @@ struct Job {
     message_type: &'static str,
     change: Arc<Change>,
     /// The trace of the delivery that asked for the commit: the commit loops run in
-    /// their own tasks, so it is taken along for the events (contract §10).
+    /// their own tasks, so it is taken along for the events (docs/interface.md, trace context).
     trace: Option<TraceContext>,
     reply: oneshot::Sender<Result<Committed, sqlx::Error>>,
 }

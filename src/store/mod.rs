@@ -23,7 +23,7 @@ use std::time::Duration;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// Connects to `url`, creating the database when it does not exist yet, and applies
-/// the migrations (contract §1: `migrate`, `run` and `demo` do this).
+/// the migrations (docs/interface.md, command line: `migrate`, `run` and `demo` do this).
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     use anyhow::Context;
     if !Postgres::database_exists(url)

@@ -16,7 +16,7 @@ pub struct PendingEvent {
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
     pub body: Vec<u8>,
-    /// `traceparent` of the work that caused the event (contract §10).
+    /// `traceparent` of the work that caused the event (docs/interface.md, trace context).
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
 }

@@ -1,4 +1,4 @@
-//! Retention (contract §7): a background pruner that forgets processed message ids
+//! Retention (docs/operations.md, failure handling): a background pruner that forgets processed message ids
 //! older than the dedupe window and orders untouched for the order window, while the
 //! worker runs.
 //!

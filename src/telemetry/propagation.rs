@@ -1,4 +1,4 @@
-//! W3C Trace Context propagation (contract §10), with or without a span exporter.
+//! W3C Trace Context propagation (docs/interface.md, trace context), with or without a span exporter.
 //!
 //! A delivery's span is parented by the message's `traceparent` / `tracestate`
 //! ([`parent_span`]); the code it runs reads [`current`] for what to send onward (event

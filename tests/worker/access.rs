@@ -1,4 +1,4 @@
-//! Who may reach what (contract §1, §5, §8): the read API's bearer token, the loopback
+//! Who may reach what (docs/interface.md, command line; docs/interface.md, the token_url call; docs/interface.md, admin HTTP): the read API's bearer token, the loopback
 //! default of the admin server, the token_url rules and redirects, and the TLS URLs for
 //! the broker and Postgres.
 

@@ -1,6 +1,6 @@
 //! The command line is safe to run with production settings in the environment:
-//! `--help` never shows a credential (contract §9), and read-only commands never create
-//! or migrate a database (contract §1).
+//! `--help` never shows a credential (docs/interface.md, secrets), and read-only commands never create
+//! or migrate a database (docs/interface.md, command line).
 
 use crate::helpers::*;
 use clap::CommandFactory;

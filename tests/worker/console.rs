@@ -1,4 +1,4 @@
-//! The ops console (`/ui/`, contract §8) as people use it — in a real headless browser,
+//! The ops console (`/ui/`, docs/interface.md, admin HTTP) as people use it — in a real headless browser,
 //! the admin token as the HTTP Basic password — and what it refuses: a wrong token, no
 //! token configured, a POST from another origin or without the console's form token.
 

@@ -1,4 +1,4 @@
-//! Every dead letter is announced (contract §6 `wallet.dead_lettered`): once the dead
+//! Every dead letter is announced (docs/messages.md, events `wallet.dead_lettered`): once the dead
 //! letter is confirmed in `.dlq`, a pipeline waiting for an outcome learns it will not
 //! come, with the reason.
 

@@ -1,4 +1,4 @@
-//! Decisions hold at commit (contract §6a): a change committed between a handler's
+//! Decisions hold at commit (docs/messages.md, wallet rules): a change committed between a handler's
 //! reads and its commit turns the outcome into the matching rejection, never into an
 //! event that disagrees with the store. The `commit.before` fail point holds one
 //! message between its handler and its commit while the other change commits.

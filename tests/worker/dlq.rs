@@ -1,4 +1,4 @@
-//! Dead-letter operations (contract §1 `dlq`) on dead letters the real worker made:
+//! Dead-letter operations (docs/interface.md, command line `dlq`) on dead letters the real worker made:
 //! listing keeps the queue as it was, replay acks only after the broker confirmed,
 //! purge takes only what it was asked to.
 

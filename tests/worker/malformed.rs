@@ -1,4 +1,4 @@
-//! Malformed input (contract §7) is dead-lettered at once, body and properties intact,
+//! Malformed input (docs/operations.md, failure handling) is dead-lettered at once, body and properties intact,
 //! with the `x-wallet-*` headers; the worker keeps going.
 
 use crate::helpers::*;

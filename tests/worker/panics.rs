@@ -1,4 +1,4 @@
-//! Panics are contained (contract §7): a delivery is settled whatever happens, a message
+//! Panics are contained (docs/operations.md, failure handling): a delivery is settled whatever happens, a message
 //! that panics the worker on every delivery ends as `poison_message` with its headers,
 //! and a worker whose internal task died says so on `/readyz` and stops with an error.
 

@@ -1,4 +1,4 @@
-//! Retention (contract §7): the pruner forgets processed message ids past the dedupe
+//! Retention (docs/operations.md, failure handling): the pruner forgets processed message ids past the dedupe
 //! window and orders untouched past theirs, and nothing younger; a redelivery after
 //! the window is treated as new.
 

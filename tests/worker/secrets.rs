@@ -1,4 +1,4 @@
-//! Contract §9: tokens and secrets never reach logs, errors, metrics, dead-letter headers,
+//! Secrets (docs/interface.md, secrets): tokens and secrets never reach logs, errors, metrics, dead-letter headers,
 //! the read API or CLI output. One scenario touches every path a secret travels, then
 //! every sink is scanned for every secret value.
 

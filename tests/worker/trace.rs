@@ -1,4 +1,4 @@
-//! W3C trace context (contract §10): the `traceparent` / `tracestate` headers of an
+//! W3C trace context (docs/interface.md, trace context): the `traceparent` / `tracestate` headers of an
 //! inbound message parent its delivery span and travel on to the events it causes and
 //! to its token_url call; with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the spans reach an
 //! OTLP/HTTP collector.

@@ -1,4 +1,4 @@
-//! The wallet's whole life (contract §6a): removal, the default, the cap and disabled
+//! The wallet's whole life (docs/messages.md, wallet rules): removal, the default, the cap and disabled
 //! gateways, as a pipeline sees them in events and an operator sees them in the read
 //! API. Expiry, races and the command line have their own files below.
 

@@ -1,5 +1,5 @@
 //! Who may use the console, and how a state-changing request proves it came from one of
-//! its own pages (contract §8): the admin token as the HTTP Basic password, `Origin`
+//! its own pages (docs/interface.md, admin HTTP): the admin token as the HTTP Basic password, `Origin`
 //! equal to the `Host` the request was sent to, and the console's form token.
 
 use crate::domain::Secret;

@@ -1,4 +1,4 @@
-//! Masks secrets in dead-letter bodies before they are displayed (contract §9): a body
+//! Masks secrets in dead-letter bodies before they are displayed (docs/interface.md, secrets): a body
 //! may carry a `payment_source_token`, and CLI output never shows one. Replay always
 //! republishes the original bytes; only what people see is masked.
 

@@ -1,4 +1,4 @@
-//! The wallet on the command line (contract §1): `wallet list --all --json` as scripts
+//! The wallet on the command line (docs/interface.md, command line): `wallet list --all --json` as scripts
 //! read it, and `wallet remove` / `wallet set-default` with the events of the messages.
 
 use super::*;

@@ -1,4 +1,4 @@
-//! Expired cards (contract §6a): saved, but not available, not attachable, never the
+//! Expired cards (docs/messages.md, wallet rules): saved, but not available, not attachable, never the
 //! default; and a card expires when the worker's clock passes the end of its month.
 
 use super::*;

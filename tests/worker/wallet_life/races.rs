@@ -1,4 +1,4 @@
-//! Changes of one wallet published together (contract §6a, "decisions hold at commit"):
+//! Changes of one wallet published together (docs/messages.md, wallet rules, "decisions hold at commit"):
 //! whichever commits first, the events agree with each other and with the store.
 
 use super::*;
