@@ -4,6 +4,7 @@
 mod access;
 mod accounting;
 mod browser;
+mod cleanup;
 mod helpers;
 mod pg_counter;
 mod process;
