@@ -20,6 +20,10 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/tls-servers
 /// The ports `tls-servers.sh` gives them.
 const POSTGRES: &str = "127.0.0.1:5691";
 const AMQPS: &str = "127.0.0.1:5692";
+/// How long the worker process may take to start: a process of its own that migrates
+/// over TLS, which on a busy machine running the whole suite takes longer than the
+/// in-process workers' start.
+const START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// The TLS-only servers, stopped (and their state removed) when dropped.
 struct Servers {
@@ -190,7 +194,7 @@ async fn saved_events(channel: &Channel, exchange: &str) -> lapin::Consumer {
 /// Waits until the worker process declared its queue (a passive declare on a fresh
 /// channel each time: a failed one closes its channel).
 async fn wait_for_queue(connection: &lapin::Connection, queue: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let deadline = tokio::time::Instant::now() + START_PATIENCE;
     loop {
         let channel = connection.create_channel().await.expect("channel");
         let passive = QueueDeclareOptions {
