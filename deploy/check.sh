@@ -99,10 +99,11 @@ python3 - "$DEPLOY/prometheus/alerts.yml" "${REQUIRED_ALERT_METRICS[@]}" <<'PY' 
 import re, sys, yaml
 path, required = sys.argv[1], sys.argv[2:]
 doc = yaml.safe_load(open(path))
-readme = open("README.md", encoding="utf-8").read()
 # GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes.
-anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-           for h in re.findall(r"^#+ (.*)$", readme, re.M)}
+def anchors(page):
+    text = open(page, encoding="utf-8").read()
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.*)$", text, re.M)}
 errors, exprs = [], []
 for group in doc["groups"]:
     for rule in group["rules"]:
@@ -115,9 +116,10 @@ for group in doc["groups"]:
             if not ann.get(key):
                 errors.append(f"{name}: annotation {key} missing")
         runbook = ann.get("runbook", "")
-        m = re.fullmatch(r"README\.md#([\w-]+)", runbook)
-        if not m or m.group(1) not in anchors:
-            errors.append(f"{name}: runbook {runbook!r} is not a README.md#anchor of an existing heading")
+        m = re.fullmatch(r"(docs/[\w-]+\.md)#([\w-]+)", runbook)
+        import os
+        if not m or not os.path.isfile(m.group(1)) or m.group(2) not in anchors(m.group(1)):
+            errors.append(f"{name}: runbook {runbook!r} is not a docs/PAGE.md#anchor of an existing heading")
 text = "\n".join(exprs)
 for metric in required:
     if not re.search(rf"\b{metric}\b", text):

@@ -3,6 +3,7 @@
 use crate::domain::{Clock, Secret};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Saves customers' external payment sources into their wallet and reuses them,
 /// driven by RabbitMQ messages, with state in Postgres.
@@ -11,6 +12,8 @@ use std::net::SocketAddr;
 pub struct Cli {
     #[command(flatten)]
     pub logging: LogArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -43,6 +46,16 @@ pub struct LogArgs {
     /// Log output format.
     #[arg(long, env = "WALLET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
     pub log_format: LogFormat,
+}
+
+/// What every TLS client of the process trusts (Postgres, RabbitMQ, token_urls, OTLP).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// PEM file of CA certificates to trust besides the OS store, for `amqps://`,
+    /// Postgres `sslmode=verify-full` (unless DATABASE_URL names its own `sslrootcert`),
+    /// https token_urls and the OTLP exporter.
+    #[arg(long, env = "WALLET_TLS_CA_FILE", value_name = "FILE", global = true)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -106,8 +119,14 @@ pub struct WorkerArgs {
     /// Admin HTTP server (health, readiness, metrics, read API).
     #[arg(long, env = "WALLET_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
     pub admin_addr: SocketAddr,
-    /// Bearer token for the read API; without it the read API is disabled.
-    #[arg(long, env = "WALLET_ADMIN_TOKEN", hide_env_values = true)]
+    /// File holding the admin token: the read API's bearer token and the console's
+    /// password (or the token itself in WALLET_ADMIN_TOKEN; never on the command line).
+    /// Without a token the read API and the console are off.
+    #[arg(long, env = "WALLET_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The admin token, read from WALLET_ADMIN_TOKEN or the file by
+    /// [`WorkerArgs::load_secrets`].
+    #[arg(skip)]
     pub admin_token: Option<Secret>,
     /// Postgres connections of this process; by default derived from the prefetch.
     #[arg(long, env = "WALLET_DB_POOL_SIZE", value_parser = clap::value_parser!(u32).range(2..))]
@@ -140,6 +159,18 @@ pub struct WorkerArgs {
     pub retention_interval_ms: u64,
 }
 
+impl WorkerArgs {
+    /// Reads the secrets that never come from the command line (`WALLET_ADMIN_TOKEN` or
+    /// its file).
+    pub fn load_secrets(mut self) -> anyhow::Result<Self> {
+        self.admin_token = crate::secrets::from_env_or_file(
+            "WALLET_ADMIN_TOKEN",
+            self.admin_token_file.as_deref(),
+        )?;
+        Ok(self)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum GatewayCmd {
     /// Create or update a gateway.
@@ -151,9 +182,10 @@ pub enum GatewayCmd {
         /// Where to POST save requests; https unless the host is loopback.
         #[arg(long)]
         token_url: String,
-        /// HMAC-SHA256 key for `X-CommerceLayer-Signature`.
-        #[arg(long, env = "WALLET_GATEWAY_SECRET", hide_env_values = true)]
-        secret: Secret,
+        /// File holding the HMAC-SHA256 key for `X-CommerceLayer-Signature` (or the key
+        /// itself in WALLET_GATEWAY_SECRET; never on the command line).
+        #[arg(long, env = "WALLET_GATEWAY_SECRET_FILE", value_name = "FILE")]
+        secret_file: Option<PathBuf>,
         /// Keep the gateway but refuse saves (no call is made) and attaches of its
         /// sources (`gateway_disabled`); its sources are not available meanwhile.
         #[arg(long)]
@@ -171,12 +203,14 @@ pub enum GatewayCmd {
     Remove {
         #[command(flatten)]
         db: DbArgs,
+        /// Gateway id (as `gateway list` shows it).
         id: String,
     },
     /// Close an open circuit so workers call the gateway again at once.
     ResetCircuit {
         #[command(flatten)]
         db: DbArgs,
+        /// Gateway id (as `gateway list` shows it).
         id: String,
     },
 }
@@ -187,6 +221,7 @@ pub enum WalletCmd {
     List {
         #[command(flatten)]
         db: DbArgs,
+        /// The customer's id, as orders name it (e.g. `kWnEhpRgYD`).
         customer_id: String,
         /// Also list the unavailable ones (expired, or their gateway disabled or removed).
         #[arg(long)]
@@ -208,7 +243,10 @@ pub struct WalletChangeArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
+    /// The customer's id, as orders name it (e.g. `kWnEhpRgYD`).
     pub customer_id: String,
+    /// The customer payment source's id (10 characters, e.g. `QgDXpwsqDx`; `wallet list`
+    /// shows them).
     pub source_id: String,
 }
 
@@ -322,15 +360,20 @@ pub struct GatewaySimArgs {
     /// Fraction of requests answered with 503 (0.0 to 1.0).
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
-    /// Signing secret to verify `X-CommerceLayer-Signature` with.
-    #[arg(
-        long,
-        env = "GATEWAY_SIM_SECRET",
-        default_value = "sim-secret",
-        hide_default_value = true,
-        hide_env_values = true
-    )]
-    pub secret: Secret,
+    /// File holding the signing secret to verify `X-CommerceLayer-Signature` with (or
+    /// the secret itself in GATEWAY_SIM_SECRET; never on the command line). Without
+    /// either, the development secret `sim-secret`.
+    #[arg(long, env = "GATEWAY_SIM_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl GatewaySimArgs {
+    /// The signing secret: GATEWAY_SIM_SECRET, its file, or `sim-secret`.
+    pub fn secret(&self) -> anyhow::Result<Secret> {
+        let secret =
+            crate::secrets::from_env_or_file("GATEWAY_SIM_SECRET", self.secret_file.as_deref())?;
+        Ok(secret.unwrap_or_else(|| Secret::new("sim-secret")))
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,6 +1,6 @@
 //! The gateway client against a stub `token_url` (wiremock), and the gateway-sim.
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use std::sync::{Arc, Mutex};

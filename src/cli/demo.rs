@@ -25,7 +25,8 @@ const SIM_LATENCY: Duration = Duration::from_millis(2);
 const PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let DemoArgs { mut worker, count } = args;
+    let DemoArgs { worker, count } = args;
+    let mut worker = worker.load_secrets()?;
     let amqp = worker.amqp.clone();
     // Fail in a second with a clear line, not after the readiness wait.
     let (connection, _node) = crate::broker::connect_any(&amqp.amqp_url, "demo")

@@ -11,13 +11,17 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
             db,
             id,
             token_url,
-            secret,
+            secret_file,
             disabled,
         } => {
             validate_token_url(&token_url).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if secret.is_empty() {
-                bail!("--secret must not be empty");
-            }
+            let Some(secret) =
+                crate::secrets::from_env_or_file("WALLET_GATEWAY_SECRET", secret_file.as_deref())?
+            else {
+                bail!(
+                    "the gateway's signing secret is missing: set WALLET_GATEWAY_SECRET or give --secret-file FILE"
+                );
+            };
             let pool = store::connect_and_migrate(&db.database_url, 2).await?;
             gateways::upsert(&pool, &id, &token_url, &secret, !disabled)
                 .await
@@ -36,7 +40,7 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
                 println!(
-                    "no gateways; add one with `wallet-worker gateway set ID --token-url URL --secret SECRET`"
+                    "no gateways; add one with `wallet-worker gateway set ID --token-url URL --secret-file FILE`"
                 );
             } else {
                 println!(

@@ -28,5 +28,11 @@ pub fn one_line(err: &anyhow::Error) -> String {
             line.push_str(&cause);
         }
     }
+    if line.contains("invalid peer certificate: UnknownIssuer") {
+        line.push_str(
+            " (the server's certificate is signed by no CA this process trusts: the OS store, \
+             plus WALLET_TLS_CA_FILE when set)",
+        );
+    }
     line.replace('\n', " ")
 }

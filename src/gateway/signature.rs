@@ -3,7 +3,7 @@
 
 use crate::domain::Secret;
 use base64::prelude::{BASE64_STANDARD, Engine as _};
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use reqwest::Url;
 use sha2::Sha256;
 use std::net::IpAddr;
@@ -50,7 +50,9 @@ pub enum TokenUrlError {
          (127.0.0.0/8, ::1, localhost), not {0}"
     )]
     InsecureHost(String),
-    #[error("token_url must not carry credentials; pass the gateway secret with --secret")]
+    #[error(
+        "token_url must not carry credentials; give the gateway secret in WALLET_GATEWAY_SECRET or --secret-file"
+    )]
     Credentials,
 }
 

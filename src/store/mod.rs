@@ -26,13 +26,14 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// the migrations (docs/interface.md, command line: `migrate`, `run` and `demo` do this).
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     use anyhow::Context;
-    if !Postgres::database_exists(url)
+    let trusted = crate::tls::postgres_url(url);
+    if !Postgres::database_exists(&trusted)
         .await
         .context("cannot reach Postgres at DATABASE_URL")?
     {
         // Two processes may race to create it; the loser sees "already exists".
-        if let Err(err) = Postgres::create_database(url).await
-            && !Postgres::database_exists(url).await.unwrap_or(false)
+        if let Err(err) = Postgres::create_database(&trusted).await
+            && !Postgres::database_exists(&trusted).await.unwrap_or(false)
         {
             return Err(err).context("cannot create the database named in DATABASE_URL");
         }
@@ -54,7 +55,7 @@ pub async fn connect_existing(url: &str) -> anyhow::Result<PgPool> {
         .get_database()
         .unwrap_or("postgres")
         .to_owned();
-    if !Postgres::database_exists(url)
+    if !Postgres::database_exists(&crate::tls::postgres_url(url))
         .await
         .context("cannot reach Postgres at DATABASE_URL")?
     {
@@ -113,9 +114,10 @@ pub fn relay_pool(url: &str) -> anyhow::Result<PgPool> {
 
 /// Connection options from `url`. Without an explicit `sslmode`, sqlx would `prefer`
 /// TLS; on loopback that buys nothing and costs a quarter of the worker's database CPU,
-/// so loopback connections default to plain TCP. An explicit `sslmode` always wins.
+/// so loopback connections default to plain TCP. An explicit `sslmode` always wins, and
+/// `verify-full` checks the server against the process's trust (`crate::tls`).
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
-    let options = PgConnectOptions::from_str(url)
+    let options = PgConnectOptions::from_str(&crate::tls::postgres_url(url))
         .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL: {e}"))?;
     let explicit_ssl = url.contains("sslmode=");
     let host = options.get_host();

@@ -46,6 +46,7 @@ async fn help_of_every_subcommand_shows_no_credential_from_the_environment() {
                     format!("postgres://ops:{DB_PASSWORD}@db/wallet"),
                 )
                 .env("WALLET_ADMIN_TOKEN", SECRETS[2])
+                .env("WALLET_ADMIN_TOKEN_FILE", "/run/secrets/admin-token")
                 .env("WALLET_GATEWAY_SECRET", SECRETS[3])
                 .env("GATEWAY_SIM_SECRET", SECRETS[4])
                 .output()
@@ -85,6 +86,8 @@ async fn database_exists(name: &str) -> bool {
 #[tokio::test]
 async fn read_only_commands_against_a_missing_database_fail_in_one_line_and_create_nothing() {
     let name = format!("wallet_test_missing_{}", uuid::Uuid::new_v4().simple());
+    let mut cleanup = Cleanup::default();
+    cleanup.database(&name);
     let url = format!("{PG_BASE}/{name}");
     for args in [
         vec!["wallet", "list", "cus_1"],
@@ -111,6 +114,8 @@ async fn read_only_commands_against_a_missing_database_fail_in_one_line_and_crea
 #[tokio::test]
 async fn read_only_commands_against_a_database_without_the_schema_say_so_and_migrate_nothing() {
     let name = format!("wallet_test_empty_{}", uuid::Uuid::new_v4().simple());
+    let mut cleanup = Cleanup::default();
+    cleanup.database(&name);
     let admin = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres"))
         .await
         .expect("postgres");
@@ -135,8 +140,5 @@ async fn read_only_commands_against_a_database_without_the_schema_say_so_and_mig
     .expect("count");
     assert_eq!(tables, 0, "a read-only command migrated the database");
     db.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .expect("drop");
+    admin.close().await;
 }

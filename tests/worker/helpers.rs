@@ -3,10 +3,11 @@
 
 #![allow(dead_code)]
 
+pub use crate::cleanup::Cleanup;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, Consumer};
@@ -90,6 +91,9 @@ pub struct TestWorker {
     pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Removes the test's database, exchange and queues when the worker is dropped,
+    /// however the test ended; tests add what else they create.
+    pub cleanup: Cleanup,
 }
 
 /// Worker arguments for a fresh database and fresh queues; tests tweak them.
@@ -109,6 +113,7 @@ pub fn test_args() -> WorkerArgs {
         retry_base_ms: 50,
         retry_max_ms: 400,
         admin_addr: "127.0.0.1:0".parse().expect("address"),
+        admin_token_file: None,
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
         circuit_threshold: 50,
         circuit_cool_down_ms: 1_000,
@@ -129,6 +134,7 @@ pub async fn spawn_worker() -> TestWorker {
 
 pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
     init_logs();
+    let cleanup = Cleanup::of_worker(&args);
     let gateway = MockServer::start().await;
     let pool = wallet_worker::store::connect_and_migrate(&args.db.database_url, 2)
         .await
@@ -159,6 +165,7 @@ pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
         admin_addr: running.admin_addr,
         shutdown,
         task: Some(running.task),
+        cleanup,
     };
     worker.wait_until_ready().await;
     worker
@@ -429,7 +436,8 @@ impl TestWorker {
             .expect("count query")
     }
 
-    /// Stops the worker gracefully and removes the test's queues and exchange.
+    /// Stops the worker gracefully; dropping the harness then removes the test's
+    /// database, queues and exchange ([`Cleanup`]).
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
@@ -437,23 +445,15 @@ impl TestWorker {
                 .expect("worker task")
                 .expect("worker exits cleanly");
         }
-        let topology = wallet_worker::broker::Topology::new(
-            &self.args.amqp.exchange,
-            &self.args.amqp.queue,
-            self.args.retry_base_ms,
-            self.args.retry_max_ms,
-        );
-        for queue in topology.queues() {
-            let _ = self
-                .channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        let _ = self
-            .channel
-            .exchange_delete(self.args.amqp.exchange.as_str().into(), Default::default())
-            .await;
         self.pool.close().await;
+    }
+}
+
+impl Drop for TestWorker {
+    /// A test that failed leaves its worker running: stop it taking messages before the
+    /// clean-up deletes its queues (a worker still running could declare them again).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 

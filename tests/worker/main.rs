@@ -4,6 +4,7 @@
 mod access;
 mod accounting;
 mod browser;
+mod cleanup;
 mod helpers;
 mod pg_counter;
 mod process;
@@ -35,7 +36,9 @@ mod retention;
 mod retries;
 mod round_trips;
 mod save;
+mod secret_files;
 mod secrets;
 mod shutdown;
+mod tls;
 mod trace;
 mod wallet_life;

@@ -5,6 +5,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn an_outbox_row_left_unpublished_by_a_crash_is_published_after_restart() {
     let args = test_args();
+    let _cleanup = Cleanup::of_worker(&args);
     // The state a crash leaves behind: committed, never published.
     let pool = wallet_worker::store::connect_and_migrate(&args.db.database_url, 2)
         .await

@@ -140,6 +140,7 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
     // The CLI, as the real binary with everything logged.
     let db = w.args.db.database_url.clone();
     let mut cli = Vec::new();
+    let secret_env = [("WALLET_GATEWAY_SECRET", GATEWAY_SECRET)];
     for args in [
         vec!["wallet", "list", customer.as_str(), "--json"],
         vec!["wallet", "list", customer.as_str()],
@@ -151,8 +152,6 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
             "scan-gw",
             "--token-url",
             "http://example.com/token",
-            "--secret",
-            GATEWAY_SECRET,
         ],
         vec![
             "gateway",
@@ -160,11 +159,9 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
             "scan-gw",
             "--token-url",
             "http://127.0.0.1:1/token",
-            "--secret",
-            GATEWAY_SECRET,
         ],
     ] {
-        let out = run_cli(&db, &args).await;
+        let out = run_cli_with(&db, &secret_env, &args).await;
         cli.push((args.join(" "), format!("{}\n{}", out.stdout, out.stderr)));
     }
     assert!(

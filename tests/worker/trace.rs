@@ -144,6 +144,7 @@ async fn an_invalid_traceparent_is_not_passed_on() {
 #[tokio::test]
 async fn an_outbox_row_left_by_a_crash_is_published_with_its_trace_context() {
     let args = test_args();
+    let _cleanup = Cleanup::of_worker(&args);
     let pool = wallet_worker::store::connect_and_migrate(&args.db.database_url, 2)
         .await
         .unwrap();
