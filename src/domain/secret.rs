@@ -60,9 +60,49 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// Whether a JSON field of this name holds a secret (docs/interface.md, secrets):
+/// `payment_source_token`, `customer_token`, anything else ending in `token`, `secret`
+/// or `password` (`card_token`, `client_secret`, `apiToken`), and `authorization`.
+/// Such a field's value, whatever its JSON type, is never echoed, stored in metadata or
+/// shown.
+pub fn is_secret_field(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["token", "secret", "password"]
+        .iter()
+        .any(|word| name.ends_with(word))
+        || name == "authorization"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_fields_are_recognised_by_name() {
+        for name in [
+            "payment_source_token",
+            "customer_token",
+            "secret",
+            "client_secret",
+            "card_token",
+            "apiToken",
+            "TOKEN",
+            "password",
+            "Authorization",
+        ] {
+            assert!(is_secret_field(name), "{name}");
+        }
+        for name in [
+            "brand",
+            "last4",
+            "token_type",
+            "tokenized",
+            "fingerprint",
+            "id",
+        ] {
+            assert!(!is_secret_field(name), "{name}");
+        }
+    }
 
     #[test]
     fn a_secret_never_prints_its_value() {

@@ -74,6 +74,21 @@ pub fn validate_token_url(raw: &str) -> Result<Url, TokenUrlError> {
     }
 }
 
+/// A token_url as it is shown (`gateway list`, the console): without user info, query
+/// or fragment, where credentials or signed parameters may hide.
+pub fn shown_token_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
 /// `host_str` as the `url` crate normalises it: lowercase names, dotted IPv4, and IPv6
 /// inside brackets.
 fn is_loopback(host: &str) -> bool {
@@ -87,6 +102,15 @@ fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_token_urls_lose_their_credentials_and_query() {
+        assert_eq!(
+            shown_token_url("https://user:pw@gw.example/token?key=k#f"),
+            "https://gw.example/token"
+        );
+        assert_eq!(shown_token_url("::"), "(not a URL)");
+    }
 
     #[test]
     fn a_signature_verifies_only_for_the_same_body_and_secret() {

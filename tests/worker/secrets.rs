@@ -185,7 +185,7 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
         "{:?}\n{:?}\n{:?}\n{:?}",
         w.args,
         parse(raw).expect("the save parses"),
-        store::gateways::find(&w.pool, GATEWAY_ID)
+        store::gateways::find(&w.pool, &w.keys, GATEWAY_ID)
             .await
             .expect("gateway"),
         store::wallet::find_owned(&w.pool, &source_id, &customer)
