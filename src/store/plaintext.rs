@@ -61,6 +61,7 @@ pub async fn seal_all(pool: &PgPool, keys: &Keyring) -> sqlx::Result<u64> {
         loop {
             let (count, last) = step.batch(pool, keys, &after).await?;
             sealed += count;
+            crate::faults::crash_for("plaintext.sealed", step.table());
             match last {
                 Some(last) => after = last,
                 None => break,
@@ -158,6 +159,15 @@ impl Step {
         }
         out.ids.push(id);
         Ok(())
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            Self::Sources => SOURCES.table,
+            Self::Orders => ORDERS.table,
+            Self::Gateways => GATEWAYS.table,
+            Self::Outbox => OUTBOX.table,
+        }
     }
 
     fn select(self) -> &'static str {

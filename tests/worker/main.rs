@@ -38,4 +38,5 @@ mod save;
 mod secrets;
 mod shutdown;
 mod trace;
+mod upgrade;
 mod wallet_life;
