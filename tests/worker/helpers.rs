@@ -153,8 +153,17 @@ pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
         wallet_worker::store::connect_and_migrate(&args.db.database_url, 2, args.keys.as_ref())
             .await
             .expect("test database");
-    register_gateway(&pool, GATEWAY_ID, &format!("{}/token", gateway.uri())).await;
-    let keys = test_keyring(&pool).await;
+    let keys = args.keys.clone().unwrap_or_else(test_keys);
+    let keys = wallet_worker::store::keys::keyring(&pool, keys)
+        .await
+        .expect("keyring");
+    register_gateway_with(
+        &keys,
+        &pool,
+        GATEWAY_ID,
+        &format!("{}/token", gateway.uri()),
+    )
+    .await;
     let connection = wallet_worker::broker::connect(AMQP_URL, "test")
         .await
         .expect("broker");
@@ -248,9 +257,13 @@ async fn event_consumer(channel: &Channel, args: &WorkerArgs) -> Consumer {
 }
 
 pub async fn register_gateway(pool: &PgPool, id: &str, token_url: &str) {
-    let keys = test_keyring(pool).await;
+    register_gateway_with(&test_keyring(pool).await, pool, id, token_url).await;
+}
+
+/// [`register_gateway`], its secret sealed with `keys`.
+pub async fn register_gateway_with(keys: &Keyring, pool: &PgPool, id: &str, token_url: &str) {
     let secret = Secret::new(GATEWAY_SECRET);
-    wallet_worker::store::gateways::upsert(pool, &keys, id, token_url, &secret, true)
+    wallet_worker::store::gateways::upsert(pool, keys, id, token_url, &secret, true)
         .await
         .expect("gateway");
 }

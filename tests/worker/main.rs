@@ -23,6 +23,7 @@ mod dead_letter_events;
 #[cfg(feature = "failpoints")]
 mod decisions;
 mod dlq;
+mod keys;
 mod loadgen;
 mod malformed;
 mod memory;

@@ -24,7 +24,9 @@ fn order_token(i: usize) -> String {
 /// A database at schema 0005 (before sealing) holding what the earlier version wrote:
 /// a gateway, a saved card, placed orders, an unpublished `wallet.attached`.
 async fn legacy_database(url: &str, token_url: &str) -> PgPool {
-    sqlx::Postgres::create_database(url).await.expect("database");
+    sqlx::Postgres::create_database(url)
+        .await
+        .expect("database");
     let pool = PgPool::connect(url).await.expect("connect");
     let migrator = wallet_worker::store::migrations::up_to(5).await.unwrap();
     migrator.run(&pool).await.expect("schema 0005");
@@ -111,8 +113,17 @@ async fn an_upgrade_killed_mid_way_loses_nothing_and_leaves_every_secret_sealed_
     let pool = legacy_database(url, &format!("{}/token", gateway.uri())).await;
 
     // Killed after the first batch of orders is sealed.
-    let killed = run_cli_with(url, &[("FAILPOINTS", "plaintext.sealed=return(orders)")], &["migrate"]).await;
-    assert!(!killed.success, "the migration was killed: {}", killed.stdout);
+    let killed = run_cli_with(
+        url,
+        &[("FAILPOINTS", "plaintext.sealed=return(orders)")],
+        &["migrate"],
+    )
+    .await;
+    assert!(
+        !killed.success,
+        "the migration was killed: {}",
+        killed.stdout
+    );
     let (sealed, plain, neither): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE token_key_id IS NOT NULL),
                 count(*) FILTER (WHERE payment_source_token IS NOT NULL),
@@ -122,16 +133,36 @@ async fn an_upgrade_killed_mid_way_loses_nothing_and_leaves_every_secret_sealed_
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert!(sealed > 0 && plain > 0, "killed mid-way: {sealed} sealed, {plain} in plaintext");
-    assert_eq!((sealed + plain, neither), (ORDERS as i64, 0), "no order lost its token");
+    assert!(
+        sealed > 0 && plain > 0,
+        "killed mid-way: {sealed} sealed, {plain} in plaintext"
+    );
+    assert_eq!(
+        (sealed + plain, neither),
+        (ORDERS as i64, 0),
+        "no order lost its token"
+    );
     let status = run_cli(url, &["keys", "status"]).await;
-    assert!(status.success && status.stdout.contains("PLAINTEXT"), "{}", status.stdout);
+    assert!(
+        status.success && status.stdout.contains("PLAINTEXT"),
+        "{}",
+        status.stdout
+    );
 
     // The worker's start finishes the upgrade.
     let mut w = spawn_worker_with(args.clone()).await;
     let after = every_row(&w.pool).await;
-    for secret in ["cus_tok_legacy", "pst_tok_legacy_card", LEGACY_SECRET, &order_token(0), &order_token(ORDERS - 1)] {
-        assert!(!after.contains(secret), "{secret} is still stored in plaintext");
+    for secret in [
+        "cus_tok_legacy",
+        "pst_tok_legacy_card",
+        LEGACY_SECRET,
+        &order_token(0),
+        &order_token(ORDERS - 1),
+    ] {
+        assert!(
+            !after.contains(secret),
+            "{secret} is still stored in plaintext"
+        );
     }
     let status = run_cli(url, &["keys", "status", "--json"]).await;
     let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
@@ -140,13 +171,22 @@ async fn an_upgrade_killed_mid_way_loses_nothing_and_leaves_every_secret_sealed_
 
     // The unpublished event goes out with its tokens.
     let legacy = w.event_caused_by("msg-legacy").await;
-    assert_eq!(legacy.data()["payment_source"]["payment_source_token"], "pst_tok_legacy_card");
+    assert_eq!(
+        legacy.data()["payment_source"]["payment_source_token"],
+        "pst_tok_legacy_card"
+    );
     // The stored card attaches with its tokens.
     let attach = wallet_attach(&unique("ord"), "pending", "cus_legacy", "LegacySrc1");
     w.publish("wallet.attach", &attach).await;
     let attached = w.event_caused_by(attach["id"].as_str().unwrap()).await;
-    assert_eq!(attached.data()["payment_source"]["customer_token"], "cus_tok_legacy");
-    assert_eq!(attached.data()["payment_source"]["payment_source_token"], "pst_tok_legacy_card");
+    assert_eq!(
+        attached.data()["payment_source"]["customer_token"],
+        "cus_tok_legacy"
+    );
+    assert_eq!(
+        attached.data()["payment_source"]["payment_source_token"],
+        "pst_tok_legacy_card"
+    );
     // A sealed order's token reaches the gateway, signed with the upgraded secret; the
     // gateway answers with the card already saved: the same card, not a new one.
     let save = wallet_save("ord_legacy_0007");
