@@ -105,6 +105,8 @@ pub struct TestWorker {
     dead_letter_events: Vec<Event>,
     pub gateway: MockServer,
     pub admin_addr: SocketAddr,
+    /// The metrics-only listener, when the test asked for one (`metrics_addr`).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -188,6 +190,7 @@ pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
         dead_letter_events: Vec::new(),
         gateway,
         admin_addr: running.admin_addr,
+        metrics_addr: running.metrics_addr,
         shutdown,
         task: Some(running.task),
     };
