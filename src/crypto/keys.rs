@@ -243,7 +243,7 @@ mod tests {
             (short.as_str(), "key k1 is not 32 bytes"),
             ("k1:not!base64!c2VjcmV0", "key k1 is not 32 bytes"),
         ] {
-            let err = keys(text).err().expect("refused").to_string();
+            let err = keys(text).expect_err("refused").to_string();
             assert!(err.contains(expected), "{err}");
             assert!(
                 !err.contains("c2VjcmV0") && !err.contains("base64!"),
@@ -254,8 +254,7 @@ mod tests {
         let twice = format!("{},{}", entry.expose(), entry.expose());
         assert!(
             keys(&twice)
-                .err()
-                .expect("refused")
+                .expect_err("refused")
                 .to_string()
                 .contains("appears twice")
         );
