@@ -37,6 +37,13 @@
 #   RUN_SECONDS  rough length of a measured run; message counts derive from it (12)
 #   PACED_RATE   msgs/s of the paced latency runs (1000)
 #   LIGHT_RATE   msgs/s of the light-load latency runs; 0 skips them (200)
+#   PACED_RATE=0 skips the paced runs too
+#   DESIGNS      the two designs raced, A B B A ("worker ceiling"); `baseline` is a
+#                `wallet-worker run` of BASELINE_BIN (another build, e.g. the commit
+#                before a change): DESIGNS="worker baseline" BASELINE_BIN=/path/wallet-worker
+#   RESULTS, REPORT  where the runs and the report go (bench/results.jsonl, .md); the
+#                report tables are written for "worker ceiling" only
+#   WALLET_ENCRYPTION_KEYS  the worker's data-encryption keys (a fresh one by default)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -55,8 +62,11 @@ if [[ "${QUICK:-0}" == 1 ]]; then RUN_SECONDS=3 WARMUP_COUNT=300 REPEAT=1; fi
 SECRET="bench-secret-$RANDOM$RANDOM"
 BIN=target/release/wallet-worker
 NAIVE=target/release/examples/naive_ceiling
-RESULTS=bench/results.jsonl
-REPORT=bench/results.md
+RESULTS="${RESULTS:-bench/results.jsonl}"
+REPORT="${REPORT:-bench/results.md}"
+DESIGNS="${DESIGNS:-worker ceiling}"
+read -r DESIGN_A DESIGN_B <<<"$DESIGNS"
+export WALLET_ENCRYPTION_KEYS="${WALLET_ENCRYPTION_KEYS:-bench:$(head -c 32 /dev/urandom | base64)}"
 WORK="$(mktemp -d /tmp/wallet-bench.XXXXXX)"
 CLK_TCK="$(getconf CLK_TCK)"
 STAMP="$(date +%s)"
@@ -132,15 +142,20 @@ start_sim() { # latency_ms → sets SIM_PID, TOKEN_URL
   TOKEN_URL="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$WORK/$RUN_NO.sim.out")"
 }
 
-start_worker() { # prefetch → sets CONSUMER_PID
-  "$BIN" migrate >/dev/null
-  "$BIN" gateway set sim --token-url "$TOKEN_URL" --secret "$SECRET" >/dev/null
+start_worker() { # prefetch [binary] → sets CONSUMER_PID
+  local bin="${2:-$BIN}"
+  "$bin" migrate >/dev/null
+  "$bin" gateway set sim --token-url "$TOKEN_URL" --secret "$SECRET" >/dev/null
   # Admin on port 0: nothing to collide with; readiness is the "connected" log line,
   # written once the topology is declared.
   WALLET_PREFETCH="$1" WALLET_ADMIN_ADDR=127.0.0.1:0 RUST_LOG=warn,wallet_worker::worker=info \
-    "$BIN" run >"$WORK/$RUN_NO.consumer.log" 2>&1 &
+    "$bin" run >"$WORK/$RUN_NO.consumer.log" 2>&1 &
   CONSUMER_PID=$!
   wait_for_line "$WORK/$RUN_NO.consumer.log" 'connected to the broker' "$CONSUMER_PID"
+}
+
+start_baseline() { # prefetch → sets CONSUMER_PID
+  start_worker "$1" "${BASELINE_BIN:?BASELINE_BIN names the baseline wallet-worker binary}"
 }
 
 start_ceiling() { # prefetch → sets CONSUMER_PID
@@ -245,11 +260,11 @@ run_pairs() { # latency prefetch count [rate]
   local rep
   for rep in $(seq "$REPEAT"); do
     if ((rep % 2)); then
-      run_checked worker "$@"
-      run_checked ceiling "$@"
+      run_checked "$DESIGN_A" "$@"
+      run_checked "$DESIGN_B" "$@"
     else
-      run_checked ceiling "$@"
-      run_checked worker "$@"
+      run_checked "$DESIGN_B" "$@"
+      run_checked "$DESIGN_A" "$@"
     fi
   done
 }
@@ -315,10 +330,17 @@ for latency in $LATENCIES; do
   done
 done
 for latency in $LATENCIES; do
+  ((PACED_RATE > 0)) || break
   run_pairs "$latency" 256 "$((PACED_RATE * RUN_SECONDS))" "$PACED_RATE"
   if ((LIGHT_RATE > 0)); then
     run_pairs "$latency" 256 "$((LIGHT_RATE * RUN_SECONDS))" "$LIGHT_RATE"
   fi
 done
-write_report
-cat "$REPORT"
+if [[ "$DESIGNS" == "worker ceiling" ]]; then
+  write_report
+  cat "$REPORT"
+else
+  # Means per design: throughput and CPU per message (µs) of the consumer and of its
+  # Postgres backends.
+  jq -rs 'group_by(.design)[] | "\(.[0].design): \(length) runs, \(map(.msgs_per_sec) | add / length | floor) msgs/s, consumer \(map(.cpu_s_per_1k) | add / length * 1000 | round) µs/msg, its Postgres backends \(map(.postgres_cpu_s_per_1k) | add / length * 1000 | round) µs/msg"' "$RESULTS"
+fi

@@ -74,7 +74,10 @@ pub const FINGERPRINT_KEY: SealedTable = SealedTable {
     indexed: false,
 };
 
-/// Every table with sealed values.
+/// Every table with sealed values: `keys status` counts them, `keys rotate` re-seals
+/// them, `run` checks their key ids are held. A new one (dead-letter bodies, say) seals
+/// with `Keyring::seal(body, TABLE.row("body", id))`, stores the key id beside the value
+/// and is added here.
 pub const SEALED: [SealedTable; 5] = [SOURCES, ORDERS, GATEWAYS, OUTBOX, FINGERPRINT_KEY];
 
 /// The keyring of `data`: loads the fingerprint key, or makes it (once, whoever comes
