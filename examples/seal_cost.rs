@@ -17,20 +17,35 @@ fn main() {
     let rounds = 200_000;
     let started = Instant::now();
     for i in 0..rounds {
-        let id = if i % 2 == 0 { "QgDXpwsqDx" } else { "AbCdEfGh12" };
+        let id = if i % 2 == 0 {
+            "QgDXpwsqDx"
+        } else {
+            "AbCdEfGh12"
+        };
         // The order's token, the card's fingerprint and both tokens, the event's body.
         std::hint::black_box(keys.seal_secret(&token, row("orders", "payment_source_token", id)));
         std::hint::black_box(keys.fingerprint("sim", &token));
-        std::hint::black_box(keys.seal_secret(&token, row("customer_payment_sources", "customer_token", id)));
-        std::hint::black_box(keys.seal_secret(&token, row("customer_payment_sources", "payment_source_token", id)));
+        std::hint::black_box(keys.seal_secret(
+            &token,
+            row("customer_payment_sources", "customer_token", id),
+        ));
+        std::hint::black_box(keys.seal_secret(
+            &token,
+            row("customer_payment_sources", "payment_source_token", id),
+        ));
         std::hint::black_box(keys.seal(&body, row("outbox", "body", id)));
     }
     let per_save = started.elapsed().as_secs_f64() / f64::from(rounds) * 1e6;
     let sealed = keys.seal(&body, row("outbox", "body", "e"));
     let started = Instant::now();
     for _ in 0..rounds {
-        std::hint::black_box(keys.open(&sealed.key_id, &sealed.bytes, row("outbox", "body", "e")).ok());
+        std::hint::black_box(
+            keys.open(&sealed.key_id, &sealed.bytes, row("outbox", "body", "e"))
+                .ok(),
+        );
     }
     let per_open = started.elapsed().as_secs_f64() / f64::from(rounds) * 1e6;
-    println!("seal_cost: {per_save:.2} µs of sealing per save (4 seals, 1 fingerprint); {per_open:.2} µs to open a 560-byte body");
+    println!(
+        "seal_cost: {per_save:.2} µs of sealing per save (4 seals, 1 fingerprint); {per_open:.2} µs to open a 560-byte body"
+    );
 }
