@@ -1,5 +1,6 @@
 //! The command line (docs/interface.md, command line): one clap tree, every setting also an environment variable.
 
+use crate::crypto::DataKeys;
 use crate::domain::{Clock, Secret};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -18,12 +19,24 @@ pub struct Cli {
     pub command: Cmd,
 }
 
+/// Where `run`, `migrate`, `demo`, `gateway set`, `wallet remove|set-default` and `keys`
+/// find the data-encryption keys: never on the command line.
+const KEYS_HELP: &str = "Data-encryption keys come from WALLET_ENCRYPTION_KEYS \
+    (ID:BASE64,ID:BASE64..., 32-byte keys, the first active) or the file named by \
+    WALLET_ENCRYPTION_KEYS_FILE; never from the command line.";
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Apply migrations, declare the AMQP topology and consume until SIGINT/SIGTERM.
+    #[command(after_help = KEYS_HELP)]
     Run(WorkerArgs),
-    /// Apply database migrations and exit.
+    /// Apply database migrations (sealing secrets stored in plaintext by an earlier
+    /// version) and exit.
+    #[command(after_help = KEYS_HELP)]
     Migrate(DbArgs),
+    /// Data-encryption keys: which rows each key seals, and re-sealing under the active key.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Manage external gateways (their token_url and signing secret).
     #[command(subcommand)]
     Gateway(GatewayCmd),
@@ -38,6 +51,7 @@ pub enum Cmd {
     /// Publish realistic traffic, wait for completions, print throughput and latency.
     Loadgen(LoadgenArgs),
     /// Run the whole product once on local Postgres and RabbitMQ and print what happened.
+    #[command(after_help = KEYS_HELP)]
     Demo(DemoArgs),
 }
 
@@ -116,9 +130,13 @@ pub struct WorkerArgs {
     /// Delayed-retry backoff: longest delay, in milliseconds.
     #[arg(long, env = "WALLET_RETRY_MAX_MS", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub retry_max_ms: u64,
-    /// Admin HTTP server (health, readiness, metrics, read API).
+    /// Admin HTTP server (health, readiness, metrics, read API, console).
     #[arg(long, env = "WALLET_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
     pub admin_addr: SocketAddr,
+    /// A second listener that serves only /metrics, /healthz and /readyz, for
+    /// Prometheus and probes; the admin address can then stay on loopback.
+    #[arg(long, env = "WALLET_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// File holding the admin token: the read API's bearer token and the console's
     /// password (or the token itself in WALLET_ADMIN_TOKEN; never on the command line).
     /// Without a token the read API and the console are off.
@@ -147,6 +165,10 @@ pub struct WorkerArgs {
     /// The clock of the wallet rules (card expiry); tests set it.
     #[arg(skip)]
     pub clock: Clock,
+    /// The data-encryption keys; `None`: read from the environment at start (tests set
+    /// them, never the command line).
+    #[arg(skip)]
+    pub keys: Option<DataKeys>,
     /// Days a processed message id is remembered: the dedupe window. A redelivery
     /// after it is treated as a new message.
     #[arg(long, env = "WALLET_INBOX_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
@@ -174,6 +196,7 @@ impl WorkerArgs {
 #[derive(Debug, Subcommand)]
 pub enum GatewayCmd {
     /// Create or update a gateway.
+    #[command(after_help = KEYS_HELP)]
     Set {
         #[command(flatten)]
         db: DbArgs,
@@ -231,9 +254,35 @@ pub enum WalletCmd {
         json: bool,
     },
     /// Remove a source from the customer's wallet (as `wallet.remove` does).
+    #[command(after_help = KEYS_HELP)]
     Remove(WalletChangeArgs),
     /// Make a source the customer's default (as `wallet.set_default` does).
+    #[command(after_help = KEYS_HELP)]
     SetDefault(WalletChangeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Rows per key id of every table with sealed secrets, rows still in plaintext
+    /// during an upgrade, and which keys are held, missing or no longer needed.
+    #[command(after_help = KEYS_HELP)]
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-seal every row not under the active key, in small batches, while workers run.
+    /// Resumable: a stopped rotation loses nothing and the next one goes on.
+    #[command(after_help = KEYS_HELP)]
+    Rotate {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Rows re-sealed per second at most.
+        #[arg(long, default_value_t = 500.0, value_parser = positive_rate)]
+        rate: f64,
+    },
 }
 
 /// One source of one customer's wallet, and where its event goes.

@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub mod faults;
 pub mod gateway;

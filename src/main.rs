@@ -59,6 +59,7 @@ async fn dispatch(command: Cmd) -> anyhow::Result<()> {
             running.task.await?
         }
         Cmd::Migrate(db) => cli::migrate(&db).await,
+        Cmd::Keys(cmd) => cli::keys::run(cmd).await,
         Cmd::Gateway(cmd) => cli::gateway::run(cmd).await,
         Cmd::Wallet(cmd) => cli::wallet::run(cmd).await,
         Cmd::Dlq(cmd) => cli::dlq::run(cmd).await,

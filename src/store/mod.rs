@@ -5,8 +5,11 @@ pub mod committer;
 pub mod effects;
 pub mod gateways;
 pub mod inbox;
+pub mod keys;
+pub mod migrations;
 pub mod orders;
 pub mod outbox;
+pub mod plaintext;
 pub mod retention;
 pub mod wallet;
 
@@ -23,8 +26,14 @@ use std::time::Duration;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// Connects to `url`, creating the database when it does not exist yet, and applies
-/// the migrations (docs/interface.md, command line: `migrate`, `run` and `demo` do this).
-pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+/// the migrations (docs/interface.md, command line: `migrate`, `run` and `demo` do this),
+/// sealing on the way the secrets an earlier version stored in plaintext, with `keys`
+/// ([`migrations::run`]).
+pub async fn connect_and_migrate(
+    url: &str,
+    max_connections: u32,
+    keys: Option<&crate::crypto::DataKeys>,
+) -> anyhow::Result<PgPool> {
     use anyhow::Context;
     let trusted = crate::tls::postgres_url(url);
     if !Postgres::database_exists(&trusted)
@@ -39,10 +48,7 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
         }
     }
     let pool = pool(url, max_connections)?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("cannot apply database migrations")?;
+    migrations::run(&pool, keys).await?;
     Ok(pool)
 }
 
@@ -50,6 +56,13 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
 /// read-only commands never create or migrate, so a mistyped `DATABASE_URL` is an
 /// error, not a new empty database.
 pub async fn connect_existing(url: &str) -> anyhow::Result<PgPool> {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();
+    connect_existing_since(url, latest).await
+}
+
+/// [`connect_existing`] for a schema at migration `version` or later (`keys status`
+/// also reads a database whose upgrade is under way).
+pub async fn connect_existing_since(url: &str, version: i64) -> anyhow::Result<PgPool> {
     use anyhow::{Context, bail};
     let name = connect_options(url)?
         .get_database()
@@ -75,8 +88,7 @@ pub async fn connect_existing(url: &str) -> anyhow::Result<PgPool> {
         }
         _ => anyhow::Error::new(err).context("cannot read the database schema version"),
     })?;
-    let latest = MIGRATOR.iter().map(|m| m.version).max();
-    if applied < latest {
+    if applied < Some(version) {
         bail!(
             "the schema of database {name} is older than this wallet-worker; run `wallet-worker migrate`"
         );

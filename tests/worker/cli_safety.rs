@@ -8,12 +8,14 @@ use wallet_worker::config::Cli;
 
 const AMQP_PASSWORD: &str = "amqp-pw-7731";
 const DB_PASSWORD: &str = "pg-pw-8842";
-const SECRETS: [&str; 5] = [
+const SECRETS: [&str; 6] = [
     AMQP_PASSWORD,
     DB_PASSWORD,
     "admin-token-5519",
     "gateway-secret-6620",
     "sim-secret-2208",
+    // The base64 of a data-encryption key (WALLET_ENCRYPTION_KEYS).
+    "diU5GxC3Y4v6G633hYTqyOr/WLz+ZmuUe2lKhC3Hn/Y=",
 ];
 
 /// Every subcommand path of the CLI (`[]`, `["gateway"]`, `["gateway", "set"]`, ...).
@@ -49,6 +51,7 @@ async fn help_of_every_subcommand_shows_no_credential_from_the_environment() {
                 .env("WALLET_ADMIN_TOKEN_FILE", "/run/secrets/admin-token")
                 .env("WALLET_GATEWAY_SECRET", SECRETS[3])
                 .env("GATEWAY_SIM_SECRET", SECRETS[4])
+                .env("WALLET_ENCRYPTION_KEYS", format!("k1:{}", SECRETS[5]))
                 .output()
                 .await
                 .expect("wallet-worker runs");

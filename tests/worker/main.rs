@@ -24,6 +24,7 @@ mod dead_letter_events;
 #[cfg(feature = "failpoints")]
 mod decisions;
 mod dlq;
+mod keys;
 mod loadgen;
 mod malformed;
 mod memory;
@@ -41,4 +42,5 @@ mod secrets;
 mod shutdown;
 mod tls;
 mod trace;
+mod upgrade;
 mod wallet_life;

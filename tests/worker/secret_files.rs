@@ -37,10 +37,11 @@ async fn gateway_set_reads_the_secret_from_a_file_and_refuses_it_on_the_command_
 
     let out = run_cli(&db, &[&set[..], &["--secret-file", path]].concat()).await;
     assert!(out.success, "{}", out.stderr);
-    let pool = wallet_worker::store::connect_and_migrate(&db, 1)
+    let pool = wallet_worker::store::connect_and_migrate(&db, 1, Some(&test_keys()))
         .await
         .unwrap();
-    let stored = wallet_worker::store::gateways::find(&pool, "g1")
+    let keys = test_keyring(&pool).await;
+    let stored = wallet_worker::store::gateways::find(&pool, &keys, "g1")
         .await
         .unwrap()
         .unwrap();

@@ -92,9 +92,10 @@ async fn the_worker_uses_verified_tls_to_postgres_and_rabbitmq_and_refuses_an_un
     args.db.database_url = format!("postgres://postgres@{POSTGRES}/wallet_tls?sslmode=verify-full");
     args.amqp.amqp_url = format!("amqps://guest:guest@{AMQPS}/%2f");
 
-    let pool = wallet_worker::store::connect_and_migrate(&args.db.database_url, 2)
-        .await
-        .expect("Postgres over verify-full");
+    let pool =
+        wallet_worker::store::connect_and_migrate(&args.db.database_url, 2, Some(&test_keys()))
+            .await
+            .expect("Postgres over verify-full");
     let gateway = wiremock::MockServer::start().await;
     wiremock::Mock::given(wiremock::matchers::method("POST"))
         .respond_with(SigningGateway)
