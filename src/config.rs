@@ -206,9 +206,14 @@ pub enum GatewayCmd {
         #[arg(long)]
         token_url: String,
         /// File holding the HMAC-SHA256 key for `X-CommerceLayer-Signature` (or the key
-        /// itself in WALLET_GATEWAY_SECRET; never on the command line).
+        /// itself in WALLET_GATEWAY_SECRET).
         #[arg(long, env = "WALLET_GATEWAY_SECRET_FILE", value_name = "FILE")]
         secret_file: Option<PathBuf>,
+        /// The key itself. Accepted for scripts written against the first interface, with
+        /// a warning: the command line is visible to every user of the machine (`ps`);
+        /// prefer WALLET_GATEWAY_SECRET or --secret-file.
+        #[arg(long, value_name = "SECRET", conflicts_with = "secret_file")]
+        secret: Option<Secret>,
         /// Keep the gateway but refuse saves (no call is made) and attaches of its
         /// sources (`gateway_disabled`); its sources are not available meanwhile.
         #[arg(long)]

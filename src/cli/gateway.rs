@@ -13,12 +13,26 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
             id,
             token_url,
             secret_file,
+            secret: secret_in_argv,
             disabled,
         } => {
             validate_token_url(&token_url).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let Some(secret) =
-                crate::secrets::from_env_or_file("WALLET_GATEWAY_SECRET", secret_file.as_deref())?
-            else {
+            let from_env =
+                crate::secrets::from_env_or_file("WALLET_GATEWAY_SECRET", secret_file.as_deref())?;
+            let secret = match (secret_in_argv, from_env) {
+                (Some(_), Some(_)) => bail!(
+                    "--secret and WALLET_GATEWAY_SECRET are both given; give the secret one way"
+                ),
+                (Some(secret), None) => {
+                    eprintln!(
+                        "warning: --secret is visible to every user of this machine (ps, shell \
+                         history); prefer WALLET_GATEWAY_SECRET or --secret-file FILE"
+                    );
+                    Some(secret)
+                }
+                (None, from_env) => from_env,
+            };
+            let Some(secret) = secret else {
                 bail!(
                     "the gateway's signing secret is missing: set WALLET_GATEWAY_SECRET or give --secret-file FILE"
                 );
