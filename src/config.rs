@@ -415,18 +415,34 @@ pub struct GatewaySimArgs {
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
     /// File holding the signing secret to verify `X-CommerceLayer-Signature` with (or
-    /// the secret itself in GATEWAY_SIM_SECRET; never on the command line). Without
-    /// either, the development secret `sim-secret`.
+    /// the secret itself in GATEWAY_SIM_SECRET). Without either, the development secret
+    /// `sim-secret`.
     #[arg(long, env = "GATEWAY_SIM_SECRET_FILE", value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// The secret itself; accepted with a warning, as the command line is visible to
+    /// every user of the machine (prefer GATEWAY_SIM_SECRET or --secret-file).
+    #[arg(long, value_name = "SECRET", conflicts_with = "secret_file")]
+    pub secret: Option<Secret>,
 }
 
 impl GatewaySimArgs {
-    /// The signing secret: GATEWAY_SIM_SECRET, its file, or `sim-secret`.
+    /// The signing secret: `--secret`, GATEWAY_SIM_SECRET, its file, or `sim-secret`.
     pub fn secret(&self) -> anyhow::Result<Secret> {
-        let secret =
+        let from_env =
             crate::secrets::from_env_or_file("GATEWAY_SIM_SECRET", self.secret_file.as_deref())?;
-        Ok(secret.unwrap_or_else(|| Secret::new("sim-secret")))
+        match (&self.secret, from_env) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "--secret and GATEWAY_SIM_SECRET are both given; give the secret one way"
+            ),
+            (Some(secret), None) => {
+                eprintln!(
+                    "warning: --secret is visible to every user of this machine (ps, shell \
+                     history); prefer GATEWAY_SIM_SECRET or --secret-file FILE"
+                );
+                Ok(secret.clone())
+            }
+            (None, from_env) => Ok(from_env.unwrap_or_else(|| Secret::new("sim-secret"))),
+        }
     }
 }
 

@@ -88,8 +88,17 @@ stop_all() {
     fi
 }
 
+# Fixed ports and node name: a second run of this test on the same machine (another
+# checkout's suite) would share or stop these servers, so it is refused instead.
+refuse_if_taken() {
+    if ss -Hltn "( sport = :$PG_PORT or sport = :$AMQPS_PORT or sport = :$DIST_PORT )" | grep -q .; then
+        echo "tls-servers.sh: 127.0.0.1:$PG_PORT/$AMQPS_PORT/$DIST_PORT already listen: another run of the TLS test on this machine; run one at a time" >&2
+        exit 1
+    fi
+}
+
 case "$1" in
-    start) stop_all; start_postgres; start_rabbitmq; echo "postgres 127.0.0.1:$PG_PORT amqps 127.0.0.1:$AMQPS_PORT" ;;
+    start) stop_all; refuse_if_taken; start_postgres; start_rabbitmq; echo "postgres 127.0.0.1:$PG_PORT amqps 127.0.0.1:$AMQPS_PORT" ;;
     stop) stop_all ;;
     *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
 esac

@@ -132,3 +132,24 @@ async fn positional_arguments_say_what_they_are_in_help() {
         }
     }
 }
+
+#[test]
+fn gateway_sim_takes_its_secret_from_the_command_line_too() {
+    let cli = Cli::try_parse_from(["wallet-worker", "gateway-sim", "--secret", "sim_argv_1"])
+        .expect("--secret parses");
+    let Cmd::GatewaySim(args) = cli.command else {
+        panic!("gateway-sim")
+    };
+    assert_eq!(args.secret().expect("one secret").expose(), "sim_argv_1");
+    let file = secret_file("sim_file_2");
+    let path = file.path().to_str().unwrap();
+    let both = [
+        "wallet-worker",
+        "gateway-sim",
+        "--secret",
+        "x",
+        "--secret-file",
+        path,
+    ];
+    assert!(Cli::try_parse_from(both).is_err(), "one way only");
+}
