@@ -35,6 +35,16 @@ pub fn captured_logs() -> String {
     String::from_utf8_lossy(&log_buffer().lock().expect("log buffer")).into_owned()
 }
 
+/// Log lines this test process captured that contain `needle` (counted in place: the
+/// buffer of a long cluster run is large).
+pub fn log_lines_containing(needle: &str) -> usize {
+    let buffer = log_buffer().lock().expect("log buffer");
+    buffer
+        .split(|byte| *byte == b'\n')
+        .filter(|line| line.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .count()
+}
+
 fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
     static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     BUFFER.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
