@@ -130,6 +130,9 @@ pub fn test_args() -> WorkerArgs {
         inbox_retention_days: 30,
         order_retention_days: 90,
         retention_interval_ms: 600_000,
+        db_statement_timeout_ms: 15_000,
+        db_lock_timeout_ms: 5_000,
+        commit_stall_secs: 30,
     }
 }
 
