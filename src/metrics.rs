@@ -1,5 +1,6 @@
 //! Metric names (Prometheus) and the recorder. Labels never carry ids or secrets.
 
+use crate::domain::ErrorKind;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -38,18 +39,12 @@ pub const READY: &str = "wallet_ready";
 /// Panics contained, by `task` (`delivery`, `committer`, `relay`, ...).
 pub const PANICS: &str = "wallet_panics_total";
 
-/// Every `kind` of [`DEAD_LETTERS`]: the error kinds the worker dead-letters with, and
-/// `other` for any it does not know (labels never carry arbitrary input).
-pub const DEAD_LETTER_KINDS: [&str; 6] = [
-    "malformed",
-    "order_not_found",
-    "gateway_unavailable",
-    "internal_error",
-    "poison_message",
-    "other",
-];
-/// Every `kind` of [`RETRIES`].
-pub const RETRY_KINDS: [&str; 3] = ["gateway_unavailable", "order_not_found", "internal_error"];
+/// Deliveries the broker marked redelivered (a crash, a lost channel or connection, a
+/// hand-back): broker trouble shows here, not in dead letters.
+pub const REDELIVERIES: &str = "wallet_redeliveries_total";
+/// Publishes of a retry or dead letter tried again after the broker refused or did not
+/// confirm them, by `target` (`retry`, `dead_letter`).
+pub const PUBLISH_RETRIES: &str = "wallet_settle_publish_retries_total";
 /// Every `task` of [`PANICS`]: the supervised long-lived tasks (see
 /// [`crate::supervisor::Supervisor::spawn`], which insists on this list) and `delivery`.
 pub const PANIC_TASKS: [&str; 6] = [
@@ -89,16 +84,21 @@ pub fn install() -> PrometheusHandle {
 /// never see: an alert on the first dead letter of a kind, or the first panic, would
 /// miss it. Dashboards also show 0 rather than "no data".
 fn zero_series() {
-    for kind in DEAD_LETTER_KINDS {
-        metrics::counter!(DEAD_LETTERS, "kind" => kind).increment(0);
+    // Labels come from `ErrorKind` only: never arbitrary input.
+    for kind in ErrorKind::ALL {
+        metrics::counter!(DEAD_LETTERS, "kind" => kind.as_str()).increment(0);
+        if kind.is_transient() {
+            metrics::counter!(RETRIES, "kind" => kind.as_str()).increment(0);
+        }
     }
-    for kind in RETRY_KINDS {
-        metrics::counter!(RETRIES, "kind" => kind).increment(0);
+    for target in ["retry", "dead_letter"] {
+        metrics::counter!(PUBLISH_RETRIES, "target" => target).increment(0);
     }
+    metrics::counter!(REDELIVERIES).increment(0);
     for task in PANIC_TASKS {
         metrics::counter!(PANICS, "task" => task).increment(0);
     }
-    for table in ["processed_messages", "orders"] {
+    for table in ["processed_messages", "orders", "unfinished_deliveries"] {
         metrics::counter!(RETENTION_PRUNED, "table" => table).increment(0);
     }
     metrics::counter!(EVENTS_PUBLISHED).increment(0);
@@ -140,4 +140,9 @@ fn describe() {
         "1 while the worker is ready (broker, database, internal tasks)"
     );
     describe_counter!(PANICS, "Panics contained, by task");
+    describe_counter!(REDELIVERIES, "Deliveries the broker marked redelivered");
+    describe_counter!(
+        PUBLISH_RETRIES,
+        "Retry or dead-letter publishes tried again, by target"
+    );
 }

@@ -47,8 +47,11 @@ async fn a_rolling_restart_of_all_three_nodes_under_load_loses_and_doubles_nothi
     let cluster = RabbitCluster::start().await;
     let urls = cluster.amqp_urls();
     let run = Run::start(cluster, urls, "croll").await;
-    // A second worker, as a process, competes for the queue from its own node.
-    let process = WorkerProcess::start(&run.args);
+    // A second worker, as a process, competes for the queue from its own node. It
+    // shares the gateway's circuit (in Postgres): its threshold must be as high.
+    let threshold = run.args.circuit_threshold.to_string();
+    let process =
+        WorkerProcess::start_with_env(&run.args, &[("WALLET_CIRCUIT_THRESHOLD", &threshold)]);
     run.within_budget(async {
         run.enter("waiting for delayed retries");
         run.wait_for_retries_under_way().await;
