@@ -30,6 +30,9 @@ pub enum Cmd {
     /// Inspect and act on dead letters.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Move queues declared by an older worker onto the current (quorum) topology,
+    /// keeping every message; run it with the workers stopped.
+    UpgradeQueues(UpgradeArgs),
     /// Serve a local token_url endpoint that verifies signatures (development, load tests).
     GatewaySim(GatewaySimArgs),
     /// Publish realistic traffic, wait for completions, print throughput and latency.
@@ -148,6 +151,20 @@ pub struct WorkerArgs {
     /// Milliseconds between two retention passes (tests shorten it).
     #[arg(long, env = "WALLET_RETENTION_INTERVAL_MS", default_value_t = 600_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval_ms: u64,
+}
+
+/// What `upgrade-queues` needs: the broker, the queue, and the retry settings the
+/// workers run with (they name the retry levels, old and new).
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    /// Delayed-retry backoff: first delay, in milliseconds (as the workers have it).
+    #[arg(long, env = "WALLET_RETRY_BASE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_base_ms: u64,
+    /// Delayed-retry backoff: longest delay, in milliseconds (as the workers have it).
+    #[arg(long, env = "WALLET_RETRY_MAX_MS", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_max_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

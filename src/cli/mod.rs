@@ -6,6 +6,7 @@ pub mod dlq;
 pub mod gateway;
 pub mod gateway_sim;
 pub mod loadgen;
+pub mod upgrade;
 pub mod wallet;
 
 use crate::config::DbArgs;

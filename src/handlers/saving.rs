@@ -14,7 +14,9 @@ use crate::store::{Effect, SaveSource, inbox};
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-/// What saving decided.
+/// What saving decided. (It lives for one call and is moved once: boxing the large
+/// variant would only add an allocation per message.)
+#[allow(clippy::large_enum_variant)]
 pub enum Decision {
     /// Commit this effect.
     Commit(Effect),

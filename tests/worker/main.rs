@@ -13,6 +13,8 @@ mod schemas;
 
 mod admin;
 mod attach;
+mod bounded_waits;
+mod broker_trouble;
 mod circuit;
 mod cli_safety;
 mod cluster;
@@ -38,4 +40,5 @@ mod save;
 mod secrets;
 mod shutdown;
 mod trace;
+mod upgrade;
 mod wallet_life;
