@@ -51,7 +51,7 @@ pub async fn upgrade(connection: &Connection, topology: &Topology) -> anyhow::Re
     if differs(connection, &dlq, topology.dead_letter_arguments()).await? {
         let holding = format!("{dlq}.upgrade");
         done.dead_letters = mover
-            .replace(&dlq, &holding, Expiration::Keep, || async {
+            .replace(&dlq, &holding, Expiration::Keep, false, || async {
                 topology::declare_queue(connection, &dlq, topology.dead_letter_arguments()).await
             })
             .await?;
@@ -87,13 +87,16 @@ async fn upgrade_work(
         let old = topology.legacy_retry_queue(*level);
         if exists(connection, &old).await? {
             moved += mover
-                .empty_and_delete(&old, target, Expiration::Drop)
+                .empty_and_delete(&old, target, Expiration::Drop, false)
                 .await?;
         }
     }
     if replace {
+        // Publishers now reach the holding queue only: the work queue can be emptied
+        // for good (quorum queues cannot be deleted "if empty").
+        mover.unbind_all(queue).await?;
         moved += mover
-            .replace(queue, &holding, Expiration::Route, || {
+            .replace(queue, &holding, Expiration::Route, true, || {
                 topology.declare_work_queue(connection)
             })
             .await?;
@@ -192,6 +195,7 @@ impl<'a> Mover<'a> {
         queue: &str,
         holding: &str,
         how: Expiration,
+        quorum_source: bool,
         declare: F,
     ) -> anyhow::Result<u64>
     where
@@ -203,12 +207,15 @@ impl<'a> Mover<'a> {
             topology::declare_queue(self.connection, holding, quorum()).await?;
         }
         let moved = match depth(self.connection, queue).await? {
-            Some(_) => self.empty_and_delete(queue, holding, how).await?,
+            Some(_) => {
+                self.empty_and_delete(queue, holding, how, quorum_source)
+                    .await?
+            }
             None => 0,
         };
         declare().await?;
         self.unbind_all(holding).await?;
-        self.empty_and_delete(holding, queue, how).await?;
+        self.empty_and_delete(holding, queue, how, true).await?;
         Ok(moved)
     }
 
@@ -219,13 +226,17 @@ impl<'a> Mover<'a> {
         from: &str,
         to: &str,
         expiration: Expiration,
+        quorum: bool,
     ) -> anyhow::Result<u64> {
         let mut moved = 0;
         loop {
             moved += self.empty(from, to, expiration).await?;
+            // A quorum queue refuses `if-empty`; those emptied here (holding queues, the
+            // old work queue) are unbound first, so nothing reaches them any more.
+            let quorum = quorum && depth(self.connection, from).await? == Some(0);
             let channel = self.connection.create_channel().await?;
             let if_empty = QueueDeleteOptions {
-                if_empty: true,
+                if_empty: !quorum,
                 ..Default::default()
             };
             match channel.queue_delete(from.into(), if_empty).await {

@@ -232,13 +232,13 @@ impl ClusterEvents {
     }
 
     /// One line on where the reader is and what it counted.
-    pub fn state(&self, published: &[String]) -> String {
+    pub fn state(&self) -> String {
         let seen = self.seen.lock().expect("seen");
         format!(
             "reader_node={} reader_last_error={:?} completed={} dead_letter_events={}",
             seen.node.as_deref().unwrap_or("none"),
             seen.last_error,
-            seen.ledger.completed_of(published),
+            seen.ledger.completed(),
             seen.dead_lettered.len()
         )
     }
