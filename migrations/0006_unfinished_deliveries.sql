@@ -11,3 +11,25 @@ CREATE TABLE unfinished_deliveries (
 
 -- The retention pruner removes rows of messages that were never delivered again.
 CREATE INDEX unfinished_deliveries_last_started ON unfinished_deliveries (last_started);
+
+-- Messages waiting for a delayed retry (docs/operations.md, retries). A retry verdict
+-- writes the message here, byte for byte, and only then acks the delivery: nothing
+-- waits in the broker, so a retry survives the loss of any broker node. Each worker's
+-- scheduler republishes due rows to its own work queue and deletes them once the
+-- broker confirmed them.
+CREATE TABLE delayed_messages (
+    -- The message's id: one waiting copy per message.
+    message_key  text PRIMARY KEY,
+    body         bytea NOT NULL,
+    -- The AMQP basic properties in their wire encoding (flags, then each property set),
+    -- headers included: republished exactly as they were.
+    properties   bytea NOT NULL,
+    -- The routing key the message was first published with.
+    routing_key  text NOT NULL,
+    attempts     integer NOT NULL,
+    panics       integer NOT NULL,
+    due_at       timestamptz NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX delayed_messages_due_at ON delayed_messages (due_at);

@@ -30,6 +30,8 @@ pub const CIRCUIT_OPEN: &str = "wallet_gateway_circuit_open";
 pub const RETENTION_PRUNED: &str = "wallet_retention_pruned_total";
 /// Ready messages in the dead-letter queue, sampled every few seconds.
 pub const DLQ_DEPTH: &str = "wallet_dlq_depth";
+/// Messages waiting in Postgres for a delayed retry, sampled by the scheduler.
+pub const DELAYED: &str = "wallet_delayed_messages";
 /// 1 while connected to the broker.
 pub const BROKER_CONNECTED: &str = "wallet_broker_connected";
 /// 1 while the database answers (checked with readiness).
@@ -47,8 +49,9 @@ pub const REDELIVERIES: &str = "wallet_redeliveries_total";
 pub const PUBLISH_RETRIES: &str = "wallet_settle_publish_retries_total";
 /// Every `task` of [`PANICS`]: the supervised long-lived tasks (see
 /// [`crate::supervisor::Supervisor::spawn`], which insists on this list) and `delivery`.
-pub const PANIC_TASKS: [&str; 6] = [
+pub const PANIC_TASKS: [&str; 7] = [
     "delivery",
+    "scheduler",
     "committer",
     "relay",
     "acker",
@@ -104,6 +107,7 @@ fn zero_series() {
     metrics::counter!(EVENTS_PUBLISHED).increment(0);
     metrics::gauge!(IN_FLIGHT).set(0.0);
     metrics::gauge!(OUTBOX_BACKLOG).set(0.0);
+    metrics::gauge!(DELAYED).set(0.0);
     metrics::gauge!(BROKER_CONNECTED).set(0.0);
 }
 
@@ -133,6 +137,10 @@ fn describe() {
         "Rows deleted by the retention pruner, by table"
     );
     describe_gauge!(DLQ_DEPTH, "Ready messages in the dead-letter queue");
+    describe_gauge!(
+        DELAYED,
+        "Messages waiting in the database for a delayed retry"
+    );
     describe_gauge!(BROKER_CONNECTED, "1 while connected to the broker");
     describe_gauge!(DATABASE_UP, "1 while the database answers");
     describe_gauge!(

@@ -6,7 +6,7 @@ use crate::broker::consumer;
 use crate::broker::nodes::Unanswered;
 use crate::broker::shared::{ConsumerSettings, Shared};
 use crate::broker::topology::TopologyError;
-use crate::broker::{BrokerLink, Node, Nodes, Topology, dlq_depth, relay};
+use crate::broker::{BrokerLink, Node, Nodes, Topology, dlq_depth, relay, scheduler};
 use crate::config::WorkerArgs;
 use crate::domain::Secret;
 use crate::gateway::{ClientSettings, GatewayClient};
@@ -315,8 +315,27 @@ async fn session(
     });
     let dlq = shared.topology.dead_letter_queue();
     let dlq_depth = dlq_depth::spawn(connection, dlq, dlq_depth::INTERVAL).await?;
+    let scheduler_channel = connection.create_channel().await?;
+    scheduler_channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let stop_scheduler = CancellationToken::new();
+    let scheduler_task = shared.supervisor.spawn("scheduler", {
+        let (pool, queue) = (shared.handlers.pool.clone(), shared.topology.queue.clone());
+        let (channel, stop) = (scheduler_channel, stop_scheduler.clone());
+        let stop_consuming = stop_consuming.clone();
+        async move {
+            scheduler::run(pool, channel, queue, stop.clone()).await;
+            if !stop.is_cancelled() {
+                tracing::warn!("the retry scheduler lost its channel; restarting the session");
+                stop_consuming.cancel();
+            }
+        }
+    });
     let consumed = consumer::run_session(connection, shared.clone(), stop_consuming).await;
     dlq_depth.abort();
+    stop_scheduler.cancel();
+    let _ = scheduler_task.await;
     stop_relay.cancel();
     let relayed = relay_task.await?;
     consumed?;

@@ -12,7 +12,7 @@ use crate::domain::envelope::{sniff_correlation_id, sniff_id};
 use crate::domain::{self, ErrorKind, Inbound, RawMessage, Rejection};
 use crate::handlers::{self, Outcome, RetryLater};
 use crate::metrics as m;
-use crate::store::{self, CommitError, unfinished};
+use crate::store::{self, CommitError, delayed, unfinished};
 use crate::supervisor::panic_message;
 use crate::telemetry::propagation;
 use futures::FutureExt;
@@ -144,16 +144,19 @@ async fn handled(
             panics: received.panics,
         };
         let starts = unfinished_starts(shared, received.delivery, &inbound.meta.id).await;
-        let verdict = match poison(received, starts) {
-            Some(detail) => {
+        let verdict = match (starts, poison(received, starts)) {
+            (Some(Redelivered::AlreadyDelayed), _) => Verdict::Ack {
+                outcome: "retry_pending",
+            },
+            (_, Some(detail)) => {
                 known.dead_letter(ErrorKind::PoisonMessage, detail, known.attempts_done)
             }
-            None => handle_contained(shared, inbound, &known).await,
+            (_, None) => handle_contained(shared, inbound, &known).await,
         };
         let routing_key = &received.routing_key;
         let settled =
             settle::settle(shared, publish, received.delivery, routing_key, verdict).await;
-        if starts.is_some() {
+        if matches!(starts, Some(Redelivered::Started(_))) {
             finished(shared, &inbound.meta.id).await;
         }
         metrics::histogram!(m::MESSAGE_SECONDS, "type" => inbound.meta.kind)
@@ -167,8 +170,11 @@ async fn handled(
 
 /// Why the message is poison, if it is: it started too often without finishing, or it
 /// panicked the worker too often.
-fn poison(received: &Received<'_>, starts: Option<i64>) -> Option<String> {
-    let unfinished = starts.unwrap_or(0);
+fn poison(received: &Received<'_>, starts: Option<Redelivered>) -> Option<String> {
+    let unfinished = match starts {
+        Some(Redelivered::Started(starts)) => starts,
+        _ => 0,
+    };
     (unfinished >= POISON_DELIVERIES || received.panics >= POISON_PANICS).then(|| {
         format!(
             "started {unfinished} times without finishing and panicked the worker {} times",
@@ -177,19 +183,36 @@ fn poison(received: &Received<'_>, starts: Option<i64>) -> Option<String> {
     })
 }
 
-/// For a redelivered message, records this start in the ledger of unfinished
-/// deliveries and returns how many earlier starts did not finish; `None` for a first
-/// delivery, which costs nothing. (The first delivery is never recorded and this one
-/// is: the count is that of the earlier ones.) Waits for the database like any other
-/// step.
-async fn unfinished_starts(shared: &Shared, delivery: &Delivery, id: &str) -> Option<i64> {
+/// What the database knows of a redelivered message.
+#[derive(Debug, Clone, Copy)]
+enum Redelivered {
+    /// It already waits for a delayed retry: its earlier delivery stored the retry and
+    /// the ack did not reach the broker. This copy is acked without another attempt.
+    AlreadyDelayed,
+    /// Its starts that did not finish, this one included.
+    Started(i64),
+}
+
+/// For a redelivered message, whether it already waits for a delayed retry, else this
+/// start recorded in the ledger of unfinished deliveries with how many earlier starts
+/// did not finish; `None` for a first delivery, which costs nothing. (The first
+/// delivery is never recorded and this one is: the count is that of the earlier ones.)
+/// Waits for the database like any other step.
+async fn unfinished_starts(shared: &Shared, delivery: &Delivery, id: &str) -> Option<Redelivered> {
     if !delivery.redelivered {
         return None;
     }
+    let pool = &shared.handlers.pool;
     let mut waits = database_backoff();
     loop {
-        match unfinished::start(&shared.handlers.pool, id).await {
-            Ok(starts) => return Some(starts),
+        let known = async {
+            if delayed::is_waiting(pool, id).await? {
+                return Ok(Redelivered::AlreadyDelayed);
+            }
+            unfinished::start(pool, id).await.map(Redelivered::Started)
+        };
+        match known.await {
+            Ok(known) => return Some(known),
             Err(err) => wait_for_database(&err, &mut waits).await,
         }
     }

@@ -1,5 +1,5 @@
 //! RabbitMQ: topology, the consumer loop (verdict → ack / retry / dead-letter, in
-//! [`settle`]), the publisher with confirms, the outbox relay and dead-letter
+//! [`settle`]), the delayed-retry [`scheduler`], the publisher with confirms, the outbox relay and dead-letter
 //! operations.
 
 pub mod acker;
@@ -13,6 +13,7 @@ pub mod nodes;
 pub mod publish;
 pub mod relay;
 pub mod retry;
+pub mod scheduler;
 pub mod settle;
 pub mod shared;
 pub mod topology;

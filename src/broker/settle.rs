@@ -1,9 +1,9 @@
 //! The one place a [`Verdict`] becomes broker actions (docs/operations.md, broker
-//! trouble): an ack; a delayed retry or a dead letter published with a confirm and then
-//! an ack; or a deliberate hand-back.
+//! trouble): an ack; a delayed retry committed to the database and then an ack; a dead
+//! letter published with a confirm and then an ack; or a deliberate hand-back.
 //!
-//! When the broker does not take a retry or a dead letter (a nack, no queue bound, no
-//! confirm in time, a queue without a leader), the verdict stands: the same publish is
+//! When the broker does not take a dead letter (a nack, no queue bound, no confirm in
+//! time, a queue without a leader), the verdict stands: the same publish is
 //! tried again with backoff while the delivery stays unacknowledged. It is never
 //! requeued at once, the gateway is not called again for an outcome the worker already
 //! has, and the broker's delivery count does not climb. Only when the channel itself is
@@ -17,6 +17,7 @@ use super::shared::Shared;
 use super::verdict::{DeadLetter, Retry, Verdict};
 use crate::domain;
 use crate::metrics as m;
+use crate::store::delayed;
 use backon::Retryable;
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -42,11 +43,10 @@ pub async fn settle(
             Settle::Requeue
         }
         Verdict::Retry(retry) => {
-            let scheduled = schedule(shared, publish, delivery, routing_key, &retry).await;
-            finished(scheduled, || {
-                metrics::counter!(m::RETRIES, "kind" => retry.kind.as_str()).increment(1);
-                count(message_type, "retry_scheduled");
-            })
+            schedule(shared, delivery, routing_key, &retry).await;
+            metrics::counter!(m::RETRIES, "kind" => retry.kind.as_str()).increment(1);
+            count(message_type, "retry_scheduled");
+            Settle::Ack
         }
         Verdict::DeadLetter(dead) => {
             let parked = park(shared, publish, delivery, routing_key, &dead).await;
@@ -75,13 +75,10 @@ fn finished(published: Result<(), PublishError>, record: impl FnOnce()) -> Settl
     }
 }
 
-async fn schedule(
-    shared: &Shared,
-    publish: &Channel,
-    delivery: &Delivery,
-    routing_key: &str,
-    retry: &Retry,
-) -> Result<(), PublishError> {
+/// Writes the retry into the database and acks only once it is committed, waiting
+/// out database outages with the delivery held, as commits do. Nothing waits in the
+/// broker: the scheduler republishes the message when it is due.
+async fn schedule(shared: &Shared, delivery: &Delivery, routing_key: &str, retry: &Retry) {
     tracing::info!(
         kind = %retry.kind,
         detail = %retry.detail,
@@ -89,22 +86,29 @@ async fn schedule(
         delay_ms = retry.delay.as_millis() as u64,
         "retrying later"
     );
-    let parked = retry::Retry {
+    let properties = retry::properties(&delivery.properties, routing_key, retry);
+    let row = delayed::Delayed {
+        key: &retry.message_id,
+        body: &delivery.data,
+        properties: &properties,
         routing_key,
-        attempts_done: retry.attempts,
+        attempts: retry.attempts,
         panics: retry.panics,
         delay: retry.delay,
     };
-    until_confirmed(publish, "retry", || {
-        retry::schedule(
-            publish,
-            &shared.topology,
-            &delivery.data,
-            &delivery.properties,
-            parked,
-        )
-    })
-    .await
+    let pending = shared.commits.pending();
+    let mut waits = crate::backoff::endless(Duration::from_millis(100), Duration::from_secs(5));
+    while let Err(err) = delayed::store(&shared.handlers.pool, &row).await {
+        shared.commits.failed(crate::store::describe(&err));
+        let delay = waits.next().unwrap_or(Duration::from_secs(5));
+        tracing::warn!(
+            error = format!("{err:#}"),
+            delay_ms = delay.as_millis() as u64,
+            "cannot store the retry; holding the delivery and trying again"
+        );
+        tokio::time::sleep(delay).await;
+    }
+    pending.committed();
 }
 
 /// The dead letter, then its announcement: each confirmed, each retried on its own.

@@ -1,18 +1,17 @@
 //! The AMQP topology (docs/interface.md, AMQP topology), declared idempotently at start.
 //!
-//! Every queue is a quorum queue, replicated on every node of a cluster, and messages
-//! move between them at least once (docs/operations.md, broker trouble):
+//! Two quorum queues, replicated on every node of a cluster
+//! (docs/operations.md, broker trouble):
 //!
-//! * the work queue `<queue>` dead-letters what reaches the broker's delivery limit into
-//!   `<queue>.dlq` with `x-dead-letter-strategy: at-least-once` (which needs
-//!   `x-overflow: reject-publish`): a dead letter leaves the work queue only once the
-//!   dead-letter queue has it;
-//! * delayed retries wait in one queue per backoff level, `<queue>.delay.<ms>`, with that
-//!   TTL, dead-lettered at least once back to `<queue>` through the default exchange: a
-//!   waiting message holds no consumer slot and comes back by itself. Quorum queues
-//!   expire messages at their head only; within one level that delays a message by at
-//!   most the jitter of the one before it. Levels are named by their delay, so changing
-//!   the backoff settings declares new queues instead of clashing with the old ones.
+//! * the work queue `<queue>`, bound to the inbound routing keys; what reaches the
+//!   broker's delivery limit is dead-lettered into `<queue>.dlq` with
+//!   `x-dead-letter-strategy: at-least-once` (which needs `x-overflow: reject-publish`):
+//!   a dead letter leaves the work queue only once the dead-letter queue has it. That
+//!   is the last-resort path; the worker dead-letters by publishing with a confirm;
+//! * `<queue>.dlq`, the dead letters.
+//!
+//! Delayed retries wait in the database, not in the broker (docs/operations.md,
+//! retries): no queue holds a message that waits.
 //!
 //! Arguments are pinned: a queue that exists with others is a startup error that names
 //! the queue and the difference, because a queue's type and arguments cannot change in
@@ -42,13 +41,15 @@ pub enum TopologyError {
     Broker(#[from] lapin::Error),
 }
 
-/// Names and retry levels derived from the configuration.
+/// Names derived from the configuration.
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub exchange: String,
     pub queue: String,
-    /// Delays in milliseconds: `base * 2^k`, capped at the maximum.
-    pub retry_levels: Vec<u64>,
+    /// The delays, in milliseconds, of the classic `<queue>.retry.<ms>` queues that
+    /// workers before the delayed-retry table declared (`base * 2^k`, capped at the
+    /// maximum): what `upgrade-queues` empties and removes.
+    pub legacy_retry_levels: Vec<u64>,
 }
 
 impl Topology {
@@ -64,7 +65,7 @@ impl Topology {
         Self {
             exchange: exchange.to_owned(),
             queue: queue.to_owned(),
-            retry_levels: levels,
+            legacy_retry_levels: levels,
         }
     }
 
@@ -72,31 +73,14 @@ impl Topology {
         format!("{}.dlq", self.queue)
     }
 
-    /// The quorum queue where messages wait `level_ms` for their next attempt.
-    pub fn retry_queue(&self, level_ms: u64) -> String {
-        format!("{}.delay.{level_ms}", self.queue)
-    }
-
-    /// The classic retry queue of a level in the topology before quorum delay queues
-    /// (what `upgrade-queues` empties and removes).
+    /// The classic retry queue of a level in the topology of older workers.
     pub fn legacy_retry_queue(&self, level_ms: u64) -> String {
         format!("{}.retry.{level_ms}", self.queue)
     }
 
-    /// Every queue the topology declares: inbound, dead-letter, and the retry levels.
+    /// Every queue the topology declares: the work queue and the dead-letter queue.
     pub fn queues(&self) -> Vec<String> {
-        let mut queues = vec![self.queue.clone(), self.dead_letter_queue()];
-        queues.extend(self.retry_levels.iter().map(|l| self.retry_queue(*l)));
-        queues
-    }
-
-    /// The shortest level that waits at least `delay_ms` (the longest if none does).
-    pub fn level_for(&self, delay_ms: u64) -> u64 {
-        self.retry_levels
-            .iter()
-            .copied()
-            .find(|level| *level >= delay_ms)
-            .unwrap_or_else(|| *self.retry_levels.last().expect("at least one level"))
+        vec![self.queue.clone(), self.dead_letter_queue()]
     }
 
     /// The work queue's arguments.
@@ -119,14 +103,6 @@ impl Topology {
         args
     }
 
-    /// The arguments of the delay queue of `level_ms`.
-    pub fn retry_arguments(&self, level_ms: u64) -> FieldTable {
-        let mut args = quorum_at_least_once(&self.queue);
-        let ttl = i64::try_from(level_ms).unwrap_or(i64::MAX);
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-        args
-    }
-
     /// Declares everything with pinned arguments; see [`TopologyError::Mismatch`].
     pub async fn declare(&self, connection: &Connection) -> Result<(), TopologyError> {
         self.declare_exchange(connection).await?;
@@ -137,14 +113,6 @@ impl Topology {
             self.dead_letter_arguments(),
         )
         .await?;
-        for level in &self.retry_levels {
-            declare_queue(
-                connection,
-                &self.retry_queue(*level),
-                self.retry_arguments(*level),
-            )
-            .await?;
-        }
         Ok(())
     }
 
@@ -262,19 +230,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_levels_double_from_base_and_stop_at_max() {
+    fn the_old_retry_levels_double_from_base_and_stop_at_max() {
         let t = Topology::new("x", "q", 1000, 600_000);
-        assert_eq!(t.retry_levels.first(), Some(&1000));
-        assert_eq!(t.retry_levels.last(), Some(&600_000));
-        assert_eq!(t.retry_levels.len(), 11);
-        assert_eq!(t.level_for(1500), 2000);
-        assert_eq!(t.level_for(10_000_000), 600_000);
-        assert_eq!(t.retry_queue(1000), "q.delay.1000");
+        assert_eq!(t.legacy_retry_levels.first(), Some(&1000));
+        assert_eq!(t.legacy_retry_levels.last(), Some(&600_000));
+        assert_eq!(t.legacy_retry_levels.len(), 11);
         assert_eq!(t.legacy_retry_queue(1000), "q.retry.1000");
+        assert_eq!(t.queues(), ["q", "q.dlq"]);
     }
 
     #[test]
-    fn every_queue_is_quorum_and_dead_letters_at_least_once() {
+    fn both_queues_are_quorum_and_the_work_queue_dead_letters_at_least_once() {
         let t = Topology::new("x", "q", 1000, 2000);
         let text = |args: &FieldTable, key: &str| match args.inner().get(key) {
             Some(AMQPValue::LongString(s)) => {
@@ -282,21 +248,20 @@ mod tests {
             }
             _ => None,
         };
-        for args in [t.work_queue_arguments(), t.retry_arguments(1000)] {
-            assert_eq!(text(&args, "x-queue-type").as_deref(), Some("quorum"));
-            assert_eq!(
-                text(&args, "x-dead-letter-strategy").as_deref(),
-                Some("at-least-once")
-            );
-            assert_eq!(text(&args, "x-overflow").as_deref(), Some("reject-publish"));
-        }
+        let work = t.work_queue_arguments();
+        assert_eq!(text(&work, "x-queue-type").as_deref(), Some("quorum"));
+        assert_eq!(
+            text(&work, "x-dead-letter-strategy").as_deref(),
+            Some("at-least-once")
+        );
+        assert_eq!(text(&work, "x-overflow").as_deref(), Some("reject-publish"));
+        assert_eq!(
+            text(&work, "x-dead-letter-routing-key").as_deref(),
+            Some("q.dlq")
+        );
         assert_eq!(
             text(&t.dead_letter_arguments(), "x-queue-type").as_deref(),
             Some("quorum")
-        );
-        assert_eq!(
-            text(&t.retry_arguments(1000), "x-dead-letter-routing-key").as_deref(),
-            Some("q")
         );
     }
 }

@@ -12,8 +12,10 @@
 //!    send meanwhile lands there too; the old retry levels (their expiration dropped:
 //!    the retry comes early, which is harmless) and then the work queue are emptied into
 //!    it and deleted; the new work queue is declared and bound, the holding queue unbound,
-//!    emptied into it and deleted;
-//! 3. the delay levels are declared.
+//!    emptied into it and deleted.
+//!
+//! A retry that must wait again after its early attempt waits in the database like
+//! any other.
 //!
 //! Every move publishes with a confirm before it acks (at least once). A message can so
 //! arrive twice; its id makes the second harmless. A queue is deleted only when empty
@@ -83,7 +85,7 @@ async fn upgrade_work(
         declare_holding(connection, topology, &holding).await?;
     }
     let mut moved = 0;
-    for level in &topology.retry_levels {
+    for level in &topology.legacy_retry_levels {
         let old = topology.legacy_retry_queue(*level);
         if exists(connection, &old).await? {
             moved += mover
@@ -268,15 +270,13 @@ impl<'a> Mover<'a> {
                 }
                 Expiration::Drop => None,
             };
-            let mut table = properties.headers().clone().unwrap_or_default();
+            let mut changes = Vec::new();
             let routed = headers::text(properties, headers::ORIGINAL_ROUTING_KEY).is_some();
             if expiration == Expiration::Route && !routed {
                 let key = headers::long_string(delivery.routing_key.as_str());
-                table = headers::with_headers(
-                    properties,
-                    &[(headers::ORIGINAL_ROUTING_KEY, Some(key))],
-                );
+                changes.push((headers::ORIGINAL_ROUTING_KEY, Some(key)));
             }
+            let table = headers::with_headers(properties, &changes);
             let copy = headers::rebuild(properties, table, kept);
             publish_confirmed(&self.publish, "", to, &delivery.data, copy, true)
                 .await

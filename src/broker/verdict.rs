@@ -14,7 +14,7 @@ use std::time::Duration;
 pub enum Verdict {
     /// Durably handled; `outcome` labels what it did (`saved`, `duplicate`, ...).
     Ack { outcome: &'static str },
-    /// Try again later, from a delayed-retry queue.
+    /// Try again later: the message waits in the database for its next attempt.
     Retry(Retry),
     /// Give up: to the dead-letter queue, announced by `wallet.dead_lettered`.
     DeadLetter(DeadLetter),
@@ -35,6 +35,8 @@ pub struct Retry {
     pub delay: Duration,
     /// Times the message panicked the worker so far.
     pub panics: u32,
+    /// The message's id: the key of its waiting row (one waiting copy per message).
+    pub message_id: String,
 }
 
 /// A dead letter, and what is known of the message.
@@ -97,6 +99,7 @@ pub fn on_failure(failure: RetryLater, known: &Known, settings: &ConsumerSetting
         attempts,
         delay,
         panics: known.panics,
+        message_id: known.message_id.clone().unwrap_or_default(),
     })
 }
 
