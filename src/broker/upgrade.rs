@@ -270,7 +270,10 @@ impl<'a> Mover<'a> {
                 }
                 Expiration::Drop => None,
             };
-            let mut changes = Vec::new();
+            // A quorum queue adds `x-delivery-count` to every message it hands out
+            // (RabbitMQ 3.10 even on a first `basic.get`): it describes this delivery,
+            // not the message, and is not carried over.
+            let mut changes = vec![(headers::DELIVERY_COUNT, None)];
             let routed = headers::text(properties, headers::ORIGINAL_ROUTING_KEY).is_some();
             if expiration == Expiration::Route && !routed {
                 let key = headers::long_string(delivery.routing_key.as_str());
