@@ -18,8 +18,13 @@ CREATE INDEX unfinished_deliveries_last_started ON unfinished_deliveries (last_s
 -- scheduler republishes due rows to its own work queue and deletes them once the
 -- broker confirmed them.
 CREATE TABLE delayed_messages (
-    -- The message's id: one waiting copy per message.
-    message_key  text PRIMARY KEY,
+    -- One row per waiting retry. The scheduler deletes the rows it republished by this
+    -- id, so a later retry of the same message, written while the earlier row is still
+    -- being republished, is a row of its own and is not lost.
+    id           bigserial PRIMARY KEY,
+    -- The message's id: a redelivered message that already has a row is acked without
+    -- another attempt.
+    message_key  text NOT NULL,
     body         bytea NOT NULL,
     -- The AMQP basic properties in their wire encoding (flags, then each property set),
     -- headers included: republished exactly as they were.
@@ -33,3 +38,4 @@ CREATE TABLE delayed_messages (
 );
 
 CREATE INDEX delayed_messages_due_at ON delayed_messages (due_at);
+CREATE INDEX delayed_messages_message_key ON delayed_messages (message_key);

@@ -315,23 +315,9 @@ async fn session(
     });
     let dlq = shared.topology.dead_letter_queue();
     let dlq_depth = dlq_depth::spawn(connection, dlq, dlq_depth::INTERVAL).await?;
-    let scheduler_channel = connection.create_channel().await?;
-    scheduler_channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
     let stop_scheduler = CancellationToken::new();
-    let scheduler_task = shared.supervisor.spawn("scheduler", {
-        let (pool, queue) = (shared.handlers.pool.clone(), shared.topology.queue.clone());
-        let (channel, stop) = (scheduler_channel, stop_scheduler.clone());
-        let stop_consuming = stop_consuming.clone();
-        async move {
-            scheduler::run(pool, channel, queue, stop.clone()).await;
-            if !stop.is_cancelled() {
-                tracing::warn!("the retry scheduler lost its channel; restarting the session");
-                stop_consuming.cancel();
-            }
-        }
-    });
+    let scheduler_task =
+        spawn_scheduler(connection, shared, &stop_scheduler, &stop_consuming).await?;
     let consumed = consumer::run_session(connection, shared.clone(), stop_consuming).await;
     dlq_depth.abort();
     stop_scheduler.cancel();
@@ -342,6 +328,29 @@ async fn session(
     // `None`: the relay panicked; the supervisor is stopping the worker.
     relayed.transpose()?;
     Ok(())
+}
+
+/// The session's delayed-retry scheduler, on a confirm channel of its own; if it loses
+/// that channel, the session ends and the next one starts a new scheduler.
+async fn spawn_scheduler(
+    connection: &lapin::Connection,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+    stop_consuming: &CancellationToken,
+) -> lapin::Result<JoinHandle<Option<()>>> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let (pool, queue) = (shared.handlers.pool.clone(), shared.topology.queue.clone());
+    let (stop, stop_consuming) = (stop.clone(), stop_consuming.clone());
+    Ok(shared.supervisor.spawn("scheduler", async move {
+        scheduler::run(pool, channel, queue, stop.clone()).await;
+        if !stop.is_cancelled() {
+            tracing::warn!("the retry scheduler lost its channel; restarting the session");
+            stop_consuming.cancel();
+        }
+    }))
 }
 
 fn reconnect_backoff() -> backon::ExponentialBackoff {

@@ -71,8 +71,8 @@ async fn republish_due(pool: &PgPool, channel: &Channel, queue: &str) -> anyhow:
     Ok(taken.len())
 }
 
-/// Publishes every message, then awaits each confirm; returns the keys the broker took.
-async fn publish_all(channel: &Channel, queue: &str, due: &[Due]) -> Vec<String> {
+/// Publishes every message, then awaits each confirm; returns the rows the broker took.
+async fn publish_all(channel: &Channel, queue: &str, due: &[Due]) -> Vec<i64> {
     let mut confirms = Vec::with_capacity(due.len());
     for message in due {
         let published = channel
@@ -96,7 +96,7 @@ async fn publish_all(channel: &Channel, queue: &str, due: &[Due]) -> Vec<String>
             Err(err) => Err(PublishError::from(err)),
         };
         match landed {
-            Ok(()) => taken.push(message.key.clone()),
+            Ok(()) => taken.push(message.id),
             Err(err) => tracing::debug!(error = format!("{err:#}"), "a due retry was not taken"),
         }
     }

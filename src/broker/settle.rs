@@ -94,7 +94,11 @@ async fn schedule(shared: &Shared, delivery: &Delivery, routing_key: &str, retry
         routing_key,
         attempts: retry.attempts,
         panics: retry.panics,
-        delay: retry.delay,
+        // The longest wait is WALLET_RETRY_MAX_MS, a longer Retry-After included (the
+        // circuit's cool-down, say): the next attempt finds out whether it still holds.
+        delay: retry
+            .delay
+            .min(Duration::from_millis(shared.settings.retry_max_ms)),
     };
     let pending = shared.commits.pending();
     let mut waits = crate::backoff::endless(Duration::from_millis(100), Duration::from_secs(5));

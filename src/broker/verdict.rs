@@ -35,7 +35,7 @@ pub struct Retry {
     pub delay: Duration,
     /// Times the message panicked the worker so far.
     pub panics: u32,
-    /// The message's id: the key of its waiting row (one waiting copy per message).
+    /// The message's id, kept with its waiting row for the redelivery check.
     pub message_id: String,
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// A message to retry later.
 #[derive(Debug, Clone)]
 pub struct Delayed<'a> {
-    /// One waiting copy per key: the message's id.
+    /// The message's id, for the redelivery check.
     pub key: &'a str,
     pub body: &'a [u8],
     /// As the republish carries them (attempt headers included).
@@ -26,7 +26,8 @@ pub struct Delayed<'a> {
 /// A due message, as it is republished.
 #[derive(Debug, Clone)]
 pub struct Due {
-    pub key: String,
+    /// The row, deleted once the broker took the republish.
+    pub id: i64,
     pub body: Vec<u8>,
     pub properties: BasicProperties,
 }
@@ -45,15 +46,14 @@ pub fn decode(bytes: &[u8]) -> Result<BasicProperties, String> {
         .map_err(|err| err.to_string())
 }
 
-/// Stores the message; a message already waiting keeps its row (one waiting copy is
-/// enough: its id makes a second one pointless).
+/// Stores the message as a row of its own (never merged with an earlier row of the same
+/// message, which the scheduler may be republishing and about to delete).
 pub async fn store(pool: &PgPool, delayed: &Delayed<'_>) -> sqlx::Result<()> {
     let delay_ms = i64::try_from(delayed.delay.as_millis()).unwrap_or(i64::MAX);
     sqlx::query(
         "INSERT INTO delayed_messages
            (message_key, body, properties, routing_key, attempts, panics, due_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond')
-         ON CONFLICT (message_key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond')",
     )
     .bind(delayed.key)
     .bind(delayed.body)
@@ -84,8 +84,8 @@ pub async fn is_waiting(pool: &PgPool, key: &str) -> sqlx::Result<bool> {
 /// row whose properties do not decode (never written by this code) stays where it is,
 /// for a person to look at, and is logged.
 pub async fn due(tx: &mut Transaction<'_, Postgres>, limit: i64) -> sqlx::Result<Vec<Due>> {
-    let rows: Vec<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-        "SELECT message_key, body, properties FROM delayed_messages
+    let rows: Vec<(i64, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, message_key, body, properties FROM delayed_messages
          WHERE due_at <= now() ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
@@ -93,9 +93,9 @@ pub async fn due(tx: &mut Transaction<'_, Postgres>, limit: i64) -> sqlx::Result
     .await?;
     let decoded = rows
         .into_iter()
-        .filter_map(|(key, body, properties)| match decode(&properties) {
+        .filter_map(|(id, key, body, properties)| match decode(&properties) {
             Ok(properties) => Some(Due {
-                key,
+                id,
                 body,
                 properties,
             }),
@@ -109,9 +109,9 @@ pub async fn due(tx: &mut Transaction<'_, Postgres>, limit: i64) -> sqlx::Result
 }
 
 /// Deletes the rows of messages the broker took.
-pub async fn delete(tx: &mut Transaction<'_, Postgres>, keys: &[String]) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM delayed_messages WHERE message_key = ANY($1)")
-        .bind(keys)
+pub async fn delete(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM delayed_messages WHERE id = ANY($1)")
+        .bind(ids)
         .execute(&mut **tx)
         .await
         .map(drop)

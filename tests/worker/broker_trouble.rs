@@ -17,7 +17,12 @@ const CALL_TAKES: Duration = Duration::from_secs(5);
 async fn closing_the_workers_connection_under_a_message_more_often_than_the_poison_limit_does_not_make_it_poison()
  {
     let closes = usize::try_from(POISON_DELIVERIES).expect("small") + 1;
-    let mut w = spawn_worker().await;
+    // Each failed call is an attempt, even when the connection closes under it: its
+    // retry is committed to the database before the ack, which the close then loses.
+    // Enough attempts for every failing call, so only poison could dead-letter it.
+    let mut args = test_args();
+    args.max_attempts = u32::try_from(closes).expect("small") + 2;
+    let mut w = spawn_worker_with(args).await;
     // The message's calls fail slowly until the connection was closed under each of them.
     Mock::given(method("POST"))
         .and(path("/token"))
