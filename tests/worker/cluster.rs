@@ -1,10 +1,12 @@
 //! Failover on a real three-node RabbitMQ cluster (`AMQP_URL` names all three), while
 //! the gateway fails most calls transiently so that many messages wait in delayed
-//! retries: the worker's first node (where it declared every queue, so it holds their
-//! leaders) SIGKILLed for 45 s, every node restarted in turn, and the node holding the
-//! retry queues' leaders killed while the worker is elsewhere. Every confirmed message
-//! still has exactly one effect, none is dead-lettered, and no message calls the gateway
-//! more often than its attempts allow. Each run prints one accounting line. These tests
+//! retries (in Postgres): the worker's first node (where it declared both queues, so it
+//! holds their leaders) SIGKILLed for 45 s, every node restarted in turn, and the node
+//! leading the work queue and `.dlq` killed while the worker stays on another, with
+//! malformed messages among the load so the dead-letter path works through the outage.
+//! Every confirmed message still has exactly one effect, the dead letters are exactly
+//! the malformed messages (each once in `.dlq`), and no message calls the gateway more
+//! often than its attempts allow. Each run prints one accounting line. These tests
 //! start their own cluster (ports 5681-5683) and run alone (`.config/nextest.toml`).
 
 mod clients;
@@ -19,6 +21,8 @@ use std::time::Duration;
 
 /// How long a killed node stays down.
 const OUTAGE: Duration = Duration::from_secs(45);
+/// One message in this many is malformed in the leader-kill run: a dead letter by rule.
+const MALFORMED_EVERY: usize = 20;
 
 #[tokio::test]
 async fn sigkill_of_the_workers_node_under_load_loses_and_doubles_nothing() {
@@ -83,12 +87,16 @@ async fn a_rolling_restart_of_all_three_nodes_under_load_loses_and_doubles_nothi
     run.stop().await;
 }
 
+/// With delayed retries in Postgres, no queue holds waiting retries: the node that
+/// matters after the worker's own is the one leading the work queue (whose
+/// at-least-once dead-lettering is the broker's last resort) and `.dlq` (where the
+/// worker parks dead letters). Both are declared through c1, so c1 leads them; the
+/// worker uses c2, and one message in [`MALFORMED_EVERY`] is malformed.
 #[tokio::test]
-async fn killing_the_node_that_leads_the_retry_queues_loses_and_doubles_nothing() {
+async fn killing_the_node_that_leads_the_work_and_dead_letter_queues_loses_and_doubles_nothing() {
     let cluster = RabbitCluster::start().await;
-    // Every queue is declared through c1, so c1 leads them; the worker then uses c2.
     let urls = cluster.amqp_urls_from("c2");
-    let run = Run::start_declared_on(cluster, urls, "cretry", "c1").await;
+    let run = Run::start_declared_on(cluster, urls, "cretry", "c1", MALFORMED_EVERY).await;
     run.within_budget(async {
         run.enter("waiting for delayed retries");
         run.wait_for_retries_under_way().await;
@@ -100,7 +108,7 @@ async fn killing_the_node_that_leads_the_retry_queues_loses_and_doubles_nothing(
             "the worker stayed on c2"
         );
         run.finish(
-            "cluster-retry-leader",
+            "cluster-queue-leaders",
             &format!("killed=c1 worker_on=c2 {outage}"),
         )
         .await;
@@ -114,7 +122,8 @@ async fn killing_the_node_that_leads_the_retry_queues_loses_and_doubles_nothing(
 async fn outage_of(run: &Run, node: &'static str) -> String {
     let hand_backs = run.hand_backs();
     let published = run.gateway.calls().messages;
-    run.enter(format!("{node} killed"));
+    let delayed = run.delayed_now().await;
+    run.enter(format!("{node} killed with {delayed} retries waiting"));
     run.cluster.kill(node).await;
     tokio::time::sleep(OUTAGE).await;
     let during = run.hand_backs() - hand_backs;
@@ -126,7 +135,7 @@ async fn outage_of(run: &Run, node: &'static str) -> String {
         .wait_for_at_least(PROCESSED, run.w.count(PROCESSED).await + 200)
         .await;
     format!(
-        "down_s={} hand_backs_during_outage={during} ({:.2} per message that arrived meanwhile)",
+        "delayed_at_kill={delayed} down_s={} hand_backs_during_outage={during} ({:.2} per message that arrived meanwhile)",
         OUTAGE.as_secs(),
         during as f64 / messages as f64
     )

@@ -45,6 +45,20 @@ pub struct Sent {
     pub republished: usize,
     /// Messages never confirmed within [`GIVE_UP_AFTER`].
     pub given_up: usize,
+    /// Ids of the confirmed messages that were malformed on purpose (a subset of
+    /// `confirmed`): each must become exactly one dead letter.
+    pub malformed: Vec<String>,
+}
+
+impl Sent {
+    /// The confirmed messages that should each have one outcome.
+    pub fn well_formed(&self) -> Vec<String> {
+        self.confirmed
+            .iter()
+            .filter(|id| !self.malformed.contains(id))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Messages confirmed so far, readable while the publisher runs (for a stuck report).
@@ -84,11 +98,13 @@ impl ClusterPublisher {
     }
 
     /// Publishes bulk saves at about `per_second`, each until confirmed, until `until`
-    /// is cancelled: the load lasts as long as the fault does.
+    /// is cancelled: the load lasts as long as the fault does. With `malformed_every`,
+    /// every n-th message is an envelope without a type or data (a dead letter by rule).
     pub async fn publish_saves(
         mut self,
         tag: &str,
         per_second: f64,
+        malformed_every: Option<usize>,
         until: CancellationToken,
     ) -> Sent {
         let mut sent = Sent::default();
@@ -98,7 +114,14 @@ impl ClusterPublisher {
                 break;
             }
             pace.tick().await;
-            let batch = (start..start + BATCH).map(|i| bulk_save(tag, i)).collect();
+            let batch = (start..start + BATCH)
+                .map(|i| match malformed_every {
+                    Some(n) if i % n == n - 1 => {
+                        serde_json::json!({"id": format!("bad_{tag}_{i}"), "malformed": true})
+                    }
+                    _ => bulk_save(tag, i),
+                })
+                .collect();
             self.publish_until_confirmed(batch, &mut sent).await;
         }
         if let Some((connection, _, _)) = self.open.take() {
@@ -132,8 +155,11 @@ impl ClusterPublisher {
                     Err(_) => false,
                 };
                 if confirmed {
-                    sent.confirmed
-                        .push(message["id"].as_str().expect("id").to_owned());
+                    let id = message["id"].as_str().expect("id").to_owned();
+                    if message["malformed"] == true {
+                        sent.malformed.push(id.clone());
+                    }
+                    sent.confirmed.push(id);
                     self.confirmed.0.fetch_add(1, Ordering::Relaxed);
                 } else {
                     unconfirmed.push(message);
@@ -243,17 +269,31 @@ impl ClusterEvents {
         )
     }
 
-    /// Waits until every id of `published` has an outcome or a dead letter (or `within`
-    /// passes), then a little longer so a doubled effect would show; returns what was
-    /// seen. The reader is stopped within a bounded time whatever it was doing.
-    pub async fn seen_of(&self, published: &[String], within: Duration) -> Seen {
-        let deadline = tokio::time::Instant::now() + within;
+    /// Waits until every id of `expected` has an outcome and every id of
+    /// `dead_letters` a dead-letter event, for as long as the counts keep moving: it
+    /// gives up only after `stall` without progress (a loaded machine drains slowly; a
+    /// stuck one does not drain at all), printing where it stopped. Then it waits a
+    /// little longer, so a doubled effect would show, and stops the reader within a
+    /// bounded time whatever it was doing.
+    pub async fn seen_of(&self, expected: &[String], dead_letters: usize, stall: Duration) -> Seen {
+        let goal = expected.len() + dead_letters;
+        let (mut last, mut moved_at) = (usize::MAX, tokio::time::Instant::now());
         loop {
             let done = {
                 let seen = self.seen.lock().expect("seen");
-                seen.ledger.completed_of(published) + seen.dead_lettered.len()
+                seen.ledger.completed_of(expected) + seen.dead_lettered.len()
             };
-            if done >= published.len() || tokio::time::Instant::now() >= deadline {
+            if done >= goal {
+                break;
+            }
+            if done != last {
+                (last, moved_at) = (done, tokio::time::Instant::now());
+            } else if moved_at.elapsed() >= stall {
+                eprintln!(
+                    "[cluster] no progress for {} s: {done} of {goal} outcomes; {}",
+                    stall.as_secs(),
+                    self.state()
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
