@@ -44,8 +44,8 @@ pub const PANICS: &str = "wallet_panics_total";
 /// Deliveries the broker marked redelivered (a crash, a lost channel or connection, a
 /// hand-back): broker trouble shows here, not in dead letters.
 pub const REDELIVERIES: &str = "wallet_redeliveries_total";
-/// Publishes of a retry or dead letter tried again after the broker refused or did not
-/// confirm them, by `target` (`retry`, `dead_letter`).
+/// Publishes of a dead letter (or its announcement) tried again after the broker refused
+/// or did not confirm them, by `target` (`dead_letter`).
 pub const PUBLISH_RETRIES: &str = "wallet_settle_publish_retries_total";
 /// Every `task` of [`PANICS`]: the supervised long-lived tasks (see
 /// [`crate::supervisor::Supervisor::spawn`], which insists on this list) and `delivery`.
@@ -94,9 +94,7 @@ fn zero_series() {
             metrics::counter!(RETRIES, "kind" => kind.as_str()).increment(0);
         }
     }
-    for target in ["retry", "dead_letter"] {
-        metrics::counter!(PUBLISH_RETRIES, "target" => target).increment(0);
-    }
+    metrics::counter!(PUBLISH_RETRIES, "target" => "dead_letter").increment(0);
     metrics::counter!(REDELIVERIES).increment(0);
     for task in PANIC_TASKS {
         metrics::counter!(PANICS, "task" => task).increment(0);
@@ -151,6 +149,6 @@ fn describe() {
     describe_counter!(REDELIVERIES, "Deliveries the broker marked redelivered");
     describe_counter!(
         PUBLISH_RETRIES,
-        "Retry or dead-letter publishes tried again, by target"
+        "Dead-letter publishes tried again, by target"
     );
 }
