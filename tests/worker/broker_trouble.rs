@@ -77,18 +77,27 @@ async fn wait_for_calls(w: &TestWorker, n: usize) {
 }
 
 /// Closes, through the broker, the connections of the worker consuming `queue` (they
-/// are named after it): other tests' connections are left alone.
+/// are named after it): other tests' connections are left alone. Waits until the worker
+/// is connected: a second copy of the message may have called the gateway while the
+/// worker was still reconnecting after the previous close.
 async fn close_worker_connections(queue: &str) {
-    let listed = rabbitmqctl(&["list_connections", "pid", "client_properties"]).await;
-    let pids: Vec<String> = listed
-        .lines()
-        .filter(|line| line.contains(&format!("consumer of {queue}")))
-        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
-        .collect();
-    assert!(
-        !pids.is_empty(),
-        "the worker's connection is listed: {listed}"
-    );
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let pids = loop {
+        let listed = rabbitmqctl(&["list_connections", "pid", "client_properties"]).await;
+        let pids: Vec<String> = listed
+            .lines()
+            .filter(|line| line.contains(&format!("consumer of {queue}")))
+            .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+            .collect();
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker's connection is listed: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     for pid in pids {
         rabbitmqctl(&["close_connection", &pid, "test: broker trouble"]).await;
     }
