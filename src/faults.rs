@@ -5,7 +5,8 @@
 //! `commit.before` (hold the message between its handler and its commit),
 //! `delivery.panic` (its handler panics on every delivery) and `delivery.crash` (the
 //! process aborts on every delivery); and `committer.panic` (configured as `panic`: a
-//! commit loop dies).
+//! commit loop dies); `plaintext.sealed` as `return(TABLE)` aborts the process after
+//! sealing a batch of that table's plaintext rows (an upgrade killed mid-way).
 
 /// Waits here while the fail point `name` is configured as `return(ID)` with `id`.
 /// Tests use it to hold a message between its handler's reads and its commit;

@@ -12,6 +12,7 @@
 
 use super::headers;
 use super::publish::{self, PublishError};
+use crate::crypto::Keyring;
 use crate::metrics as m;
 use crate::store::outbox::{self, PendingEvent};
 use backon::Retryable;
@@ -40,6 +41,7 @@ pub enum RelayError {
 /// ends the relay (its channel is gone); events it held stay in the outbox for a sweep.
 pub async fn run(
     pool: PgPool,
+    keys: Keyring,
     channel: Channel,
     exchange: String,
     committed: &mut mpsc::UnboundedReceiver<Vec<PendingEvent>>,
@@ -56,7 +58,7 @@ pub async fn run(
                 publish_until_confirmed(&pool, &channel, &exchange, &events, &stop).await?;
             }
             _ = sweep.tick() => {
-                sweep_stale(&pool, &channel, &exchange).await?;
+                sweep_stale(&pool, &keys, &channel, &exchange).await?;
                 if let Ok(backlog) = outbox::backlog(&pool).await {
                     metrics::gauge!(m::OUTBOX_BACKLOG).set(backlog as f64);
                 }
@@ -129,9 +131,14 @@ pub async fn publish_and_forget(
 /// Publishes rows nobody is publishing (see [`STALE_AFTER`]). Database trouble, or a
 /// broker that refuses or does not confirm, only postpones the sweep to the next tick;
 /// a channel that is gone ends the relay.
-async fn sweep_stale(pool: &PgPool, channel: &Channel, exchange: &str) -> Result<(), PublishError> {
+async fn sweep_stale(
+    pool: &PgPool,
+    keys: &Keyring,
+    channel: &Channel,
+    exchange: &str,
+) -> Result<(), PublishError> {
     loop {
-        match sweep_batch(pool, channel, exchange).await {
+        match sweep_batch(pool, keys, channel, exchange).await {
             Ok(n) if n == BATCH => continue,
             Ok(_) => return Ok(()),
             Err(RelayError::Publish(err)) if !channel.status().connected() => return Err(err),
@@ -157,12 +164,13 @@ async fn sweep_stale(pool: &PgPool, channel: &Channel, exchange: &str) -> Result
 /// its row locks until its connection is reused.
 async fn sweep_batch(
     pool: &PgPool,
+    keys: &Keyring,
     channel: &Channel,
     exchange: &str,
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
     let result = async {
-        let events = outbox::lock_stale(&mut tx, STALE_AFTER, BATCH as i64).await?;
+        let events = outbox::lock_stale(&mut tx, keys, STALE_AFTER, BATCH as i64).await?;
         if !events.is_empty() {
             publish_all(channel, exchange, &events).await?;
             let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();

@@ -8,6 +8,7 @@
 //! rows too, and retry delays of a second or more make that precision enough.
 
 use super::publish::{PublishError, check, confirmed};
+use crate::crypto::Keyring;
 use crate::metrics as m;
 use crate::store::delayed::{self, Due};
 use lapin::Channel;
@@ -23,10 +24,16 @@ const BATCH: i64 = 200;
 
 /// Runs on `channel` (in confirm mode) until `stop` is cancelled or the channel is gone
 /// (the session then ends, and the next one starts a new scheduler).
-pub async fn run(pool: PgPool, channel: Channel, queue: String, stop: CancellationToken) {
+pub async fn run(
+    pool: PgPool,
+    keys: Keyring,
+    channel: Channel,
+    queue: String,
+    stop: CancellationToken,
+) {
     let mut waits = trouble_backoff();
     while !stop.is_cancelled() && channel.status().connected() {
-        let pause = match republish_due(&pool, &channel, &queue).await {
+        let pause = match republish_due(&pool, &keys, &channel, &queue).await {
             Ok(moved) if moved as i64 == BATCH => Duration::ZERO,
             Ok(_) => {
                 waits = trouble_backoff();
@@ -51,9 +58,14 @@ pub async fn run(pool: PgPool, channel: Channel, queue: String, stop: Cancellati
 
 /// One batch: lock due rows, publish each, await the confirms, delete what the
 /// broker took and commit. Returns how many rows it republished.
-async fn republish_due(pool: &PgPool, channel: &Channel, queue: &str) -> anyhow::Result<usize> {
+async fn republish_due(
+    pool: &PgPool,
+    keys: &Keyring,
+    channel: &Channel,
+    queue: &str,
+) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
-    let due = delayed::due(&mut tx, BATCH).await?;
+    let due = delayed::due(&mut tx, keys, BATCH).await?;
     if due.is_empty() {
         return Ok(0);
     }
@@ -72,7 +84,7 @@ async fn republish_due(pool: &PgPool, channel: &Channel, queue: &str) -> anyhow:
 }
 
 /// Publishes every message, then awaits each confirm; returns the rows the broker took.
-async fn publish_all(channel: &Channel, queue: &str, due: &[Due]) -> Vec<i64> {
+async fn publish_all(channel: &Channel, queue: &str, due: &[Due]) -> Vec<String> {
     let mut confirms = Vec::with_capacity(due.len());
     for message in due {
         let published = channel
@@ -96,7 +108,7 @@ async fn publish_all(channel: &Channel, queue: &str, due: &[Due]) -> Vec<i64> {
             Err(err) => Err(PublishError::from(err)),
         };
         match landed {
-            Ok(()) => taken.push(message.id),
+            Ok(()) => taken.push(message.id.clone()),
             Err(err) => tracing::debug!(error = format!("{err:#}"), "a due retry was not taken"),
         }
     }

@@ -102,7 +102,7 @@ async fn schedule(shared: &Shared, delivery: &Delivery, routing_key: &str, retry
     };
     let pending = shared.commits.pending();
     let mut waits = crate::backoff::endless(Duration::from_millis(100), Duration::from_secs(5));
-    while let Err(err) = delayed::store(&shared.handlers.pool, &row).await {
+    while let Err(err) = delayed::store(&shared.handlers.pool, &shared.handlers.keys, &row).await {
         shared.commits.failed(crate::store::describe(&err));
         let delay = waits.next().unwrap_or(Duration::from_secs(5));
         tracing::warn!(

@@ -1,9 +1,12 @@
-//! Messages waiting for a delayed retry (migration 0006; docs/operations.md, retries):
+//! Messages waiting for a delayed retry (migration 0010; docs/operations.md, retries):
 //! written by a retry verdict before its delivery is acked, republished by the
 //! scheduler ([`crate::broker::scheduler`]) once due, and deleted only after the broker
 //! confirmed the republish. The properties are stored in their AMQP wire encoding, so a
-//! retried message goes back exactly as it came, headers included.
+//! retried message goes back exactly as it came, headers included. Bodies carry tokens:
+//! they are sealed like outbox bodies, bound to their row's id.
 
+use super::keys::DELAYED;
+use crate::crypto::Keyring;
 use lapin::BasicProperties;
 use lapin::protocol::basic::{gen_properties, parse_properties};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -23,11 +26,11 @@ pub struct Delayed<'a> {
     pub delay: Duration,
 }
 
-/// A due message, as it is republished.
+/// A due message, as it is republished (its body opened).
 #[derive(Debug, Clone)]
 pub struct Due {
     /// The row, deleted once the broker took the republish.
-    pub id: i64,
+    pub id: String,
     pub body: Vec<u8>,
     pub properties: BasicProperties,
 }
@@ -47,16 +50,22 @@ pub fn decode(bytes: &[u8]) -> Result<BasicProperties, String> {
 }
 
 /// Stores the message as a row of its own (never merged with an earlier row of the same
-/// message, which the scheduler may be republishing and about to delete).
-pub async fn store(pool: &PgPool, delayed: &Delayed<'_>) -> sqlx::Result<()> {
+/// message, which the scheduler may be republishing and about to delete), its body
+/// sealed under the active key. Each call makes a new row id: a call retried after an
+/// outage writes at most one row that counts (the first that committed).
+pub async fn store(pool: &PgPool, keys: &Keyring, delayed: &Delayed<'_>) -> sqlx::Result<()> {
     let delay_ms = i64::try_from(delayed.delay.as_millis()).unwrap_or(i64::MAX);
+    let id = uuid::Uuid::new_v4().to_string();
+    let sealed = keys.seal(delayed.body, DELAYED.row("body", &id));
     sqlx::query(
         "INSERT INTO delayed_messages
-           (message_key, body, properties, routing_key, attempts, panics, due_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond')",
+           (id, message_key, key_id, body, properties, routing_key, attempts, panics, due_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 millisecond')",
     )
+    .bind(&id)
     .bind(delayed.key)
-    .bind(delayed.body)
+    .bind(&*sealed.key_id)
+    .bind(&sealed.bytes)
     .bind(encode(delayed.properties))
     .bind(delayed.routing_key)
     .bind(i32::try_from(delayed.attempts).unwrap_or(i32::MAX))
@@ -81,35 +90,61 @@ pub async fn is_waiting(pool: &PgPool, key: &str) -> sqlx::Result<bool> {
 }
 
 /// Locks up to `limit` due rows, earliest first, skipping rows another worker holds. A
-/// row whose properties do not decode (never written by this code) stays where it is,
-/// for a person to look at, and is logged.
-pub async fn due(tx: &mut Transaction<'_, Postgres>, limit: i64) -> sqlx::Result<Vec<Due>> {
-    let rows: Vec<(i64, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-        "SELECT id, message_key, body, properties FROM delayed_messages
+/// row whose body does not open (its key missing: `/readyz` then names it) or whose
+/// properties do not decode (never written by this code) stays where it is, for a
+/// person to look at, and is logged.
+pub async fn due(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &Keyring,
+    limit: i64,
+) -> sqlx::Result<Vec<Due>> {
+    let rows: Vec<StoredRetry> = sqlx::query_as(
+        "SELECT id, message_key, key_id, body, properties FROM delayed_messages
          WHERE due_at <= now() ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
     .fetch_all(&mut **tx)
     .await?;
-    let decoded = rows
-        .into_iter()
-        .filter_map(|(id, key, body, properties)| match decode(&properties) {
-            Ok(properties) => Some(Due {
-                id,
-                body,
+    Ok(rows.into_iter().filter_map(|row| row.open(keys)).collect())
+}
+
+/// A delayed row as stored: its body sealed under `key_id`.
+#[derive(sqlx::FromRow)]
+struct StoredRetry {
+    id: String,
+    message_key: String,
+    key_id: String,
+    body: Vec<u8>,
+    properties: Vec<u8>,
+}
+
+impl StoredRetry {
+    /// The row as it is republished, or `None` (logged) when it cannot be.
+    fn open(self, keys: &Keyring) -> Option<Due> {
+        let opened = keys
+            .open(&self.key_id, &self.body, DELAYED.row("body", &self.id))
+            .map_err(|err| err.to_string())
+            .and_then(|body| Ok((body, decode(&self.properties)?)));
+        match opened {
+            Ok((body, properties)) => Some(Due {
+                id: self.id,
+                body: body.to_vec(),
                 properties,
             }),
             Err(why) => {
-                tracing::error!(message_id = %key, error = %why, "a delayed retry's stored properties do not decode; left in place");
+                tracing::error!(
+                    message_id = %self.message_key,
+                    error = %why,
+                    "a delayed retry cannot be republished; left in place"
+                );
                 None
             }
-        })
-        .collect();
-    Ok(decoded)
+        }
+    }
 }
 
 /// Deletes the rows of messages the broker took.
-pub async fn delete(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sqlx::Result<()> {
+pub async fn delete(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM delayed_messages WHERE id = ANY($1)")
         .bind(ids)
         .execute(&mut **tx)

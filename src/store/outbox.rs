@@ -1,14 +1,18 @@
 //! The outbox: events written in the same transaction as their state, published by the
 //! relay and deleted once the broker confirmed them. Each row keeps the trace context
-//! of the work that caused it, so whichever process publishes it sends that on.
+//! of the work that caused it, so whichever process publishes it sends that on. Bodies
+//! are sealed (`wallet.attached` carries tokens): the relay publishes what the commit
+//! handed it in memory, and only a sweep opens stored bodies.
 
+use super::keys::OUTBOX;
+use crate::crypto::Keyring;
 use crate::domain::TraceContext;
 use crate::domain::events::OutboundEvent;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::collections::HashMap;
 
-/// An event waiting for publication.
-#[derive(Debug, sqlx::FromRow)]
+/// An event waiting for publication (its body in the clear).
+#[derive(Debug)]
 pub struct PendingEvent {
     pub seq: i64,
     pub event_id: String,
@@ -31,20 +35,25 @@ impl PendingEvent {
     }
 }
 
-/// Writes a batch of events with one statement; returns them as the relay needs them.
+/// Writes a batch of events with one statement, bodies sealed; returns them as the
+/// relay needs them.
 pub async fn insert_all(
     conn: &mut PgConnection,
+    keys: &Keyring,
     events: Vec<OutboundEvent>,
 ) -> sqlx::Result<Vec<PendingEvent>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    let keys: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
+    let routing_keys: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
     let correlations: Vec<Option<&str>> =
         events.iter().map(|e| e.correlation_id.as_deref()).collect();
     let causes: Vec<Option<&str>> = events.iter().map(|e| e.causation_id.as_deref()).collect();
-    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_slice()).collect();
+    let sealed: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| keys.seal(&e.body, OUTBOX.row("body", &e.id)).bytes)
+        .collect();
     let parents: Vec<Option<&str>> = events
         .iter()
         .map(|e| e.trace.as_ref().map(|t| t.traceparent.as_str()))
@@ -55,18 +64,20 @@ pub async fn insert_all(
         .collect();
     let seqs: Vec<(String, i64)> = sqlx::query_as(
         "INSERT INTO outbox
-             (event_id, routing_key, correlation_id, causation_id, body, traceparent, tracestate)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
-                              $6::text[], $7::text[])
+             (event_id, routing_key, correlation_id, causation_id, body, traceparent, tracestate,
+              key_id)
+         SELECT *, $8 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                                  $6::text[], $7::text[])
          RETURNING event_id, seq",
     )
     .bind(&ids)
-    .bind(&keys)
+    .bind(&routing_keys)
     .bind(&correlations)
     .bind(&causes)
-    .bind(&bodies)
+    .bind(&sealed)
     .bind(&parents)
     .bind(&states)
+    .bind(keys.active_id())
     .fetch_all(conn)
     .await?;
     let seqs: HashMap<String, i64> = seqs.into_iter().collect();
@@ -95,13 +106,18 @@ pub async fn insert_all(
 /// oldest first: rows left by a crash or a lost connection (fresh rows are being
 /// published by the relay of the process that committed them). Rows locked by another
 /// worker's sweep are skipped, so two sweeps never publish the same row concurrently.
+///
+/// Their bodies are opened; one that does not open (its key missing, or the row
+/// altered) fails the sweep with a decode error naming the event and the key, and the
+/// row stays for a later sweep.
 pub async fn lock_stale(
     tx: &mut Transaction<'_, Postgres>,
+    keys: &Keyring,
     min_age: std::time::Duration,
     limit: i64,
 ) -> sqlx::Result<Vec<PendingEvent>> {
-    sqlx::query_as(
-        "SELECT seq, event_id, routing_key, correlation_id, causation_id, body,
+    let rows: Vec<StoredEvent> = sqlx::query_as(
+        "SELECT seq, event_id, routing_key, correlation_id, causation_id, key_id, body,
                 traceparent, tracestate
          FROM outbox WHERE created_at < now() - make_interval(secs => $1)
          ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -109,7 +125,40 @@ pub async fn lock_stale(
     .bind(min_age.as_secs_f64())
     .bind(limit)
     .fetch_all(&mut **tx)
-    .await
+    .await?;
+    rows.into_iter().map(|row| row.open(keys)).collect()
+}
+
+/// An outbox row as stored: its body sealed under `key_id`.
+#[derive(sqlx::FromRow)]
+struct StoredEvent {
+    seq: i64,
+    event_id: String,
+    routing_key: String,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    key_id: String,
+    body: Vec<u8>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl StoredEvent {
+    fn open(self, keys: &Keyring) -> sqlx::Result<PendingEvent> {
+        let body = keys
+            .open(&self.key_id, &self.body, OUTBOX.row("body", &self.event_id))
+            .map_err(|err| sqlx::Error::Decode(err.into()))?;
+        Ok(PendingEvent {
+            seq: self.seq,
+            event_id: self.event_id,
+            routing_key: self.routing_key,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            body: body.to_vec(),
+            traceparent: self.traceparent,
+            tracestate: self.tracestate,
+        })
+    }
 }
 
 /// Forgets published events.

@@ -50,7 +50,7 @@ impl RetentionSettings {
 enum Table {
     Inbox,
     Orders,
-    /// The poison ledger (migration 0006): a row whose message never came back within
+    /// The poison ledger (migration 0010): a row whose message never came back within
     /// the dedupe window means nothing any more.
     Unfinished,
 }

@@ -1,4 +1,4 @@
-//! The ledger of deliveries that started and did not finish (migration 0006): how the
+//! The ledger of deliveries that started and did not finish (migration 0010): how the
 //! worker tells a message that crashes or stalls it from one the broker redelivered
 //! because a channel, a connection or a node went away (docs/operations.md, poison
 //! messages).

@@ -1,358 +1,201 @@
-//! `upgrade-queues` (docs/operations.md, upgrading the queues): a deployment with the
-//! topology of the classic-queue workers — a backlog in the work queue, messages parked
-//! in classic retry queues, dead letters in a classic `.dlq` — is moved onto the quorum
-//! topology while a publisher keeps publishing, and then every message has exactly one
-//! effect and every dead letter is in the quorum `.dlq`, byte for byte.
+//! Upgrading a database an earlier version filled with plaintext secrets
+//! (docs/operations.md, upgrading to sealed secrets): `migrate` seals them in batches,
+//! a kill mid-way loses nothing, and afterwards the product reads every secret while
+//! no column holds one in the clear.
 
 use crate::helpers::*;
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, ExchangeKind};
-use serde_json::Value;
-use tokio_util::sync::CancellationToken;
-use wallet_worker::config::WorkerArgs;
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::migrate::MigrateDatabase;
+use wallet_worker::domain::Secret;
+use wallet_worker::gateway::verify;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-/// One retry level, long enough that parked messages are still parked at the upgrade.
-const LEVEL_MS: u64 = 120_000;
+const LEGACY_GATEWAY: &str = "legacy-pay";
+const LEGACY_SECRET: &str = "whsec_legacy_plaintext_31c7";
+/// Plaintext orders: more than two sealing batches, so a kill lands mid-way.
+const ORDERS: usize = 1200;
+
+fn order_token(i: usize) -> String {
+    format!("tok_legacy_order_{i:04}")
+}
+
+/// A database at schema 0005 (before sealing) holding what the earlier version wrote:
+/// a gateway, a saved card, placed orders, an unpublished `wallet.attached`.
+async fn legacy_database(url: &str, token_url: &str) -> PgPool {
+    sqlx::Postgres::create_database(url)
+        .await
+        .expect("database");
+    let pool = PgPool::connect(url).await.expect("connect");
+    let migrator = wallet_worker::store::migrations::up_to(5).await.unwrap();
+    migrator.run(&pool).await.expect("schema 0005");
+    let statements = [
+        format!("INSERT INTO gateways (id, token_url, secret) VALUES ('{LEGACY_GATEWAY}', '{token_url}', '{LEGACY_SECRET}')"),
+        "INSERT INTO customers (id) VALUES ('cus_legacy')".to_owned(),
+        format!(
+            "INSERT INTO customer_payment_sources (id, customer_id, gateway_id, name, customer_token, payment_source_token)
+             VALUES ('LegacySrc1', 'cus_legacy', '{LEGACY_GATEWAY}', 'Visa ending in 4242', 'cus_tok_legacy', 'pst_tok_legacy_card')"
+        ),
+        format!(
+            "INSERT INTO orders (id, customer_id, status, payment_source_type, payment_source_id, gateway_id,
+                                 payment_source_token, placed_at)
+             SELECT 'ord_legacy_' || lpad(i::text, 4, '0'), 'cus_legacy', 'placed', 'external_payments', 'ps_' || i,
+                    '{LEGACY_GATEWAY}', 'tok_legacy_order_' || lpad(i::text, 4, '0'), now()
+             FROM generate_series(0, {}) AS i", ORDERS - 1
+        ),
+    ];
+    for sql in statements {
+        sqlx::query(&sql).execute(&pool).await.expect(&sql);
+    }
+    let attached = json!({ "id": "evt-legacy", "type": "wallet.attached", "occurred_at": "2026-11-27T16:00:00Z",
+        "causation_id": "msg-legacy",
+        "data": { "order_id": "ord_new", "customer_id": "cus_legacy", "customer_payment_source_id": "LegacySrc1",
+                  "payment_source": { "type": "external_payments", "gateway_id": LEGACY_GATEWAY,
+                      "customer_token": "cus_tok_legacy", "payment_source_token": "pst_tok_legacy_card", "metadata": {} } } });
+    sqlx::query(
+        "INSERT INTO outbox (event_id, routing_key, causation_id, body, created_at)
+         VALUES ('evt-legacy', 'wallet.attached', 'msg-legacy', $1, now() - interval '1 minute')",
+    )
+    .bind(serde_json::to_vec(&attached).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool
+}
+
+/// Every row of every table, as text: where a plaintext secret would show.
+async fn every_row(pool: &PgPool) -> String {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut text = String::new();
+    for table in tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {table} t"))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        text.push_str(&rows.join("\n"));
+    }
+    text
+}
+
+/// The legacy gateway: checks the signature with the legacy secret and answers with
+/// tokens derived from the order's token.
+async fn legacy_gateway() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(|request: &Request| {
+            let signature = request.headers.get("X-CommerceLayer-Signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !verify(&request.body, &Secret::new(LEGACY_SECRET), signature) {
+                return ResponseTemplate::new(401);
+            }
+            let doc: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            let token = doc["data"]["attributes"]["payment_source_token"].as_str().unwrap_or("");
+            let answer = if token == order_token(7) { "pst_tok_legacy_card".to_owned() } else { format!("pst_{token}") };
+            ResponseTemplate::new(200).set_body_json(json!({ "success": true,
+                "data": { "customer_token": "cus_tok_legacy", "payment_source_token": answer, "metadata": {} } }))
+        })
+        .mount(&server)
+        .await;
+    server
+}
 
 #[tokio::test]
-async fn upgrading_classic_queues_keeps_every_message_and_dead_letter_while_publishers_publish() {
-    let mut args = test_args();
-    (args.retry_base_ms, args.retry_max_ms) = (LEVEL_MS, LEVEL_MS);
-    let connection = wallet_worker::broker::connect(AMQP_URL, "test-upgrade")
-        .await
-        .expect("broker");
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    declare_old_topology(&channel, &args).await;
-    let mut ids = Vec::new();
-    for i in 0..30 {
-        ids.push(
-            publish(
-                &channel,
-                &args.amqp.exchange,
-                "order.placed",
-                &order("backlog", i),
-                None,
-            )
-            .await,
-        );
-    }
-    let retry_queue = format!("{}.retry.{LEVEL_MS}", args.amqp.queue);
-    for i in 0..20 {
-        let headers = [
-            ("x-wallet-attempts", AMQPValue::LongLongInt(1)),
-            (
-                "x-wallet-original-routing-key",
-                AMQPValue::LongString("order.placed".into()),
-            ),
-        ];
-        let parked = Some((&headers[..], "100000"));
-        ids.push(publish(&channel, "", &retry_queue, &order("parked", i), parked).await);
-    }
-    let dead_letters = fill_dead_letters(&channel, &args).await;
+async fn an_upgrade_killed_mid_way_loses_nothing_and_leaves_every_secret_sealed_and_usable() {
+    let args = test_args();
+    let gateway = legacy_gateway().await;
+    let url = &args.db.database_url;
+    let pool = legacy_database(url, &format!("{}/token", gateway.uri())).await;
 
-    let stop = CancellationToken::new();
-    let publisher = tokio::spawn(keep_publishing(channel.clone(), args.clone(), stop.clone()));
-    let env = [
-        ("AMQP_URL", AMQP_URL),
-        ("WALLET_EXCHANGE", args.amqp.exchange.as_str()),
-        ("WALLET_QUEUE", args.amqp.queue.as_str()),
-        ("WALLET_RETRY_BASE_MS", "120000"),
-        ("WALLET_RETRY_MAX_MS", "120000"),
-    ];
-    let upgraded = run_cli_with(&args.db.database_url, &env, &["upgrade-queues"]).await;
-    stop.cancel();
-    ids.extend(publisher.await.expect("publisher"));
-    assert!(upgraded.success, "{}", upgraded.stderr);
-    assert!(
-        upgraded.stdout.contains("are current"),
-        "{}",
-        upgraded.stdout
-    );
-
-    assert_dead_letters_moved(&channel, &args, &dead_letters).await;
-    let w = spawn_worker_with(args).await;
-    let effects = format!(
-        "SELECT count(*) FROM processed_messages WHERE message_id = ANY(ARRAY['{}'])",
-        ids.join("','")
-    );
-    w.wait_for_count(&effects, ids.len() as i64).await;
-    assert_eq!(
-        w.count("SELECT count(*) FROM orders").await,
-        ids.len() as i64,
-        "one order per message"
-    );
-    assert_eq!(
-        w.count("SELECT count(*) FROM processed_messages").await,
-        ids.len() as i64
-    );
-    println!(
-        "[upgrade] messages={} (30 backlog, 20 parked, {} published during the upgrade) dead_letters={} {}",
-        ids.len(),
-        ids.len() - 50,
-        dead_letters.len(),
-        upgraded.stdout.trim()
-    );
-    let _ = connection.close(200, "done".into()).await;
-    w.stop().await;
-}
-
-/// The queues as the classic-queue workers declared them, argument for argument.
-async fn declare_old_topology(channel: &Channel, args: &WorkerArgs) {
-    let (exchange, queue) = (args.amqp.exchange.as_str(), args.amqp.queue.as_str());
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .expect("exchange");
-    let dlq = format!("{queue}.dlq");
-    let mut work = FieldTable::default();
-    work.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    work.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(50));
-    work.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    work.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(dlq.as_str().into()),
-    );
-    declare(channel, queue, work).await;
-    for key in [
-        "order.placed",
-        "wallet.save",
-        "wallet.attach",
-        "wallet.remove",
-        "wallet.set_default",
-    ] {
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
-    }
-    declare(channel, &dlq, FieldTable::default()).await;
-    let mut retry = FieldTable::default();
-    retry.insert(
-        "x-message-ttl".into(),
-        AMQPValue::LongLongInt(LEVEL_MS as i64),
-    );
-    retry.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    retry.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(queue.into()),
-    );
-    declare(channel, &format!("{queue}.retry.{LEVEL_MS}"), retry).await;
-}
-
-async fn declare(channel: &Channel, name: &str, args: FieldTable) {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(name.into(), durable, args)
-        .await
-        .unwrap_or_else(|err| panic!("declare {name}: {err}"));
-}
-
-/// An order.placed that records an order and saves nothing (no gateway involved).
-fn order(tag: &str, i: usize) -> Value {
-    order_placed(
-        &format!("ord_{tag}_{i}"),
-        &format!("cus_{tag}"),
-        &format!("tok_{tag}_{i}"),
-        false,
+    // Killed after the first batch of orders is sealed.
+    let killed = run_cli_with(
+        url,
+        &[("FAILPOINTS", "plaintext.sealed=return(orders)")],
+        &["migrate"],
     )
-}
-
-/// Publishes `message` with a confirm; returns its id.
-async fn publish(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    message: &Value,
-    parked: Option<(&[(&str, AMQPValue)], &str)>,
-) -> String {
-    let id = message["id"].as_str().expect("id").to_owned();
-    let mut properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_message_id(id.as_str().into());
-    if let Some((headers, expiration)) = parked {
-        let mut table = FieldTable::default();
-        for (name, value) in headers {
-            table.insert((*name).into(), value.clone());
-        }
-        properties = properties
-            .with_headers(table)
-            .with_expiration(expiration.into());
-    }
-    let body = serde_json::to_vec(message).expect("json");
-    channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            &body,
-            properties,
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
-    id
-}
-
-/// Dead letters as the worker made them and as the broker made them (`x-death` only).
-async fn fill_dead_letters(channel: &Channel, args: &WorkerArgs) -> Vec<(Vec<u8>, FieldTable)> {
-    let dlq = format!("{}.dlq", args.amqp.queue);
-    let mut sent = Vec::new();
-    for i in 0..10 {
-        let mut headers = FieldTable::default();
-        if i % 2 == 0 {
-            headers.insert(
-                "x-wallet-error".into(),
-                AMQPValue::LongString("malformed".into()),
-            );
-            headers.insert("x-wallet-attempts".into(), AMQPValue::LongLongInt(1));
-        } else {
-            let mut death = FieldTable::default();
-            death.insert(
-                "reason".into(),
-                AMQPValue::LongString("delivery_limit".into()),
-            );
-            death.insert(
-                "queue".into(),
-                AMQPValue::LongString(args.amqp.queue.as_str().into()),
-            );
-            headers.insert(
-                "x-death".into(),
-                AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
-            );
-        }
-        let body = format!("{{\"not\": \"json\" {i}").into_bytes();
-        let properties = BasicProperties::default().with_headers(headers.clone());
-        channel
-            .basic_publish(
-                "".into(),
-                dlq.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                properties,
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        sent.push((body, headers));
-    }
-    sent
-}
-
-/// Publishes order.placed messages until `stop`; returns the confirmed ids.
-async fn keep_publishing(
-    channel: Channel,
-    args: WorkerArgs,
-    stop: CancellationToken,
-) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut i = 0;
-    while !stop.is_cancelled() {
-        ids.push(
-            publish(
-                &channel,
-                &args.amqp.exchange,
-                "order.placed",
-                &order("during", i),
-                None,
-            )
-            .await,
-        );
-        i += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    ids
-}
-
-/// The `.dlq` is a quorum queue now, and holds every dead letter as it was.
-async fn assert_dead_letters_moved(
-    channel: &Channel,
-    args: &WorkerArgs,
-    sent: &[(Vec<u8>, FieldTable)],
-) {
-    let topology = wallet_worker::broker::Topology::new(
-        &args.amqp.exchange,
-        &args.amqp.queue,
-        args.retry_base_ms,
-        args.retry_max_ms,
+    .await;
+    assert!(
+        !killed.success,
+        "the migration was killed: {}",
+        killed.stdout
     );
-    let dlq = topology.dead_letter_queue();
-    let mut quorum = FieldTable::default();
-    quorum.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
+    let (sealed, plain, neither): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE token_key_id IS NOT NULL),
+                count(*) FILTER (WHERE payment_source_token IS NOT NULL),
+                count(*) FILTER (WHERE token_key_id IS NULL AND payment_source_token IS NULL)
+         FROM orders",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        sealed > 0 && plain > 0,
+        "killed mid-way: {sealed} sealed, {plain} in plaintext"
     );
-    declare(channel, &dlq, quorum).await;
-    let mut got = Vec::new();
-    while let Some(message) = channel
-        .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .expect("get")
-    {
-        let mut headers = message
-            .delivery
-            .properties
-            .headers()
-            .clone()
-            .unwrap_or_default()
-            .inner()
-            .clone();
-        // Added by the quorum queue to this very read (RabbitMQ 3.10 sets it on every
-        // `basic.get`, 0 on a first delivery): not part of the stored message.
-        headers.remove("x-delivery-count");
-        let headers = FieldTable::from(headers);
-        got.push((message.delivery.data.clone(), headers));
-    }
     assert_eq!(
-        got.len(),
-        sent.len(),
-        "every dead letter is in the quorum .dlq"
+        (sealed + plain, neither),
+        (ORDERS as i64, 0),
+        "no order lost its token"
     );
-    for (body, headers) in sent {
+    let status = run_cli(url, &["keys", "status"]).await;
+    assert!(
+        status.success && status.stdout.contains("PLAINTEXT"),
+        "{}",
+        status.stdout
+    );
+
+    // The worker's start finishes the upgrade.
+    let mut w = spawn_worker_with(args.clone()).await;
+    let after = every_row(&w.pool).await;
+    for secret in [
+        "cus_tok_legacy",
+        "pst_tok_legacy_card",
+        LEGACY_SECRET,
+        &order_token(0),
+        &order_token(ORDERS - 1),
+    ] {
         assert!(
-            got.iter().any(|(b, h)| b == body && h == headers),
-            "dead letter {} kept its bytes and headers",
-            String::from_utf8_lossy(body)
+            !after.contains(secret),
+            "{secret} is still stored in plaintext"
         );
     }
+    let status = run_cli(url, &["keys", "status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(status["rows"]["test-2026"]["orders"], ORDERS as i64);
+    assert_eq!(status["plaintext"], json!({}));
+
+    // The unpublished event goes out with its tokens.
+    let legacy = w.event_caused_by("msg-legacy").await;
+    assert_eq!(
+        legacy.data()["payment_source"]["payment_source_token"],
+        "pst_tok_legacy_card"
+    );
+    // The stored card attaches with its tokens.
+    let attach = wallet_attach(&unique("ord"), "pending", "cus_legacy", "LegacySrc1");
+    w.publish("wallet.attach", &attach).await;
+    let attached = w.event_caused_by(attach["id"].as_str().unwrap()).await;
+    assert_eq!(
+        attached.data()["payment_source"]["customer_token"],
+        "cus_tok_legacy"
+    );
+    assert_eq!(
+        attached.data()["payment_source"]["payment_source_token"],
+        "pst_tok_legacy_card"
+    );
+    // A sealed order's token reaches the gateway, signed with the upgraded secret; the
+    // gateway answers with the card already saved: the same card, not a new one.
+    let save = wallet_save("ord_legacy_0007");
+    w.publish("wallet.save", &save).await;
+    let saved = w.event_caused_by(save["id"].as_str().unwrap()).await;
+    assert_eq!(saved.routing_key, "wallet.saved", "{:?}", saved.body);
+    assert_eq!(saved.data()["created"], false);
+    assert_eq!(saved.data()["customer_payment_source"]["id"], "LegacySrc1");
+    let requests = gateway.received_requests().await.unwrap();
+    assert!(String::from_utf8_lossy(&requests[0].body).contains(&order_token(7)));
+    w.stop().await;
 }

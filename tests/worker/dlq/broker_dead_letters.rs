@@ -13,9 +13,10 @@ use wallet_worker::broker::dlq::{self, Selection};
 
 #[tokio::test]
 async fn a_delivery_limit_dead_letter_is_explained_from_x_death() {
-    let w = spawn_worker().await;
+    let mut w = spawn_worker().await;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (exchange, queue) = (format!("test-dl-x-{id}"), format!("test-dl-q-{id}"));
+    w.cleanup.queue(&queue).exchange(&exchange);
     w.channel
         .exchange_declare(
             exchange.as_str().into(),

@@ -1,3 +1,6 @@
+-- Numbered after the sealing migrations (0008, 0009): a database that has them gets
+-- this one next, and its highest version says whether its schema is current.
+
 -- Deliveries that started and did not finish (docs/operations.md, poison messages).
 -- Only a delivery the broker marks redelivered is recorded, so the normal path costs
 -- nothing; a row is removed when handling ends in any way the worker controls (a
@@ -13,18 +16,22 @@ CREATE TABLE unfinished_deliveries (
 CREATE INDEX unfinished_deliveries_last_started ON unfinished_deliveries (last_started);
 
 -- Messages waiting for a delayed retry (docs/operations.md, retries). A retry verdict
--- writes the message here, byte for byte, and only then acks the delivery: nothing
+-- writes the message here (its body sealed) and only then acks the delivery: nothing
 -- waits in the broker, so a retry survives the loss of any broker node. Each worker's
 -- scheduler republishes due rows to its own work queue and deletes them once the
 -- broker confirmed them.
 CREATE TABLE delayed_messages (
-    -- One row per waiting retry. The scheduler deletes the rows it republished by this
-    -- id, so a later retry of the same message, written while the earlier row is still
-    -- being republished, is a row of its own and is not lost.
-    id           bigserial PRIMARY KEY,
+    -- One row per waiting retry (a random UUID the worker makes). The scheduler deletes
+    -- the rows it republished by this id, so a later retry of the same message, written
+    -- while the earlier row is still being republished, is a row of its own and is not
+    -- lost. The worker makes it, not a sequence: the sealed body is bound to it.
+    id           text PRIMARY KEY,
     -- The message's id: a redelivered message that already has a row is acked without
     -- another attempt.
     message_key  text NOT NULL,
+    -- The message body (an order or a save request carries tokens), sealed under the
+    -- data key `key_id` and bound to this row (docs/operations.md, key management).
+    key_id       text NOT NULL,
     body         bytea NOT NULL,
     -- The AMQP basic properties in their wire encoding (flags, then each property set),
     -- headers included: republished exactly as they were.
