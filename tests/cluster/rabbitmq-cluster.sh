@@ -47,7 +47,7 @@ with_node() {
         RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/enabled_plugins" \
         RABBITMQ_MNESIA_BASE="$DIR/$node/mnesia" \
         RABBITMQ_LOG_BASE="$DIR/$node/log" \
-        RABBITMQ_PID_FILE="$(pid_file "$node")" \
+        RABBITMQ_PID_FILE="$DIR/$node.server.pid" \
         RABBITMQ_ALLOW_INPUT=true \
         RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-noinput -noshell -kernel inet_dist_use_interface {127,0,0,1}" \
         "$@"
@@ -84,9 +84,13 @@ boot() {
     echo $! >"$(pid_file "$node")"
 }
 
+# Waits on the pid this script recorded, not on a pid file: the node rewrites its own
+# pid file while it boots, and `rabbitmqctl wait` reading it mid-rewrite failed a
+# restart with `garbage_in_pid_file`. The node's own file is a separate one.
 await_boot() {
-    local node=$1
-    if ! ctl "$node" wait "$(pid_file "$node")" --timeout "$BOOT_TIMEOUT" >/dev/null; then
+    local node=$1 pid
+    pid=$(cat "$(pid_file "$node")")
+    if ! ctl "$node" wait --pid "$pid" --timeout "$BOOT_TIMEOUT" >/dev/null; then
         echo "node $node did not boot; its log:" >&2
         tail -n 30 "$DIR/$node/log/stdout.log" >&2 || true
         exit 1
