@@ -47,7 +47,7 @@ with_node() {
         RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/enabled_plugins" \
         RABBITMQ_MNESIA_BASE="$DIR/$node/mnesia" \
         RABBITMQ_LOG_BASE="$DIR/$node/log" \
-        RABBITMQ_PID_FILE="$DIR/$node.server.pid" \
+        RABBITMQ_PID_FILE="$(pid_file "$node")" \
         RABBITMQ_ALLOW_INPUT=true \
         RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-noinput -noshell -kernel inet_dist_use_interface {127,0,0,1}" \
         "$@"
@@ -84,17 +84,22 @@ boot() {
     echo $! >"$(pid_file "$node")"
 }
 
-# Waits on the pid this script recorded, not on a pid file: the node rewrites its own
-# pid file while it boots, and `rabbitmqctl wait` reading it mid-rewrite failed a
-# restart with `garbage_in_pid_file`. The node's own file is a separate one.
+# The node rewrites its pid file (the VM's own pid over the launcher's) while it boots;
+# `rabbitmqctl wait` reading it mid-rewrite fails with `garbage_in_pid_file`, and then
+# waits again (it once failed a restart on a loaded machine).
 await_boot() {
-    local node=$1 pid
-    pid=$(cat "$(pid_file "$node")")
-    if ! ctl "$node" wait --pid "$pid" --timeout "$BOOT_TIMEOUT" >/dev/null; then
+    local node=$1 tries=0 out
+    while ! out=$(ctl "$node" wait "$(pid_file "$node")" --timeout "$BOOT_TIMEOUT" 2>&1 >/dev/null); do
+        tries=$((tries + 1))
+        if [[ $out == *garbage_in_pid_file* && $tries -lt 5 ]]; then
+            sleep 0.2
+            continue
+        fi
+        echo "$out" >&2
         echo "node $node did not boot; its log:" >&2
         tail -n 30 "$DIR/$node/log/stdout.log" >&2 || true
         exit 1
-    fi
+    done
 }
 
 cmd_start() {
