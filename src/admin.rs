@@ -8,7 +8,7 @@ use crate::broker::{BrokerLink, Topology};
 use crate::crypto::Keyring;
 use crate::domain::{Clock, Secret};
 use crate::metrics as m;
-use crate::store::{self, wallet};
+use crate::store::{self, CommitWatch, wallet};
 use crate::supervisor::Supervisor;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -40,6 +40,10 @@ pub struct AdminState {
     pub amqp_url: Secret,
     /// The worker's exchange and queues: where the dead letters are and replays go.
     pub topology: Topology,
+    /// Commits waiting, for the commit watchdog.
+    pub commits: CommitWatch,
+    /// How long a commit may wait before the worker reports itself unready.
+    pub commit_stall: std::time::Duration,
     /// Knows which keys stored rows needed and the worker lacks.
     pub keys: Keyring,
 }
@@ -114,6 +118,9 @@ struct Readiness {
     node: Option<String>,
     database: bool,
     failure: Option<String>,
+    /// Why commits are stalled, when one has waited too long (a lock held elsewhere,
+    /// statements timing out): work is pending and nothing commits.
+    stalled: Option<String>,
     /// Key ids stored rows needed and the worker lacks: never ready without them.
     missing_keys: Vec<String>,
 }
@@ -124,6 +131,7 @@ impl Readiness {
             node: state.broker.node(),
             database: store::ping(&state.pool).await,
             failure: state.supervisor.failure(),
+            stalled: state.commits.stalled(state.commit_stall),
             missing_keys: state.keys.missing_keys(),
         };
         let gauge = |up: bool| if up { 1.0 } else { 0.0 };
@@ -136,6 +144,7 @@ impl Readiness {
         self.node.is_some()
             && self.database
             && self.failure.is_none()
+            && self.stalled.is_none()
             && self.missing_keys.is_empty()
     }
 }
@@ -151,6 +160,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         "broker": readiness.node.is_some(),
         "database": readiness.database,
         "node": readiness.node,
+        "commits": readiness.stalled.as_deref().unwrap_or("ok"),
     });
     if let Some(failure) = readiness.failure {
         body["failure"] = failure.into();

@@ -46,6 +46,9 @@ pub enum Cmd {
     /// Inspect and act on dead letters.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Move queues declared by an older worker onto the current (quorum) topology,
+    /// keeping every message; run it with the workers stopped.
+    UpgradeQueues(UpgradeArgs),
     /// Serve a local token_url endpoint that verifies signatures (development, load tests).
     GatewaySim(GatewaySimArgs),
     /// Publish realistic traffic, wait for completions, print throughput and latency.
@@ -176,6 +179,16 @@ pub struct WorkerArgs {
     /// Days an order (and the payment source token it carries) is kept after its last change.
     #[arg(long, env = "WALLET_ORDER_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
     pub order_retention_days: u32,
+    /// Longest a database statement may run on the worker's connections, in
+    /// milliseconds; one that runs out of time is tried again, as in an outage.
+    #[arg(long, env = "WALLET_DB_STATEMENT_TIMEOUT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_statement_timeout_ms: u64,
+    /// Longest a database statement may wait for a lock, in milliseconds.
+    #[arg(long, env = "WALLET_DB_LOCK_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_lock_timeout_ms: u64,
+    /// Seconds a commit may wait before `/readyz` reports the worker's commits stalled.
+    #[arg(long, env = "WALLET_COMMIT_STALL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_stall_secs: u64,
     /// Milliseconds between two retention passes (tests shorten it).
     #[arg(long, env = "WALLET_RETENTION_INTERVAL_MS", default_value_t = 600_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval_ms: u64,
@@ -191,6 +204,20 @@ impl WorkerArgs {
         )?;
         Ok(self)
     }
+}
+
+/// What `upgrade-queues` needs: the broker, the queue, and the retry settings the
+/// workers run with (they name the retry levels, old and new).
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    /// Delayed-retry backoff: first delay, in milliseconds (as the workers have it).
+    #[arg(long, env = "WALLET_RETRY_BASE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_base_ms: u64,
+    /// Delayed-retry backoff: longest delay, in milliseconds (as the workers have it).
+    #[arg(long, env = "WALLET_RETRY_MAX_MS", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_max_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

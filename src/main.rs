@@ -63,6 +63,7 @@ async fn dispatch(command: Cmd) -> anyhow::Result<()> {
         Cmd::Gateway(cmd) => cli::gateway::run(cmd).await,
         Cmd::Wallet(cmd) => cli::wallet::run(cmd).await,
         Cmd::Dlq(cmd) => cli::dlq::run(cmd).await,
+        Cmd::UpgradeQueues(args) => cli::upgrade::run(args).await,
         Cmd::GatewaySim(args) => cli::gateway_sim::run(args).await,
         Cmd::Loadgen(args) => cli::loadgen::run(args).await.map(|_| ()),
         Cmd::Demo(args) => cli::demo::run(args).await,

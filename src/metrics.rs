@@ -1,5 +1,6 @@
 //! Metric names (Prometheus) and the recorder. Labels never carry ids or secrets.
 
+use crate::domain::ErrorKind;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -29,6 +30,8 @@ pub const CIRCUIT_OPEN: &str = "wallet_gateway_circuit_open";
 pub const RETENTION_PRUNED: &str = "wallet_retention_pruned_total";
 /// Ready messages in the dead-letter queue, sampled every few seconds.
 pub const DLQ_DEPTH: &str = "wallet_dlq_depth";
+/// Messages waiting in Postgres for a delayed retry, sampled by the scheduler.
+pub const DELAYED: &str = "wallet_delayed_messages";
 /// 1 while connected to the broker.
 pub const BROKER_CONNECTED: &str = "wallet_broker_connected";
 /// 1 while the database answers (checked with readiness).
@@ -38,22 +41,17 @@ pub const READY: &str = "wallet_ready";
 /// Panics contained, by `task` (`delivery`, `committer`, `relay`, ...).
 pub const PANICS: &str = "wallet_panics_total";
 
-/// Every `kind` of [`DEAD_LETTERS`]: the error kinds the worker dead-letters with, and
-/// `other` for any it does not know (labels never carry arbitrary input).
-pub const DEAD_LETTER_KINDS: [&str; 6] = [
-    "malformed",
-    "order_not_found",
-    "gateway_unavailable",
-    "internal_error",
-    "poison_message",
-    "other",
-];
-/// Every `kind` of [`RETRIES`].
-pub const RETRY_KINDS: [&str; 3] = ["gateway_unavailable", "order_not_found", "internal_error"];
+/// Deliveries the broker marked redelivered (a crash, a lost channel or connection, a
+/// hand-back): broker trouble shows here, not in dead letters.
+pub const REDELIVERIES: &str = "wallet_redeliveries_total";
+/// Publishes of a dead letter (or its announcement) tried again after the broker refused
+/// or did not confirm them, by `target` (`dead_letter`).
+pub const PUBLISH_RETRIES: &str = "wallet_settle_publish_retries_total";
 /// Every `task` of [`PANICS`]: the supervised long-lived tasks (see
 /// [`crate::supervisor::Supervisor::spawn`], which insists on this list) and `delivery`.
-pub const PANIC_TASKS: [&str; 6] = [
+pub const PANIC_TASKS: [&str; 7] = [
     "delivery",
+    "scheduler",
     "committer",
     "relay",
     "acker",
@@ -89,21 +87,25 @@ pub fn install() -> PrometheusHandle {
 /// never see: an alert on the first dead letter of a kind, or the first panic, would
 /// miss it. Dashboards also show 0 rather than "no data".
 fn zero_series() {
-    for kind in DEAD_LETTER_KINDS {
-        metrics::counter!(DEAD_LETTERS, "kind" => kind).increment(0);
+    // Labels come from `ErrorKind` only: never arbitrary input.
+    for kind in ErrorKind::ALL {
+        metrics::counter!(DEAD_LETTERS, "kind" => kind.as_str()).increment(0);
+        if kind.is_transient() {
+            metrics::counter!(RETRIES, "kind" => kind.as_str()).increment(0);
+        }
     }
-    for kind in RETRY_KINDS {
-        metrics::counter!(RETRIES, "kind" => kind).increment(0);
-    }
+    metrics::counter!(PUBLISH_RETRIES, "target" => "dead_letter").increment(0);
+    metrics::counter!(REDELIVERIES).increment(0);
     for task in PANIC_TASKS {
         metrics::counter!(PANICS, "task" => task).increment(0);
     }
-    for table in ["processed_messages", "orders"] {
+    for table in ["processed_messages", "orders", "unfinished_deliveries"] {
         metrics::counter!(RETENTION_PRUNED, "table" => table).increment(0);
     }
     metrics::counter!(EVENTS_PUBLISHED).increment(0);
     metrics::gauge!(IN_FLIGHT).set(0.0);
     metrics::gauge!(OUTBOX_BACKLOG).set(0.0);
+    metrics::gauge!(DELAYED).set(0.0);
     metrics::gauge!(BROKER_CONNECTED).set(0.0);
 }
 
@@ -133,6 +135,10 @@ fn describe() {
         "Rows deleted by the retention pruner, by table"
     );
     describe_gauge!(DLQ_DEPTH, "Ready messages in the dead-letter queue");
+    describe_gauge!(
+        DELAYED,
+        "Messages waiting in the database for a delayed retry"
+    );
     describe_gauge!(BROKER_CONNECTED, "1 while connected to the broker");
     describe_gauge!(DATABASE_UP, "1 while the database answers");
     describe_gauge!(
@@ -140,4 +146,9 @@ fn describe() {
         "1 while the worker is ready (broker, database, internal tasks)"
     );
     describe_counter!(PANICS, "Panics contained, by task");
+    describe_counter!(REDELIVERIES, "Deliveries the broker marked redelivered");
+    describe_counter!(
+        PUBLISH_RETRIES,
+        "Dead-letter publishes tried again, by target"
+    );
 }

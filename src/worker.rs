@@ -2,9 +2,11 @@
 //! reconnects to the broker until shutdown. Tests and `demo` call the same entry points.
 
 use crate::admin::{self, AdminState};
-use crate::broker::consumer::{self, ConsumerSettings, Shared};
+use crate::broker::consumer;
 use crate::broker::nodes::Unanswered;
-use crate::broker::{BrokerLink, Node, Nodes, Topology, dlq_depth, relay};
+use crate::broker::shared::{ConsumerSettings, Shared};
+use crate::broker::topology::TopologyError;
+use crate::broker::{BrokerLink, Node, Nodes, Topology, dlq_depth, relay, scheduler};
 use crate::config::WorkerArgs;
 use crate::crypto::{DataKeys, Keyring};
 use crate::domain::Secret;
@@ -13,7 +15,7 @@ use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
 use crate::metrics as m;
 use crate::store::outbox::PendingEvent;
 use crate::store::retention::{self, RetentionSettings};
-use crate::store::{self, Committer, CommitterSettings, Rules};
+use crate::store::{self, CommitWatch, Committer, CommitterSettings, DbTimeouts, Rules};
 use crate::supervisor::Supervisor;
 use lapin::options::ConfirmSelectOptions;
 use std::net::SocketAddr;
@@ -55,8 +57,13 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     let pool_size = args
         .db_pool_size
         .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + COMMIT_CONNECTIONS);
-    let (pool, keys) = open_store(&args, pool_size - COMMIT_CONNECTIONS).await?;
-    let commit_pool = store::commit_pool(&args.db.database_url, COMMIT_CONNECTIONS)?;
+    let timeouts = DbTimeouts {
+        statement: Duration::from_millis(args.db_statement_timeout_ms),
+        lock: Duration::from_millis(args.db_lock_timeout_ms),
+    };
+    let (pool, keys) = open_store(&args, pool_size - COMMIT_CONNECTIONS, timeouts).await?;
+    let commit_pool = store::commit_pool(&args.db.database_url, COMMIT_CONNECTIONS, timeouts)?;
+    let commits = CommitWatch::default();
     let link = BrokerLink::default();
     let supervisor = Supervisor::default();
     let admin_stop = CancellationToken::new();
@@ -67,6 +74,8 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         metrics: m::install(),
         token: args.admin_token.clone(),
         clock: args.clock.clone(),
+        commits: commits.clone(),
+        commit_stall: Duration::from_secs(args.commit_stall_secs),
         amqp_url: Secret::new(args.amqp.amqp_url.clone()),
         topology: Topology::new(
             &args.amqp.exchange,
@@ -85,7 +94,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     let metrics_addr = metrics_listener.as_ref().map(|(addr, _)| *addr);
     // Committed events travel in memory to the relay of the current broker session.
     let (events_committed, committed_events) = mpsc::unbounded_channel();
-    let relay_pool = store::relay_pool(&args.db.database_url)?;
+    let relay_pool = store::relay_pool(&args.db.database_url, timeouts)?;
     let relay = Relay {
         pool: relay_pool.clone(),
         keys: keys.clone(),
@@ -127,6 +136,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
             &supervisor,
             events_committed,
         ),
+        commits,
         topology: Topology::new(
             &args.amqp.exchange,
             &args.amqp.queue,
@@ -159,7 +169,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
             shutdown.clone(),
         );
         let failure = tokio::select! {
-            () = consuming => None,
+            fatal = consuming => fatal,
             () = supervisor.failed() => {
                 shutdown.cancel();
                 supervisor.failure()
@@ -198,13 +208,15 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
 async fn open_store(
     args: &WorkerArgs,
     connections: u32,
+    timeouts: DbTimeouts,
 ) -> anyhow::Result<(sqlx::PgPool, Keyring)> {
     let data_keys = match &args.keys {
         Some(keys) => keys.clone(),
         None => DataKeys::required_from_env()?,
     };
     let url = &args.db.database_url;
-    let pool = store::connect_and_migrate(url, connections, Some(&data_keys)).await?;
+    let pool =
+        store::connect_and_migrate_with(url, connections, Some(&data_keys), timeouts).await?;
     store::keys::check_held(&pool, &data_keys).await?;
     let keys = store::keys::keyring(&pool, data_keys).await?;
     Ok((pool, keys))
@@ -212,14 +224,16 @@ async fn open_store(
 
 /// Connects, declares, consumes; on any broker failure, starts over after a backoff.
 /// With several nodes in `AMQP_URL`, each attempt goes round the list starting after the
-/// node that failed last, so the worker moves on to the next node that answers.
+/// node that failed last, so the worker moves on to the next node that answers. Returns
+/// the cause when the worker cannot go on at all (the queues exist with other
+/// arguments: no retry fixes that).
 async fn reconnect_loop(
     nodes: Nodes,
     shared: Arc<Shared>,
     relay: Relay,
     link: BrokerLink,
     shutdown: CancellationToken,
-) {
+) -> Option<String> {
     let mut waits = reconnect_backoff();
     let mut first = 0;
     while !shutdown.is_cancelled() {
@@ -229,6 +243,14 @@ async fn reconnect_loop(
         };
         let (connection, node) = match connected {
             Ok(connected) => connected,
+            Err(err) if is_mismatch(&err) => {
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "the broker's queues differ from this worker's"
+                );
+                shutdown.cancel();
+                return Some(format!("{err:#}"));
+            }
             Err(err) => {
                 let delay = waits.next().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(
@@ -248,12 +270,21 @@ async fn reconnect_loop(
         metrics::gauge!(m::BROKER_CONNECTED).set(1.0);
         tracing::info!(queue = %shared.topology.queue, node = %node, "connected to the broker; consuming");
         if let Err(err) = session(&connection, &shared, &relay, &shutdown).await {
-            tracing::warn!(error = %err, node = %node, "broker session ended");
+            tracing::warn!(error = format!("{err:#}"), node = %node, "broker session ended");
         }
         link.disconnected();
         metrics::gauge!(m::BROKER_CONNECTED).set(0.0);
         let _ = connection.close(200, "bye".into()).await;
     }
+    None
+}
+
+/// Whether connecting failed because a queue exists with other arguments.
+fn is_mismatch(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<TopologyError>(),
+        Some(TopologyError::Mismatch { .. })
+    )
 }
 
 /// The first node from position `first` on that accepts a connection and the topology:
@@ -265,20 +296,23 @@ async fn connect(
     topology: &Topology,
 ) -> anyhow::Result<(lapin::Connection, Node)> {
     let mut unanswered = Unanswered::default();
+    // Named after the queue, so ops (and tests) can tell one worker's connections apart.
+    let role = format!("consumer of {}", topology.queue);
     for node in nodes.starting_at(first) {
         let declared = async {
-            let connection = node.connect("consumer").await?;
+            let connection = node.connect(&role).await?;
             match topology.declare(&connection).await {
                 Ok(()) => Ok(connection),
                 Err(err) => {
                     let _ = connection.close(200, "bye".into()).await;
-                    Err(anyhow::Error::new(err).context("cannot declare the topology"))
+                    Err(anyhow::Error::new(err))
                 }
             }
         };
         match declared.await {
             Ok(connection) => return Ok((connection, node)),
-            Err(err) => unanswered.push(&node, &err),
+            Err(err) if is_mismatch(&err) => return Err(err),
+            Err(err) => unanswered.push(&node, &err.context("cannot declare the topology")),
         }
     }
     Err(unanswered.into_error())
@@ -319,14 +353,43 @@ async fn session(
     });
     let dlq = shared.topology.dead_letter_queue();
     let dlq_depth = dlq_depth::spawn(connection, dlq, dlq_depth::INTERVAL).await?;
+    let stop_scheduler = CancellationToken::new();
+    let scheduler_task =
+        spawn_scheduler(connection, shared, &stop_scheduler, &stop_consuming).await?;
     let consumed = consumer::run_session(connection, shared.clone(), stop_consuming).await;
     dlq_depth.abort();
+    stop_scheduler.cancel();
+    let _ = scheduler_task.await;
     stop_relay.cancel();
     let relayed = relay_task.await?;
     consumed?;
     // `None`: the relay panicked; the supervisor is stopping the worker.
     relayed.transpose()?;
     Ok(())
+}
+
+/// The session's delayed-retry scheduler, on a confirm channel of its own; if it loses
+/// that channel, the session ends and the next one starts a new scheduler.
+async fn spawn_scheduler(
+    connection: &lapin::Connection,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+    stop_consuming: &CancellationToken,
+) -> lapin::Result<JoinHandle<Option<()>>> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let (pool, keys) = (shared.handlers.pool.clone(), shared.handlers.keys.clone());
+    let queue = shared.topology.queue.clone();
+    let (stop, stop_consuming) = (stop.clone(), stop_consuming.clone());
+    Ok(shared.supervisor.spawn("scheduler", async move {
+        scheduler::run(pool, keys, channel, queue, stop.clone()).await;
+        if !stop.is_cancelled() {
+            tracing::warn!("the retry scheduler lost its channel; restarting the session");
+            stop_consuming.cancel();
+        }
+    }))
 }
 
 fn reconnect_backoff() -> backon::ExponentialBackoff {

@@ -15,6 +15,9 @@ pub enum Settle {
     Ack,
     /// Not handled: give it back to the queue.
     Requeue,
+    /// Neither: the channel that would settle it is gone, and the broker gives the
+    /// message out again by itself (the session ends, see `consumer`).
+    Abandon,
 }
 
 /// Sends settlements to the channel's acker task. Delivery tags belong to one channel:
@@ -51,6 +54,7 @@ async fn run(channel: Channel, mut receiver: mpsc::UnboundedReceiver<(u64, Settl
             match settle {
                 Settle::Ack => window.finished(tag),
                 Settle::Requeue => requeues.push(tag),
+                Settle::Abandon => {}
             }
         }
         for tag in requeues {

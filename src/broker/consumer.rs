@@ -1,14 +1,13 @@
 //! The consumer: one session per broker connection, each delivery handled concurrently
 //! up to the prefetch (see [`super::delivery`]). Deliveries never outlive their channel:
-//! when it dies they are dropped and the broker hands them out again.
+//! when it dies they are dropped and the broker hands them out again. A delivery let go
+//! because the publishing channel died ends the session, so the broker gets every
+//! delivery of it back at once rather than holding them unacked.
 
 use super::acker::{self, Settle};
 use super::delivery;
-use super::topology::Topology;
-use crate::handlers;
+use super::shared::Shared;
 use crate::metrics as m;
-use crate::store::Committer;
-use crate::supervisor::Supervisor;
 use futures::{FutureExt, StreamExt};
 use lapin::Connection;
 use lapin::options::{
@@ -17,29 +16,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Retry and concurrency settings of the consumer.
-#[derive(Debug, Clone)]
-pub struct ConsumerSettings {
-    pub prefetch: u16,
-    pub max_attempts: u32,
-    pub retry_base_ms: u64,
-    pub retry_max_ms: u64,
-    /// How long in-flight deliveries may take to finish once shutdown starts.
-    pub shutdown_grace: Duration,
-}
-
-/// Everything a delivery needs, shared by all sessions of a worker.
-pub struct Shared {
-    pub handlers: handlers::Context,
-    pub committer: Committer,
-    pub topology: Topology,
-    pub settings: ConsumerSettings,
-    pub supervisor: Supervisor,
-}
 
 /// Consumes until the connection fails or `stop` is cancelled; then finishes the
 /// deliveries in flight (or hands them back after the grace period).
@@ -68,10 +46,13 @@ pub async fn run_session(
     let (ack, acker_task) = acker::spawn(consume_channel.clone(), &shared.supervisor);
     let tracker = TaskTracker::new();
     let hand_back = CancellationToken::new();
+    let broken = CancellationToken::new();
     let mut stopping = false;
     let result = loop {
         let next = tokio::select! {
             next = consumer.next() => next,
+            () = broken.cancelled() => break Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+                lapin::ChannelState::Closed, "the publishing channel is gone"))),
             _ = stop.cancelled(), if !stopping => {
                 stopping = true;
                 let _ = consume_channel
@@ -84,8 +65,12 @@ pub async fn run_session(
             Some(Ok(delivery)) if stopping => ack.settle(delivery.delivery_tag, Settle::Requeue),
             Some(Ok(delivery)) => {
                 let shared = shared.clone();
-                let (ack, publish, hand_back) =
-                    (ack.clone(), publish_channel.clone(), hand_back.clone());
+                let (ack, publish, hand_back, broken) = (
+                    ack.clone(),
+                    publish_channel.clone(),
+                    hand_back.clone(),
+                    broken.clone(),
+                );
                 tracker.spawn(async move {
                     let tag = delivery.delivery_tag;
                     metrics::gauge!(m::IN_FLIGHT).increment(1.0);
@@ -98,11 +83,14 @@ pub async fn run_session(
                         settle = processed => settle.unwrap_or_else(|panic| {
                             let why = crate::supervisor::panic_message(panic.as_ref());
                             metrics::counter!(m::PANICS, "task" => "delivery").increment(1);
-                            tracing::error!(panic = %why, "delivery panicked; handing it back");
+                            tracing::error!(panic = %why, "delivery panicked; handing the message back");
                             Settle::Requeue
                         }),
                         _ = hand_back.cancelled() => Settle::Requeue,
                     };
+                    if settle == Settle::Abandon {
+                        broken.cancel();
+                    }
                     metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
                     ack.settle(tag, settle);
                 });

@@ -6,6 +6,7 @@
 use super::headers::{self, ATTEMPTS, DEAD_LETTERED_AT, ERROR, ERROR_DETAIL, ORIGINAL_ROUTING_KEY};
 use super::publish::{PublishError, json_properties, publish_confirmed};
 use super::topology::Topology;
+use crate::domain::ErrorKind;
 use crate::domain::events::{self, Cause, DeadLettered};
 use crate::telemetry::propagation;
 use lapin::types::AMQPValue;
@@ -15,7 +16,7 @@ use lapin::{BasicProperties, Channel};
 #[derive(Debug, Clone)]
 pub struct DeadLetter<'a> {
     /// `x-wallet-error`: `malformed`, `order_not_found`, `poison_message`, ...
-    pub kind: &'a str,
+    pub kind: ErrorKind,
     pub detail: &'a str,
     pub attempts: u32,
     pub routing_key: &'a str,
@@ -25,20 +26,20 @@ pub struct DeadLetter<'a> {
     pub order_id: Option<&'a str>,
 }
 
-/// Publishes the dead letter, then its `wallet.dead_lettered` event, each confirmed.
-/// An error after the first leaves a dead letter whose event may be missing: the
-/// caller hands the delivery back, so both are published again (at least once).
-pub async fn publish(
+/// Publishes the dead letter to the dead-letter queue, confirmed. The caller then
+/// publishes its event with [`announce`]; each step is retried on its own, so a failed
+/// announcement never doubles the dead letter.
+pub async fn park(
     channel: &Channel,
     topology: &Topology,
     body: &[u8],
     properties: &BasicProperties,
-    why: DeadLetter<'_>,
+    why: &DeadLetter<'_>,
 ) -> Result<(), PublishError> {
     let headers = headers::with_headers(
         properties,
         &[
-            (ERROR, Some(headers::long_string(why.kind))),
+            (ERROR, Some(headers::long_string(why.kind.as_str()))),
             (ERROR_DETAIL, Some(headers::long_string(why.detail))),
             (ATTEMPTS, Some(AMQPValue::LongLongInt(why.attempts.into()))),
             (
@@ -55,12 +56,11 @@ pub async fn publish(
     );
     let props = headers::rebuild(properties, headers, None);
     let queue = topology.dead_letter_queue();
-    publish_confirmed(channel, "", &queue, body, props, true).await?;
-    announce(channel, topology, &why).await
+    publish_confirmed(channel, "", &queue, body, props, true).await
 }
 
-/// Publishes `wallet.dead_lettered` for `why`.
-async fn announce(
+/// Publishes `wallet.dead_lettered` for `why`, confirmed.
+pub async fn announce(
     channel: &Channel,
     topology: &Topology,
     why: &DeadLetter<'_>,
@@ -75,7 +75,7 @@ async fn announce(
         DeadLettered {
             message_id: why.message_id.map(str::to_owned),
             message_type: why.routing_key.to_owned(),
-            error: why.kind.to_owned(),
+            error: why.kind.as_str().to_owned(),
             detail: why.detail.to_owned(),
             attempts: why.attempts,
             order_id: why.order_id.map(str::to_owned),

@@ -1,17 +1,18 @@
-//! One delivery, end to end: parse, handle, commit, and settle it in exactly one place
-//! ([`settle_outcome`]): ack after commit, delayed retry, or dead letter. Whatever
-//! happens — a panic included — the delivery ends settled. Its span joins the trace of
-//! the message's `traceparent` header (docs/interface.md, trace context).
+//! One delivery, end to end: parse, keep poison out, handle, commit — each step yields
+//! one [`Verdict`] — and settle it in exactly one place ([`settle::settle`]). Whatever
+//! happens, a panic included, the delivery ends with a verdict. Its span joins the trace
+//! of the message's `traceparent` header (docs/interface.md, trace context).
 
 use super::acker::Settle;
-use super::consumer::Shared;
-use super::dead_letter::{self, DeadLetter};
-use super::headers::{self, ATTEMPTS, DELIVERY_COUNT, PANICS, REPLAYED_AT};
-use super::retry::{self, Retry};
-use crate::domain::{self, Inbound, RawMessage};
+use super::headers::{self, ATTEMPTS, PANICS, REPLAYED_AT};
+use super::settle;
+use super::shared::Shared;
+use super::verdict::{self, Known, Verdict};
+use crate::domain::envelope::{sniff_correlation_id, sniff_id};
+use crate::domain::{self, ErrorKind, Inbound, RawMessage, Rejection};
 use crate::handlers::{self, Outcome, RetryLater};
 use crate::metrics as m;
-use crate::store::{self, CommitError};
+use crate::store::{self, CommitError, delayed, unfinished};
 use crate::supervisor::panic_message;
 use crate::telemetry::propagation;
 use futures::FutureExt;
@@ -21,9 +22,10 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-/// Deliveries of one message that ended unsettled (the worker crashed, stalled or lost
-/// its channel with it) before the worker dead-letters it as poison — well before the
-/// broker's own limit, which would drop it or dead-letter it without our headers.
+/// Starts of one message that did not finish (the worker crashed or stalled with it)
+/// before the worker dead-letters it as poison — well before the broker's own limit,
+/// which would dead-letter it without our headers. Counted in the ledger of unfinished
+/// deliveries, so redeliveries caused by broker trouble never count.
 pub const POISON_DELIVERIES: i64 = 10;
 /// Panics of the handler on one message before it is dead-lettered as poison.
 pub const POISON_PANICS: u32 = 3;
@@ -39,53 +41,91 @@ struct Received<'a> {
     panics: u32,
 }
 
-/// Handles one delivery end to end and says how to settle it.
+impl<'a> Received<'a> {
+    fn of(delivery: &'a Delivery, queue: &str) -> Self {
+        let count = |name| {
+            headers::integer(&delivery.properties, name)
+                .map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+        };
+        Self {
+            delivery,
+            routing_key: original_routing_key(delivery, queue),
+            attempts_done: count(ATTEMPTS),
+            panics: count(PANICS),
+        }
+    }
+
+    fn raw(&self) -> RawMessage<'_> {
+        RawMessage {
+            body: &self.delivery.data,
+            routing_key: &self.routing_key,
+            message_id: self
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str()),
+        }
+    }
+}
+
+/// Handles one delivery end to end and settles it; says how the acker ends it.
 pub async fn process(shared: &Shared, publish: &Channel, delivery: &Delivery) -> Settle {
-    let started = Instant::now();
-    let properties = &delivery.properties;
-    let count = |name| {
-        headers::integer(properties, name)
-            .map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX))
-    };
-    let received = Received {
-        delivery,
-        routing_key: original_routing_key(delivery, &shared.topology.queue),
-        attempts_done: count(ATTEMPTS),
-        panics: count(PANICS),
-    };
-    let raw = RawMessage {
-        body: &delivery.data,
-        routing_key: &received.routing_key,
-        message_id: properties.message_id().as_ref().map(|id| id.as_str()),
-    };
-    let inbound = match domain::parse(raw) {
+    if delivery.redelivered {
+        metrics::counter!(m::REDELIVERIES).increment(1);
+    }
+    let received = Received::of(delivery, &shared.topology.queue);
+    match domain::parse(received.raw()) {
         Ok(mut inbound) => {
             inbound.meta.maybe_seen =
-                delivery.redelivered || headers::text(properties, REPLAYED_AT).is_some();
-            inbound
+                delivery.redelivered || headers::text(&delivery.properties, REPLAYED_AT).is_some();
+            handled(shared, publish, &received, &inbound).await
         }
-        Err(rejection) => {
-            let id = domain::envelope::sniff_id(raw);
-            let span = tracing::warn_span!("delivery", otel.kind = "consumer", message_id = id.as_deref().unwrap_or(""), r#type = %received.routing_key);
-            let trace = propagation::parent_span(&span, trace_parent(delivery));
-            let why = DeadLetter {
-                kind: "malformed",
-                detail: &rejection.to_string(),
-                attempts: received.attempts_done + 1,
-                routing_key: &received.routing_key,
-                message_id: id.as_deref(),
-                correlation_id: None,
-                order_id: None,
-            };
-            return async {
-                tracing::warn!(detail = %rejection, "malformed message; dead-lettering");
-                dead_letter(shared, publish, delivery, why).await
-            }
-            .instrument(span)
-            .with_context(trace)
-            .await;
-        }
+        Err(rejection) => malformed(shared, publish, &received, rejection).await,
+    }
+}
+
+/// A message that cannot be read is dead-lettered at once, with what could be read of
+/// its envelope (its id, its correlation id) so the pipeline still hears of it.
+async fn malformed(
+    shared: &Shared,
+    publish: &Channel,
+    received: &Received<'_>,
+    rejection: Rejection,
+) -> Settle {
+    let known = Known {
+        message_id: sniff_id(received.raw()),
+        correlation_id: sniff_correlation_id(received.raw()),
+        ..Known::default()
     };
+    let span = tracing::warn_span!(
+        "delivery",
+        otel.kind = "consumer",
+        message_id = known.message_id.as_deref().unwrap_or(""),
+        r#type = %received.routing_key,
+        correlation_id = known.correlation_id.as_deref().unwrap_or(""),
+    );
+    let trace = propagation::parent_span(&span, trace_parent(received.delivery));
+    let detail = rejection.to_string();
+    let verdict = known.dead_letter(ErrorKind::Malformed, detail, received.attempts_done + 1);
+    let (delivery, routing_key) = (received.delivery, &received.routing_key);
+    async {
+        tracing::warn!(detail = %rejection, "malformed message");
+        settle::settle(shared, publish, delivery, routing_key, verdict).await
+    }
+    .instrument(span)
+    .with_context(trace)
+    .await
+}
+
+/// A readable message: its verdict, settled, and its unfinished start forgotten.
+async fn handled(
+    shared: &Shared,
+    publish: &Channel,
+    received: &Received<'_>,
+    inbound: &Inbound,
+) -> Settle {
+    let started = Instant::now();
     let span = tracing::info_span!(
         "delivery",
         otel.kind = "consumer",
@@ -94,134 +134,191 @@ pub async fn process(shared: &Shared, publish: &Channel, delivery: &Delivery) ->
         correlation_id = inbound.meta.correlation_id.as_deref().unwrap_or(""),
         attempt = received.attempts_done + 1,
     );
-    let trace = propagation::parent_span(&span, trace_parent(delivery));
+    let trace = propagation::parent_span(&span, trace_parent(received.delivery));
     async {
-        let settle = handle_contained(shared, publish, &received, &inbound).await;
+        let known = Known {
+            message_id: Some(inbound.meta.id.clone()),
+            correlation_id: inbound.meta.correlation_id.clone(),
+            order_id: inbound.command.order_id().map(str::to_owned),
+            attempts_done: received.attempts_done,
+            panics: received.panics,
+        };
+        let starts = unfinished_starts(shared, received.delivery, &inbound.meta.id).await;
+        let verdict = match (starts, poison(received, starts)) {
+            (Some(Redelivered::AlreadyDelayed), _) => Verdict::Ack {
+                outcome: "retry_pending",
+            },
+            (_, Some(detail)) => {
+                known.dead_letter(ErrorKind::PoisonMessage, detail, known.attempts_done)
+            }
+            (_, None) => handle_contained(shared, inbound, &known).await,
+        };
+        let routing_key = &received.routing_key;
+        let settled =
+            settle::settle(shared, publish, received.delivery, routing_key, verdict).await;
+        if matches!(starts, Some(Redelivered::Started(_))) {
+            finished(shared, &inbound.meta.id).await;
+        }
         metrics::histogram!(m::MESSAGE_SECONDS, "type" => inbound.meta.kind)
             .record(started.elapsed().as_secs_f64());
-        settle
+        settled
     }
     .instrument(span)
     .with_context(trace)
     .await
 }
 
-/// The trace the message's publisher started (docs/interface.md, trace context), if it sent one. A retried
-/// or replayed message keeps its headers, so every attempt joins the same trace.
-fn trace_parent(delivery: &Delivery) -> opentelemetry::Context {
-    propagation::extract(headers::trace_context(&delivery.properties).as_ref())
+/// Why the message is poison, if it is: it started too often without finishing, or it
+/// panicked the worker too often.
+fn poison(received: &Received<'_>, starts: Option<Redelivered>) -> Option<String> {
+    let unfinished = match starts {
+        Some(Redelivered::Started(starts)) => starts,
+        _ => 0,
+    };
+    (unfinished >= POISON_DELIVERIES || received.panics >= POISON_PANICS).then(|| {
+        format!(
+            "started {unfinished} times without finishing and panicked the worker {} times",
+            received.panics
+        )
+    })
 }
 
-/// [`handle`], with poison messages kept out and a panic turned into a failed attempt.
-async fn handle_contained(
-    shared: &Shared,
-    publish: &Channel,
-    received: &Received<'_>,
-    inbound: &Inbound,
-) -> Settle {
-    let unsettled = headers::integer(&received.delivery.properties, DELIVERY_COUNT).unwrap_or(0);
-    if unsettled >= POISON_DELIVERIES || received.panics >= POISON_PANICS {
-        let detail = format!(
-            "delivered {unsettled} times without being settled and panicked the worker {} times",
-            received.panics
-        );
-        tracing::error!(%detail, "poison message; dead-lettering");
-        let why = dead_letter_of(
-            inbound,
-            received,
-            "poison_message",
-            &detail,
-            received.attempts_done,
-        );
-        return dead_letter(shared, publish, received.delivery, why).await;
+/// What the database knows of a redelivered message.
+#[derive(Debug, Clone, Copy)]
+enum Redelivered {
+    /// It already waits for a delayed retry: its earlier delivery stored the retry and
+    /// the ack did not reach the broker. This copy is acked without another attempt.
+    AlreadyDelayed,
+    /// Its starts that did not finish, this one included.
+    Started(i64),
+}
+
+/// For a redelivered message, whether it already waits for a delayed retry, else this
+/// start recorded in the ledger of unfinished deliveries with how many earlier starts
+/// did not finish; `None` for a first delivery, which costs nothing. (The first
+/// delivery is never recorded and this one is: the count is that of the earlier ones.)
+/// Waits for the database like any other step.
+async fn unfinished_starts(shared: &Shared, delivery: &Delivery, id: &str) -> Option<Redelivered> {
+    if !delivery.redelivered {
+        return None;
     }
-    match AssertUnwindSafe(handle(shared, publish, received, inbound))
+    let pool = &shared.handlers.pool;
+    let mut waits = database_backoff();
+    loop {
+        let known = async {
+            if delayed::is_waiting(pool, id).await? {
+                return Ok(Redelivered::AlreadyDelayed);
+            }
+            unfinished::start(pool, id).await.map(Redelivered::Started)
+        };
+        match known.await {
+            Ok(known) => return Some(known),
+            Err(err) => wait_for_database(&err, &mut waits).await,
+        }
+    }
+}
+
+/// The delivery's handling ended (settled, handed back, or let go with its channel):
+/// its start no longer counts toward poison.
+async fn finished(shared: &Shared, id: &str) {
+    if let Err(err) = unfinished::finish(&shared.handlers.pool, id).await {
+        tracing::warn!(
+            error = format!("{err:#}"),
+            "cannot clear the message's unfinished start; it counts once more toward poison"
+        );
+    }
+}
+
+/// [`handle`], with a panic turned into a failed attempt (or poison, the third time).
+async fn handle_contained(shared: &Shared, inbound: &Inbound, known: &Known) -> Verdict {
+    match AssertUnwindSafe(handle(shared, inbound, known))
         .catch_unwind()
         .await
     {
-        Ok(settle) => settle,
+        Ok(verdict) => verdict,
         Err(panic) => {
             let why = panic_message(panic.as_ref());
             metrics::counter!(m::PANICS, "task" => "delivery").increment(1);
-            tracing::error!(panic = %why, "the handler panicked; the message is retried later");
-            let retry = RetryLater {
-                kind: "internal_error",
+            tracing::error!(panic = %why, "the handler panicked");
+            let known = Known {
+                panics: known.panics + 1,
+                ..known.clone()
+            };
+            if known.panics >= POISON_PANICS {
+                let detail = format!("panicked the worker {} times: {why}", known.panics);
+                let attempts = known.attempts_done + 1;
+                return known.dead_letter(ErrorKind::PoisonMessage, detail, attempts);
+            }
+            let failure = RetryLater {
+                kind: ErrorKind::InternalError,
                 detail: format!("the worker panicked handling this message: {why}"),
                 counts_as_attempt: true,
                 not_before: None,
             };
-            let panics = received.panics + 1;
-            if panics >= POISON_PANICS {
-                let detail = format!("panicked the worker {panics} times: {why}");
-                let attempts = received.attempts_done + 1;
-                let why = dead_letter_of(inbound, received, "poison_message", &detail, attempts);
-                return dead_letter(shared, publish, received.delivery, why).await;
-            }
-            settle_outcome(shared, publish, received, inbound, retry, panics).await
+            verdict::on_failure(failure, &known, &shared.settings)
         }
     }
 }
 
-async fn handle(
-    shared: &Shared,
-    publish: &Channel,
-    received: &Received<'_>,
-    inbound: &Inbound,
-) -> Settle {
+async fn handle(shared: &Shared, inbound: &Inbound, known: &Known) -> Verdict {
     crate::faults::panic_for("delivery.panic", &inbound.meta.id);
     crate::faults::crash_for("delivery.crash", &inbound.meta.id);
-    let kind = inbound.meta.kind;
     let mut waits = database_backoff();
     let outcome = loop {
         match handlers::handle(&shared.handlers, inbound).await {
             Ok(outcome) => break outcome,
-            Err(err) if store::is_transient(&err) => wait_for_database(&err, &mut waits).await,
+            Err(err) if store::is_outage(&err) => wait_for_database(&err, &mut waits).await,
             Err(err) => break Outcome::RetryLater(internal_error(&err)),
         }
     };
-    let retry = match outcome {
+    let failure = match outcome {
         Outcome::Commit(change) => {
             crate::faults::pause_for("commit.before", &inbound.meta.id).await;
             match commit(shared, inbound, change, &mut waits).await {
-                Ok(settle) => return settle,
-                Err(retry) => retry,
+                Ok(verdict) => return verdict,
+                Err(failure) => failure,
             }
         }
         Outcome::Duplicate => {
-            count(kind, "duplicate");
-            return Settle::Ack;
+            return Verdict::Ack {
+                outcome: "duplicate",
+            };
         }
-        Outcome::RetryLater(retry) => retry,
+        Outcome::RetryLater(failure) => failure,
     };
-    settle_outcome(shared, publish, received, inbound, retry, received.panics).await
+    verdict::on_failure(failure, known, &shared.settings)
 }
 
-/// Commits, waiting out database outages with the delivery held unacked.
+/// Commits, waiting out database outages and timeouts with the delivery held
+/// unacked; the commit watchdog sees how long it waits.
 async fn commit(
     shared: &Shared,
     inbound: &Inbound,
     change: store::Change,
     waits: &mut backon::ExponentialBackoff,
-) -> Result<Settle, RetryLater> {
-    let kind = inbound.meta.kind;
+) -> Result<Verdict, RetryLater> {
     let change = std::sync::Arc::new(change);
+    let pending = shared.commits.pending();
     loop {
-        match shared
+        let committed = shared
             .committer
-            .commit(&inbound.meta.id, kind, change.clone())
-            .await
-        {
+            .commit(&inbound.meta.id, inbound.meta.kind, change.clone())
+            .await;
+        match committed {
             Ok(store::Committed::Applied { outcome, .. }) => {
-                count(kind, outcome);
+                pending.committed();
                 tracing::debug!(outcome, "committed");
-                return Ok(Settle::Ack);
+                return Ok(Verdict::Ack { outcome });
             }
             Ok(store::Committed::Duplicate) => {
-                count(kind, "duplicate");
-                return Ok(Settle::Ack);
+                pending.committed();
+                return Ok(Verdict::Ack {
+                    outcome: "duplicate",
+                });
             }
-            Err(CommitError::Stopped) => return Ok(Settle::Requeue),
-            Err(CommitError::Database(err)) if store::is_transient(&err) => {
+            Err(CommitError::Stopped) => return Ok(Verdict::Requeue),
+            Err(CommitError::Database(err)) if store::is_outage(&err) => {
+                shared.commits.failed(store::describe(&err));
                 wait_for_database(&err, waits).await;
             }
             Err(CommitError::Database(err)) => return Err(internal_error(&err)),
@@ -229,105 +326,11 @@ async fn commit(
     }
 }
 
-/// The one place a transient failure becomes a delayed retry or, when attempts run
-/// out, a dead letter.
-async fn settle_outcome(
-    shared: &Shared,
-    publish: &Channel,
-    received: &Received<'_>,
-    inbound: &Inbound,
-    retry: RetryLater,
-    panics: u32,
-) -> Settle {
-    let settings = &shared.settings;
-    let attempts = received.attempts_done + u32::from(retry.counts_as_attempt);
-    if retry.counts_as_attempt && attempts >= settings.max_attempts {
-        tracing::warn!(kind = retry.kind, detail = %retry.detail, attempts, "attempts exhausted; dead-lettering");
-        let why = dead_letter_of(inbound, received, retry.kind, &retry.detail, attempts);
-        return dead_letter(shared, publish, received.delivery, why).await;
-    }
-    let backoff = retry::backoff(
-        attempts.max(1),
-        settings.retry_base_ms,
-        settings.retry_max_ms,
-    );
-    let delay = retry
-        .not_before
-        .map_or(backoff, |at_least| at_least.max(backoff));
-    tracing::info!(kind = retry.kind, detail = %retry.detail, attempts, delay_ms = delay.as_millis() as u64, "retrying later");
-    let delivery = received.delivery;
-    let scheduled = retry::schedule(
-        publish,
-        &shared.topology,
-        &delivery.data,
-        &delivery.properties,
-        Retry {
-            routing_key: &received.routing_key,
-            attempts_done: attempts,
-            panics,
-            delay,
-        },
-    )
-    .await;
-    match scheduled {
-        Ok(()) => {
-            metrics::counter!(m::RETRIES, "kind" => retry.kind).increment(1);
-            count(inbound.meta.kind, "retry_scheduled");
-            Settle::Ack
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "could not schedule the retry; handing the message back");
-            Settle::Requeue
-        }
-    }
-}
-
-fn dead_letter_of<'a>(
-    inbound: &'a Inbound,
-    received: &'a Received<'_>,
-    kind: &'a str,
-    detail: &'a str,
-    attempts: u32,
-) -> DeadLetter<'a> {
-    DeadLetter {
-        kind,
-        detail,
-        attempts,
-        routing_key: &received.routing_key,
-        message_id: Some(&inbound.meta.id),
-        correlation_id: inbound.meta.correlation_id.as_deref(),
-        order_id: inbound.command.order_id(),
-    }
-}
-
-/// Dead-letters the delivery and announces it; acked only once both are confirmed.
-async fn dead_letter(
-    shared: &Shared,
-    publish: &Channel,
-    delivery: &Delivery,
-    why: DeadLetter<'_>,
-) -> Settle {
-    let message_type = delivery_type(why.routing_key);
-    let kind = why.kind.to_owned();
-    match dead_letter::publish(
-        publish,
-        &shared.topology,
-        &delivery.data,
-        &delivery.properties,
-        why,
-    )
-    .await
-    {
-        Ok(()) => {
-            metrics::counter!(m::DEAD_LETTERS, "kind" => error_label(&kind)).increment(1);
-            count(message_type, "dead_lettered");
-            Settle::Ack
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "could not dead-letter; handing the message back");
-            Settle::Requeue
-        }
-    }
+/// The trace the message's publisher started (docs/interface.md, trace context), if it
+/// sent one. A retried or replayed message keeps its headers, so every attempt joins
+/// the same trace.
+fn trace_parent(delivery: &Delivery) -> opentelemetry::Context {
+    propagation::extract(headers::trace_context(&delivery.properties).as_ref())
 }
 
 /// The routing key the message was published with. A message back from a retry
@@ -342,30 +345,10 @@ fn original_routing_key(delivery: &Delivery, queue: &str) -> String {
     key.to_owned()
 }
 
-/// A label-safe message type (labels must not carry arbitrary input).
-fn delivery_type(routing_key: &str) -> &'static str {
-    domain::envelope::INBOUND_TYPES
-        .into_iter()
-        .find(|known| *known == routing_key)
-        .unwrap_or("unknown")
-}
-
-/// A label-safe error kind: one of [`m::DEAD_LETTER_KINDS`], which start at zero.
-fn error_label(kind: &str) -> &'static str {
-    m::DEAD_LETTER_KINDS
-        .into_iter()
-        .find(|known| *known == kind)
-        .unwrap_or("other")
-}
-
-fn count(kind: &'static str, outcome: &'static str) {
-    metrics::counter!(m::MESSAGES, "type" => kind, "outcome" => outcome).increment(1);
-}
-
 fn internal_error(err: &sqlx::Error) -> RetryLater {
-    tracing::error!(error = %err, "database refused the change");
+    tracing::error!(error = format!("{err:#}"), "database refused the change");
     RetryLater {
-        kind: "internal_error",
+        kind: ErrorKind::InternalError,
         detail: format!("database error: {err}"),
         counts_as_attempt: true,
         not_before: None,
@@ -376,10 +359,14 @@ fn database_backoff() -> backon::ExponentialBackoff {
     crate::backoff::endless(Duration::from_millis(100), Duration::from_secs(5))
 }
 
-/// The database is unreachable: wait and try again, holding the delivery unacked.
-/// Messages are not burnt into the dead-letter queue by an outage.
+/// The database is unavailable (or a statement or lock wait ran out of time): wait and
+/// try again, holding the delivery unacked. An outage never spends attempts.
 async fn wait_for_database(err: &sqlx::Error, waits: &mut backon::ExponentialBackoff) {
     let delay = waits.next().unwrap_or(Duration::from_secs(5));
-    tracing::warn!(error = %err, delay_ms = delay.as_millis() as u64, "database unavailable; waiting");
+    tracing::warn!(
+        error = format!("{err:#}"),
+        delay_ms = delay.as_millis() as u64,
+        "database unavailable; waiting"
+    );
     tokio::time::sleep(delay).await;
 }

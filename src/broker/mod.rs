@@ -1,5 +1,6 @@
-//! RabbitMQ: topology, the consumer loop (outcome → ack / retry / dead-letter), the
-//! publisher with confirms, the outbox relay and dead-letter operations.
+//! RabbitMQ: topology, the consumer loop (verdict → ack / retry / dead-letter, in
+//! [`settle`]), the delayed-retry [`scheduler`], the publisher with confirms, the outbox relay and dead-letter
+//! operations.
 
 pub mod acker;
 pub mod consumer;
@@ -12,7 +13,12 @@ pub mod nodes;
 pub mod publish;
 pub mod relay;
 pub mod retry;
+pub mod scheduler;
+pub mod settle;
+pub mod shared;
 pub mod topology;
+pub mod upgrade;
+pub mod verdict;
 
 pub use nodes::{BrokerLink, Node, Nodes, connect_any};
 pub use topology::Topology;

@@ -1,8 +1,14 @@
-//! Publishing with publisher confirms: a publish counts only once the broker took it.
+//! Publishing with publisher confirms: a publish counts only once the broker took it,
+//! and a confirm that does not come within [`CONFIRM_TIMEOUT`] counts as a failure (a
+//! queue without a leader, a broker that stopped answering) instead of a wait forever.
 
-use lapin::Confirmation;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
+use lapin::{Confirmation, PublisherConfirm};
+use std::time::Duration;
+
+/// How long the broker may take to confirm a publish.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a publish did not land.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +19,8 @@ pub enum PublishError {
     Nacked,
     #[error("no queue is bound for routing key {0}")]
     Unroutable(String),
+    #[error("the broker did not confirm within {0:?}")]
+    Timeout(Duration),
 }
 
 /// Publishes and waits for the broker's confirm. `mandatory` turns "no queue bound"
@@ -37,7 +45,15 @@ pub async fn publish_confirmed(
             properties,
         )
         .await?;
-    check(confirm.await?, routing_key)
+    check(confirmed(confirm).await?, routing_key)
+}
+
+/// Waits for `confirm`, at most [`CONFIRM_TIMEOUT`].
+pub async fn confirmed(confirm: PublisherConfirm) -> Result<Confirmation, PublishError> {
+    match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+        Ok(confirmation) => Ok(confirmation?),
+        Err(_) => Err(PublishError::Timeout(CONFIRM_TIMEOUT)),
+    }
 }
 
 /// Maps a confirmation to success or the reason it failed.

@@ -5,12 +5,17 @@
 //! than a few seconds: those of a crashed process or of a lost broker connection.
 //! Publication is at least once; every event carries its own id for consumers to dedupe,
 //! and the trace context stored with it as `traceparent` / `tracestate` headers.
+//!
+//! A nacked, returned or unconfirmed batch is published again with backoff on the same
+//! channel (docs/operations.md, broker trouble): only a channel that is gone ends the
+//! relay, and with it the broker session.
 
 use super::headers;
 use super::publish::{self, PublishError};
 use crate::crypto::Keyring;
 use crate::metrics as m;
 use crate::store::outbox::{self, PendingEvent};
+use backon::Retryable;
 use futures::future::try_join_all;
 use lapin::Channel;
 use lapin::options::BasicPublishOptions;
@@ -50,7 +55,7 @@ pub async fn run(
                 while events.len() < BATCH && let Ok(more) = committed.try_recv() {
                     events.extend(more);
                 }
-                publish_and_forget(&pool, &channel, &exchange, events).await?;
+                publish_until_confirmed(&pool, &channel, &exchange, &events, &stop).await?;
             }
             _ = sweep.tick() => {
                 sweep_stale(&pool, &keys, &channel, &exchange).await?;
@@ -60,7 +65,7 @@ pub async fn run(
             }
             _ = stop.cancelled() => {
                 while let Ok(events) = committed.try_recv() {
-                    publish_and_forget(&pool, &channel, &exchange, events).await?;
+                    publish_and_forget(&pool, &channel, &exchange, &events).await?;
                 }
                 // Closed here, before its connection is: no error line for a clean stop.
                 let _ = channel.close(200, "outbox flushed".into()).await;
@@ -70,30 +75,62 @@ pub async fn run(
     }
 }
 
+/// [`publish_and_forget`], again with backoff while the broker refuses or does not
+/// confirm, as long as the channel lives and the relay is not stopping (then the rows
+/// stay in the outbox for a sweep).
+async fn publish_until_confirmed(
+    pool: &PgPool,
+    channel: &Channel,
+    exchange: &str,
+    events: &[PendingEvent],
+    stop: &CancellationToken,
+) -> Result<(), PublishError> {
+    let waits = crate::backoff::endless(Duration::from_millis(100), Duration::from_secs(5));
+    (|| publish_and_forget(pool, channel, exchange, events))
+        .retry(waits)
+        .sleep(tokio::time::sleep)
+        .when(|_| channel.status().connected() && !stop.is_cancelled())
+        .notify(|err, delay| {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                delay_ms = delay.as_millis() as u64,
+                "the broker did not take committed events; publishing them again"
+            );
+        })
+        .await
+}
+
 /// Publishes `events`, waits for every confirm, then deletes their rows.
 pub async fn publish_and_forget(
     pool: &PgPool,
     channel: &Channel,
     exchange: &str,
-    events: Vec<PendingEvent>,
+    events: &[PendingEvent],
 ) -> Result<(), PublishError> {
-    publish_all(channel, exchange, &events).await?;
+    publish_all(channel, exchange, events).await?;
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     match pool.acquire().await {
         Ok(mut conn) => {
             if let Err(err) = outbox::delete(&mut conn, &seqs).await {
-                tracing::warn!(error = %err, "published events stay in the outbox; a sweep republishes them");
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "published events stay in the outbox; a sweep republishes them"
+                );
             }
         }
         Err(err) => {
-            tracing::warn!(error = %err, "published events stay in the outbox; a sweep republishes them");
+            tracing::warn!(
+                error = format!("{err:#}"),
+                "published events stay in the outbox; a sweep republishes them"
+            );
         }
     }
     Ok(())
 }
 
-/// Publishes rows nobody is publishing (see [`STALE_AFTER`]). Database trouble only
-/// postpones the sweep; broker trouble ends the relay.
+/// Publishes rows nobody is publishing (see [`STALE_AFTER`]). Database trouble, or a
+/// broker that refuses or does not confirm, only postpones the sweep to the next tick;
+/// a channel that is gone ends the relay.
 async fn sweep_stale(
     pool: &PgPool,
     keys: &Keyring,
@@ -104,7 +141,14 @@ async fn sweep_stale(
         match sweep_batch(pool, keys, channel, exchange).await {
             Ok(n) if n == BATCH => continue,
             Ok(_) => return Ok(()),
-            Err(RelayError::Publish(err)) => return Err(err),
+            Err(RelayError::Publish(err)) if !channel.status().connected() => return Err(err),
+            Err(RelayError::Publish(err)) => {
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "outbox sweep could not publish; retrying"
+                );
+                return Ok(());
+            }
             Err(RelayError::Database(err)) => {
                 tracing::warn!(
                     error = format!("{err:#}"),
@@ -171,7 +215,7 @@ async fn publish_all(
             .await?;
         confirms.push(confirm);
     }
-    let confirmations = try_join_all(confirms).await?;
+    let confirmations = try_join_all(confirms.into_iter().map(publish::confirmed)).await?;
     for (confirmation, event) in confirmations.into_iter().zip(events) {
         publish::check(confirmation, &event.routing_key)?;
     }

@@ -1,10 +1,11 @@
-//! Delayed retries: where a message waits when it cannot be handled now.
+//! Delayed retries: how long a message waits when it cannot be handled now, and what
+//! it carries when it comes back. It waits in the database ([`crate::store::delayed`]),
+//! and the [`super::scheduler`] brings it back.
 
 use super::headers::{self, ATTEMPTS, ORIGINAL_ROUTING_KEY, PANICS};
-use super::publish::{PublishError, publish_confirmed};
-use super::topology::Topology;
+use super::verdict;
+use lapin::BasicProperties;
 use lapin::types::AMQPValue;
-use lapin::{BasicProperties, Channel};
 use rand::RngExt;
 use std::time::Duration;
 
@@ -17,51 +18,30 @@ pub fn backoff(attempt: u32, base_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(jittered.max(1))
 }
 
-/// A delayed retry of one message.
-#[derive(Debug, Clone, Copy)]
-pub struct Retry<'a> {
-    /// Where the message goes back to.
-    pub routing_key: &'a str,
-    /// Attempts spent so far.
-    pub attempts_done: u32,
-    /// Times the message panicked the worker so far.
-    pub panics: u32,
-    pub delay: Duration,
-}
-
-/// Parks the message in the retry queue whose level covers the delay. The attempt and
-/// panic counts and the original routing key travel in headers, not in broker
-/// delivery counters.
-pub async fn schedule(
-    channel: &Channel,
-    topology: &Topology,
-    body: &[u8],
+/// The properties a retried message is republished with: its own, plus the attempt
+/// and panic counts and the original routing key in headers (docs/operations.md,
+/// failure handling), since the republish goes to the work queue by name.
+pub fn properties(
     properties: &BasicProperties,
-    retry: Retry<'_>,
-) -> Result<(), PublishError> {
-    let delay_ms = u64::try_from(retry.delay.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let level = topology.level_for(delay_ms);
+    routing_key: &str,
+    retry: &verdict::Retry,
+) -> BasicProperties {
     let panics = (retry.panics > 0).then(|| AMQPValue::LongLongInt(retry.panics.into()));
     let headers = headers::with_headers(
         properties,
         &[
             (
                 ATTEMPTS,
-                Some(AMQPValue::LongLongInt(retry.attempts_done.into())),
+                Some(AMQPValue::LongLongInt(retry.attempts.into())),
             ),
             (
                 ORIGINAL_ROUTING_KEY,
-                Some(headers::long_string(retry.routing_key)),
+                Some(headers::long_string(routing_key)),
             ),
             (PANICS, panics),
         ],
     );
-    // The per-message expiration (≤ the queue's TTL) carries the jitter.
-    let expiration = delay_ms.min(level).to_string();
-    let props = headers::rebuild(properties, headers, Some(expiration));
-    publish_confirmed(channel, "", &topology.retry_queue(level), body, props, true).await
+    headers::rebuild(properties, headers, None)
 }
 
 #[cfg(test)]

@@ -1,27 +1,55 @@
 //! The AMQP topology (docs/interface.md, AMQP topology), declared idempotently at start.
 //!
-//! Delayed retries use one durable queue per backoff level, `<queue>.retry.<ms>`, with
-//! that TTL and the default exchange as dead-letter target routed to `<queue>`: a
-//! waiting message sits in the broker, holds no consumer slot, and comes back by itself.
-//! Levels are named by their delay, so changing the backoff settings declares new
-//! queues instead of clashing with the old ones.
+//! Two quorum queues, replicated on every node of a cluster
+//! (docs/operations.md, broker trouble):
+//!
+//! * the work queue `<queue>`, bound to the inbound routing keys; what reaches the
+//!   broker's delivery limit is dead-lettered into `<queue>.dlq` with
+//!   `x-dead-letter-strategy: at-least-once` (which needs `x-overflow: reject-publish`):
+//!   a dead letter leaves the work queue only once the dead-letter queue has it. That
+//!   is the last-resort path; the worker dead-letters by publishing with a confirm;
+//! * `<queue>.dlq`, the dead letters.
+//!
+//! Delayed retries wait in the database, not in the broker (docs/operations.md,
+//! retries): no queue holds a message that waits.
+//!
+//! Arguments are pinned: a queue that exists with others is a startup error that names
+//! the queue and the difference, because a queue's type and arguments cannot change in
+//! place; `wallet-worker upgrade-queues` moves a deployment over
+//! (docs/operations.md, upgrading the queues).
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::domain::envelope::INBOUND_TYPES;
 
 /// Redeliveries of one message (crashes, hand-backs) before the broker dead-letters it.
-const REDELIVERY_LIMIT: i64 = 50;
+pub const REDELIVERY_LIMIT: i64 = 50;
 
-/// Names and retry levels derived from the configuration.
+/// Why the topology could not be declared.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// An entity exists with another type or other arguments: no retry can fix that.
+    #[error(
+        "{entity} exists with other arguments than this worker declares ({differs}); a queue's \
+         type and arguments cannot change in place: stop the workers and run \
+         `wallet-worker upgrade-queues` (docs/operations.md, upgrading the queues)"
+    )]
+    Mismatch { entity: String, differs: String },
+    #[error("broker error")]
+    Broker(#[from] lapin::Error),
+}
+
+/// Names derived from the configuration.
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub exchange: String,
     pub queue: String,
-    /// Delays in milliseconds: `base * 2^k`, capped at the maximum.
-    pub retry_levels: Vec<u64>,
+    /// The delays, in milliseconds, of the classic `<queue>.retry.<ms>` queues that
+    /// workers before the delayed-retry table declared (`base * 2^k`, capped at the
+    /// maximum): what `upgrade-queues` empties and removes.
+    pub legacy_retry_levels: Vec<u64>,
 }
 
 impl Topology {
@@ -37,7 +65,7 @@ impl Topology {
         Self {
             exchange: exchange.to_owned(),
             queue: queue.to_owned(),
-            retry_levels: levels,
+            legacy_retry_levels: levels,
         }
     }
 
@@ -45,143 +73,156 @@ impl Topology {
         format!("{}.dlq", self.queue)
     }
 
-    pub fn retry_queue(&self, level_ms: u64) -> String {
+    /// The classic retry queue of a level in the topology of older workers.
+    pub fn legacy_retry_queue(&self, level_ms: u64) -> String {
         format!("{}.retry.{level_ms}", self.queue)
     }
 
-    /// Every queue the topology declares: inbound, dead-letter, and the retry levels.
+    /// Every queue the topology declares: the work queue and the dead-letter queue.
     pub fn queues(&self) -> Vec<String> {
-        let mut queues = vec![self.queue.clone(), self.dead_letter_queue()];
-        queues.extend(self.retry_levels.iter().map(|l| self.retry_queue(*l)));
-        queues
+        vec![self.queue.clone(), self.dead_letter_queue()]
     }
 
-    /// The shortest level that waits at least `delay_ms` (the longest if none does).
-    pub fn level_for(&self, delay_ms: u64) -> u64 {
-        self.retry_levels
-            .iter()
-            .copied()
-            .find(|level| *level >= delay_ms)
-            .unwrap_or_else(|| *self.retry_levels.last().expect("at least one level"))
+    /// The work queue's arguments.
+    pub fn work_queue_arguments(&self) -> FieldTable {
+        let mut args = quorum_at_least_once(&self.dead_letter_queue());
+        // A message redelivered this often (crash loops: the worker itself never
+        // requeues a message forever) goes to the dead-letter queue instead of being
+        // dropped, which is what RabbitMQ 4's default limit of 20 would do.
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(REDELIVERY_LIMIT),
+        );
+        args
     }
 
-    /// Declares everything; an entity that ops pre-declared with other arguments is
-    /// accepted as it is (checked passively) rather than failing the start.
-    pub async fn declare(&self, connection: &Connection) -> lapin::Result<()> {
+    /// The dead-letter queue's arguments: replicated, nothing more.
+    pub fn dead_letter_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long_string("quorum"));
+        args
+    }
+
+    /// Declares everything with pinned arguments; see [`TopologyError::Mismatch`].
+    pub async fn declare(&self, connection: &Connection) -> Result<(), TopologyError> {
+        self.declare_exchange(connection).await?;
+        self.declare_work_queue(connection).await?;
+        declare_queue(
+            connection,
+            &self.dead_letter_queue(),
+            self.dead_letter_arguments(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn declare_exchange(&self, connection: &Connection) -> Result<(), TopologyError> {
         let channel = connection.create_channel().await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        channel
+        let declared = channel
             .exchange_declare(
                 self.exchange.as_str().into(),
                 ExchangeKind::Topic,
                 durable,
                 FieldTable::default(),
             )
-            .await?;
-        let mut quorum = FieldTable::default();
-        quorum.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        // A message redelivered this often (crash loops: the worker itself never
-        // requeues a message forever) goes to the dead-letter queue instead of being
-        // dropped, which is what RabbitMQ 4's default limit of 20 would do.
-        quorum.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(REDELIVERY_LIMIT),
-        );
-        quorum.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        quorum.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(self.dead_letter_queue().as_str().into()),
-        );
-        declare_queue(connection, &self.queue, quorum).await?;
-        for key in INBOUND_TYPES {
-            channel
-                .queue_bind(
-                    self.queue.as_str().into(),
-                    self.exchange.as_str().into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        // Classic: requeued messages keep their position, so `dlq list` never reorders.
-        declare_queue(connection, &self.dead_letter_queue(), FieldTable::default()).await?;
-        for level in &self.retry_levels {
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-message-ttl".into(),
-                AMQPValue::LongLongInt(*level as i64),
-            );
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString("".into()),
-            );
-            args.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(self.queue.as_str().into()),
-            );
-            declare_queue(connection, &self.retry_queue(*level), args).await?;
-        }
+            .await;
+        checked(declared, || format!("exchange {}", self.exchange))?;
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    /// The work queue and its bindings.
+    pub async fn declare_work_queue(&self, connection: &Connection) -> Result<(), TopologyError> {
+        declare_queue(connection, &self.queue, self.work_queue_arguments()).await?;
+        let channel = connection.create_channel().await?;
+        bind_inbound(&channel, &self.queue, &self.exchange).await?;
         let _ = channel.close(200, "declared".into()).await;
         Ok(())
     }
 }
 
-async fn declare_queue(connection: &Connection, name: &str, args: FieldTable) -> lapin::Result<()> {
+/// Binds `queue` to every inbound routing key of `exchange`.
+pub async fn bind_inbound(channel: &Channel, queue: &str, exchange: &str) -> lapin::Result<()> {
+    for key in INBOUND_TYPES {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// A quorum queue that dead-letters at least once to `target` through the default
+/// exchange.
+fn quorum_at_least_once(target: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string("quorum"));
+    args.insert("x-dead-letter-exchange".into(), long_string(""));
+    args.insert("x-dead-letter-routing-key".into(), long_string(target));
+    args.insert(
+        "x-dead-letter-strategy".into(),
+        long_string("at-least-once"),
+    );
+    // At-least-once dead-lettering needs it; nothing here sets a length limit.
+    args.insert("x-overflow".into(), long_string("reject-publish"));
+    args
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.into())
+}
+
+/// Declares a durable queue with exactly `args`, on a channel of its own (a refusal
+/// closes the channel).
+pub async fn declare_queue(
+    connection: &Connection,
+    name: &str,
+    args: FieldTable,
+) -> Result<(), TopologyError> {
     let channel = connection.create_channel().await?;
     let durable = QueueDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    match channel.queue_declare(name.into(), durable, args).await {
-        Ok(_) => {
-            let _ = channel.close(200, "declared".into()).await;
-            Ok(())
-        }
-        Err(err) if home_node_down(&err) => {
-            // A classic queue (dead letters, retry levels) lives on one node of a
-            // cluster; while that node is down the queue exists but is unavailable.
-            // The worker still consumes from the replicated inbound queue: a retry or
-            // dead letter routed there comes back unroutable (mandatory) and the
-            // delivery is handed back until the node returns.
-            tracing::warn!(queue = name, error = %err, "the queue's node is down; it is unavailable until that node returns");
-            Ok(())
-        }
-        Err(err) => {
-            // A mismatch closes the channel; check the queue exists on a fresh one.
-            let channel = connection.create_channel().await?;
-            let passive = QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            match channel
-                .queue_declare(name.into(), passive, FieldTable::default())
-                .await
-            {
-                Ok(_) => {
-                    tracing::warn!(queue = name, error = %err, "queue exists with other arguments; using it as declared");
-                    let _ = channel.close(200, "declared".into()).await;
-                    Ok(())
-                }
-                Err(_) => Err(err),
-            }
-        }
-    }
+    let declared = channel.queue_declare(name.into(), durable, args).await;
+    checked(declared, || format!("queue {name}"))?;
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
 }
 
-/// RabbitMQ's answer to declaring a durable classic queue whose node is down.
-fn home_node_down(err: &lapin::Error) -> bool {
+/// A refused declaration: a mismatch when the broker says the entity differs.
+fn checked<T>(
+    declared: lapin::Result<T>,
+    entity: impl FnOnce() -> String,
+) -> Result<T, TopologyError> {
+    declared.map_err(|err| match precondition_failed(&err) {
+        Some(differs) => TopologyError::Mismatch {
+            entity: entity(),
+            differs,
+        },
+        None => TopologyError::Broker(err),
+    })
+}
+
+/// RabbitMQ's text when a declaration differs from what exists (`PRECONDITION_FAILED -
+/// inequivalent arg 'x-queue-type' for queue ...`), which names the difference.
+pub fn precondition_failed(err: &lapin::Error) -> Option<String> {
     let message = err.to_string();
-    message.contains("NOT_FOUND") && message.contains("is down or inaccessible")
+    let at = message.find("PRECONDITION_FAILED")?;
+    Some(
+        message[at..]
+            .trim_start_matches("PRECONDITION_FAILED - ")
+            .to_owned(),
+    )
 }
 
 #[cfg(test)]
@@ -189,12 +230,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_levels_double_from_base_and_stop_at_max() {
+    fn the_old_retry_levels_double_from_base_and_stop_at_max() {
         let t = Topology::new("x", "q", 1000, 600_000);
-        assert_eq!(t.retry_levels.first(), Some(&1000));
-        assert_eq!(t.retry_levels.last(), Some(&600_000));
-        assert_eq!(t.retry_levels.len(), 11);
-        assert_eq!(t.level_for(1500), 2000);
-        assert_eq!(t.level_for(10_000_000), 600_000);
+        assert_eq!(t.legacy_retry_levels.first(), Some(&1000));
+        assert_eq!(t.legacy_retry_levels.last(), Some(&600_000));
+        assert_eq!(t.legacy_retry_levels.len(), 11);
+        assert_eq!(t.legacy_retry_queue(1000), "q.retry.1000");
+        assert_eq!(t.queues(), ["q", "q.dlq"]);
+    }
+
+    #[test]
+    fn both_queues_are_quorum_and_the_work_queue_dead_letters_at_least_once() {
+        let t = Topology::new("x", "q", 1000, 2000);
+        let text = |args: &FieldTable, key: &str| match args.inner().get(key) {
+            Some(AMQPValue::LongString(s)) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
+            _ => None,
+        };
+        let work = t.work_queue_arguments();
+        assert_eq!(text(&work, "x-queue-type").as_deref(), Some("quorum"));
+        assert_eq!(
+            text(&work, "x-dead-letter-strategy").as_deref(),
+            Some("at-least-once")
+        );
+        assert_eq!(text(&work, "x-overflow").as_deref(), Some("reject-publish"));
+        assert_eq!(
+            text(&work, "x-dead-letter-routing-key").as_deref(),
+            Some("q.dlq")
+        );
+        assert_eq!(
+            text(&t.dead_letter_arguments(), "x-queue-type").as_deref(),
+            Some("quorum")
+        );
     }
 }

@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod gateway_sim;
 pub mod keys;
 pub mod loadgen;
+pub mod upgrade;
 pub mod wallet;
 
 use crate::config::DbArgs;

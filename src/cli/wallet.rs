@@ -132,7 +132,7 @@ async fn publish(
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    relay::publish_and_forget(pool, &channel, &args.amqp.exchange, events).await?;
+    relay::publish_and_forget(pool, &channel, &args.amqp.exchange, &events).await?;
     let _ = connection.close(200, "bye".into()).await;
     Ok(())
 }

@@ -136,6 +136,23 @@ pub fn sniff_id(raw: RawMessage<'_>) -> Option<String> {
     Some(parsed.id.chars().take(MAX_ID_LEN).collect())
 }
 
+/// Best-effort `correlation_id` of a message that failed to parse (say, its `data` is
+/// malformed), so its `wallet.dead_lettered` still reaches the pipeline that waits for
+/// it. Bounded like [`sniff_id`]; `None` unless the envelope gives a usable one.
+pub fn sniff_correlation_id(raw: RawMessage<'_>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct CorrelationOnly {
+        correlation_id: Option<String>,
+    }
+    if raw.body.len() > MAX_BODY_BYTES || json_depth_exceeds(raw.body, MAX_JSON_DEPTH) {
+        return None;
+    }
+    let parsed: CorrelationOnly = serde_json::from_slice(raw.body).ok()?;
+    parsed
+        .correlation_id
+        .filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control))
+}
+
 /// Field names of the wire shapes: a rejection's path is made of these only, so a key
 /// chosen by the sender (in `metadata`, or an unknown field) never reaches a log line or
 /// a dead-letter header. A path stops at the first other key (at its known parent).

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod commands;
 pub mod envelope;
+pub mod error_kind;
 pub mod events;
 pub mod expiry;
 #[cfg(test)]
@@ -21,5 +22,6 @@ pub use commands::{
     WalletAttach, WalletSave,
 };
 pub use envelope::{Inbound, Meta, RawMessage, Rejection, parse};
+pub use error_kind::ErrorKind;
 pub use secret::Secret;
 pub use trace::TraceContext;

@@ -2,9 +2,9 @@
 //! refusal, or a transient failure worth retrying. No error text ever carries a body,
 //! a token or a secret (docs/interface.md, secrets).
 
-use crate::domain::Secret;
 use crate::domain::commands::{check_metadata, check_token};
 use crate::domain::limits::MAX_TOKEN_LEN;
+use crate::domain::{ErrorKind, Secret};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
@@ -41,8 +41,18 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The failure kind of a call that may pass next time; `None` for a refusal, which
+    /// is the gateway's answer rather than a failure.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Self::Transient { .. } => Some(ErrorKind::GatewayUnavailable),
+            Self::Refused { .. } => None,
+        }
+    }
+
+    /// Worth calling again ([`ErrorKind::is_transient`] decides).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient { .. })
+        self.kind().is_some_and(ErrorKind::is_transient)
     }
 
     /// How long the gateway asked us to wait (already capped at [`MAX_RETRY_AFTER`]).

@@ -12,7 +12,7 @@ mod wallet_save;
 pub use directory::GatewayDirectory;
 
 use crate::crypto::Keyring;
-use crate::domain::{Command, Inbound};
+use crate::domain::{Command, ErrorKind, Inbound};
 use crate::gateway::GatewayClient;
 use crate::store::Change;
 use sqlx::PgPool;
@@ -51,11 +51,12 @@ pub enum Outcome {
     RetryLater(RetryLater),
 }
 
-/// A transient failure and how to wait for it.
+/// A failure of this attempt. Whether the message is tried again is decided from its
+/// kind ([`ErrorKind::is_transient`]) and the attempts left, in `broker::verdict` alone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryLater {
-    /// `x-wallet-error` if attempts run out (`order_not_found`, `gateway_unavailable`).
-    pub kind: &'static str,
+    /// `x-wallet-error` if the message is dead-lettered (`order_not_found`, ...).
+    pub kind: ErrorKind,
     /// One line for people; never a secret.
     pub detail: String,
     /// False when waiting is not the message's fault (an open circuit): the attempt

@@ -6,7 +6,7 @@
 
 use super::{Context, RetryLater};
 use crate::domain::events::{self, SaveFailure, WalletSaveFailed};
-use crate::domain::{Customer, ExternalPayment, Meta, Order, PaymentSource};
+use crate::domain::{Customer, ErrorKind, ExternalPayment, Meta, Order, PaymentSource};
 use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, Tokens, validate_token_url};
 use crate::metrics as m;
 use crate::store::gateways::{self, Gateway};
@@ -14,7 +14,9 @@ use crate::store::{Effect, SaveSource, inbox};
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-/// What saving decided.
+/// What saving decided. (It lives for one call and is moved once: boxing the large
+/// variant would only add an allocation per message.)
+#[allow(clippy::large_enum_variant)]
 pub enum Decision {
     /// Commit this effect.
     Commit(Effect),
@@ -92,7 +94,7 @@ async fn check<'a>(
     if let Some(left) = gateway.circuit_open_for(Utc::now()) {
         metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(1.0);
         return Ok(Err(Decision::Retry(RetryLater {
-            kind: "gateway_unavailable",
+            kind: ErrorKind::GatewayUnavailable,
             detail: format!("circuit open for gateway {}", gateway.id),
             counts_as_attempt: false,
             not_before: Some(left),
@@ -163,7 +165,7 @@ async fn record(
             SaveFailure::GatewayRefused,
             format!("gateway {} refused: {code}: {message}", gateway.id),
         )),
-        Err(err @ GatewayError::Transient { .. }) => {
+        Err(err) => {
             let threshold = ctx.circuit.threshold;
             let opened =
                 gateways::record_failure(&ctx.pool, &gateway.id, threshold, ctx.circuit.cool_down)
@@ -174,7 +176,7 @@ async fn record(
                 tracing::warn!(gateway = %gateway.id, "circuit opened after repeated failures");
             }
             Ok(Decision::Retry(RetryLater {
-                kind: "gateway_unavailable",
+                kind: err.kind().unwrap_or(ErrorKind::GatewayUnavailable),
                 detail: err.to_string(),
                 counts_as_attempt: true,
                 not_before: err.retry_after(),

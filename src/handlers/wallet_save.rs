@@ -2,14 +2,14 @@
 
 use super::saving::{self, Decision};
 use super::{Context, Outcome, RetryLater};
-use crate::domain::{Meta, WalletSave};
+use crate::domain::{ErrorKind, Meta, WalletSave};
 use crate::store::{Change, orders};
 
 pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletSave) -> sqlx::Result<Outcome> {
     let Some(order) = orders::find(&ctx.pool, &ctx.keys, &cmd.order_id).await? else {
         // Its order.placed may still be on the way.
         return Ok(Outcome::RetryLater(RetryLater {
-            kind: "order_not_found",
+            kind: ErrorKind::OrderNotFound,
             detail: format!("order {} has not been placed yet", cmd.order_id),
             counts_as_attempt: true,
             not_before: None,

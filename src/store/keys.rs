@@ -66,6 +66,13 @@ pub const OUTBOX: SealedTable = SealedTable {
     columns: &[("body", "body")],
     indexed: false,
 };
+pub const DELAYED: SealedTable = SealedTable {
+    table: "delayed_messages",
+    key_column: "key_id",
+    id_column: "id",
+    columns: &[("body", "body")],
+    indexed: false,
+};
 pub const FINGERPRINT_KEY: SealedTable = SealedTable {
     table: "fingerprint_key",
     key_column: "key_id",
@@ -78,7 +85,7 @@ pub const FINGERPRINT_KEY: SealedTable = SealedTable {
 /// them, `run` checks their key ids are held. A new one (dead-letter bodies, say) seals
 /// with `Keyring::seal(body, TABLE.row("body", id))`, stores the key id beside the value
 /// and is added here.
-pub const SEALED: [SealedTable; 5] = [SOURCES, ORDERS, GATEWAYS, OUTBOX, FINGERPRINT_KEY];
+pub const SEALED: [SealedTable; 6] = [SOURCES, ORDERS, GATEWAYS, OUTBOX, DELAYED, FINGERPRINT_KEY];
 
 /// The keyring of `data`: loads the fingerprint key, or makes it (once, whoever comes
 /// first) wrapped under the active key.
@@ -185,10 +192,19 @@ pub struct KeyCount {
     pub rows: i64,
 }
 
-/// Rows per key id of every sealed table (a full count: an operator's question).
+/// Rows per key id of every sealed table (a full count: an operator's question). A
+/// table a later migration creates (`delayed_messages`) is skipped while a database
+/// mid-upgrade lacks it: `keys status` reads such databases too.
 pub async fn counts(pool: &PgPool) -> sqlx::Result<Vec<KeyCount>> {
     let mut counts = Vec::new();
     for table in &SEALED {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table.table)
+            .fetch_one(pool)
+            .await?;
+        if !exists {
+            continue;
+        }
         let sql = format!(
             "SELECT {key}, count(*) FROM {name} WHERE {key} IS NOT NULL GROUP BY 1 ORDER BY 1",
             key = table.key_column,

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod committer;
+pub mod delayed;
 pub mod effects;
 pub mod gateways;
 pub mod inbox;
@@ -11,10 +12,13 @@ pub mod orders;
 pub mod outbox;
 pub mod plaintext;
 pub mod retention;
+pub mod unfinished;
 pub mod wallet;
+pub mod watch;
 
 pub use committer::{CommitError, Committed, Committer, CommitterSettings, commit_now};
 pub use effects::{Change, Effect, Rules, SaveSource};
+pub use watch::CommitWatch;
 
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
@@ -25,14 +29,56 @@ use std::time::Duration;
 /// Embedded migrations (`migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// Connects to `url`, creating the database when it does not exist yet, and applies
-/// the migrations (docs/interface.md, command line: `migrate`, `run` and `demo` do this),
-/// sealing on the way the secrets an earlier version stored in plaintext, with `keys`
-/// ([`migrations::run`]).
+/// How long one statement, and one wait for a lock, may take on the worker's
+/// connections (docs/operations.md, bounded waits). A statement that runs out of time
+/// fails, and the delivery waits and tries again as in an outage: nothing waits forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbTimeouts {
+    pub statement: Duration,
+    pub lock: Duration,
+}
+
+impl Default for DbTimeouts {
+    fn default() -> Self {
+        Self {
+            statement: Duration::from_secs(15),
+            lock: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DbTimeouts {
+    fn settings(&self) -> [(&'static str, String); 2] {
+        [
+            (
+                "statement_timeout",
+                format!("{}ms", self.statement.as_millis()),
+            ),
+            ("lock_timeout", format!("{}ms", self.lock.as_millis())),
+        ]
+    }
+}
+
+/// [`connect_and_migrate_with`] the default timeouts.
 pub async fn connect_and_migrate(
     url: &str,
     max_connections: u32,
     keys: Option<&crate::crypto::DataKeys>,
+) -> anyhow::Result<PgPool> {
+    connect_and_migrate_with(url, max_connections, keys, DbTimeouts::default()).await
+}
+
+/// Connects to `url`, creating the database when it does not exist yet, and applies
+/// the migrations (docs/interface.md, command line: `migrate`, `run` and `demo` do this),
+/// sealing on the way the secrets an earlier version stored in plaintext, with `keys`
+/// ([`migrations::run`]). Migrations run on connections of their own without the
+/// statement timeout: a migration, or sealing a large table, may rightly take longer
+/// than any message's statement.
+pub async fn connect_and_migrate_with(
+    url: &str,
+    max_connections: u32,
+    keys: Option<&crate::crypto::DataKeys>,
+    timeouts: DbTimeouts,
 ) -> anyhow::Result<PgPool> {
     use anyhow::Context;
     let trusted = crate::tls::postgres_url(url);
@@ -47,9 +93,11 @@ pub async fn connect_and_migrate(
             return Err(err).context("cannot create the database named in DATABASE_URL");
         }
     }
-    let pool = pool(url, max_connections)?;
-    migrations::run(&pool, keys).await?;
-    Ok(pool)
+    let unbounded = pool_options(2).connect_lazy_with(base_options(url)?);
+    let migrated = migrations::run(&unbounded, keys).await;
+    unbounded.close().await;
+    migrated?;
+    pool_with(url, max_connections, timeouts, &[])
 }
 
 /// Connects to an existing database whose schema is up to date, changing nothing:
@@ -98,7 +146,7 @@ pub async fn connect_existing_since(url: &str, version: i64) -> anyhow::Result<P
 
 /// A lazily connecting pool: a worker starts (and reports not ready) while Postgres is down.
 pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    pool_with(url, max_connections, &[])
+    pool_with(url, max_connections, DbTimeouts::default(), &[])
 }
 
 /// The commit loops' pool. Their statements are set-based: keys and arrays bound as
@@ -110,8 +158,13 @@ pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
 /// one more round trip per batch, and a connection that broke meanwhile fails the
 /// batch's first statement instead, an error the commit path already treats as
 /// transient (the messages wait and are tried again).
-pub fn commit_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = pool_connect_options(url, &[("plan_cache_mode", "force_generic_plan")])?;
+pub fn commit_pool(
+    url: &str,
+    max_connections: u32,
+    timeouts: DbTimeouts,
+) -> anyhow::Result<PgPool> {
+    let options =
+        pool_connect_options(url, timeouts, &[("plan_cache_mode", "force_generic_plan")])?;
     Ok(pool_options(max_connections)
         .test_before_acquire(false)
         .connect_lazy_with(options))
@@ -120,8 +173,8 @@ pub fn commit_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
 /// The outbox relay's pool. Its writes only forget published events; one lost in a
 /// crash means the event is published again (at least once), so they need not wait
 /// for the WAL flush.
-pub fn relay_pool(url: &str) -> anyhow::Result<PgPool> {
-    pool_with(url, 2, &[("synchronous_commit", "off")])
+pub fn relay_pool(url: &str, timeouts: DbTimeouts) -> anyhow::Result<PgPool> {
+    pool_with(url, 2, timeouts, &[("synchronous_commit", "off")])
 }
 
 /// Connection options from `url`. Without an explicit `sslmode`, sqlx would `prefer`
@@ -146,17 +199,33 @@ pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     })
 }
 
-fn pool_with(url: &str, max_connections: u32, settings: &[(&str, &str)]) -> anyhow::Result<PgPool> {
-    let options = pool_connect_options(url, settings)?;
+fn pool_with(
+    url: &str,
+    max_connections: u32,
+    timeouts: DbTimeouts,
+    settings: &[(&str, &str)],
+) -> anyhow::Result<PgPool> {
+    let options = pool_connect_options(url, timeouts, settings)?;
     Ok(pool_options(max_connections).connect_lazy_with(options))
 }
 
-/// The worker's connection options, with session `settings`.
-fn pool_connect_options(url: &str, settings: &[(&str, &str)]) -> anyhow::Result<PgConnectOptions> {
+/// The worker's connection options: bounded waits, then session `settings`.
+fn pool_connect_options(
+    url: &str,
+    timeouts: DbTimeouts,
+    settings: &[(&str, &str)],
+) -> anyhow::Result<PgConnectOptions> {
+    let bounded = timeouts.settings();
+    Ok(base_options(url)?
+        .options(bounded.iter().map(|(name, value)| (*name, value.as_str())))
+        .options(settings.iter().copied()))
+}
+
+/// Options every connection has, migrations' included.
+fn base_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     Ok(connect_options(url)?
         // A transaction left open by a crashed task must not hold its locks forever.
         .options([("idle_in_transaction_session_timeout", "30s")])
-        .options(settings.iter().copied())
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
 }
@@ -168,9 +237,11 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .acquire_timeout(Duration::from_secs(3))
 }
 
-/// Whether a database error is worth retrying as-is: the server or the network is
-/// unwell, or a concurrent transaction got in the way.
-pub fn is_transient(err: &sqlx::Error) -> bool {
+/// Whether a database error means the database is unavailable for now (down, unwell,
+/// overloaded, or a statement or lock wait ran out of time): the delivery is held and
+/// the work tried again, as in an outage, without spending an attempt. Any other
+/// error is the message's failure (`internal_error`).
+pub fn is_outage(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -181,13 +252,35 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception (but 08P01, a protocol violation, is our bug),
             // 40: rollback (serialization, deadlock), 53: insufficient resources,
-            // 57: operator intervention (shutdown), 58: system error
-            code != "08P01"
-                && ["08", "40", "53", "57", "58"]
-                    .iter()
-                    .any(|class| code.starts_with(class))
+            // 57: operator intervention (shutdown; 57014, a statement timeout),
+            // 58: system error; 55P03: a lock wait that ran out of time
+            code == LOCK_TIMEOUT
+                || (code != "08P01"
+                    && ["08", "40", "53", "57", "58"]
+                        .iter()
+                        .any(|class| code.starts_with(class)))
         }),
         _ => false,
+    }
+}
+
+/// SQLSTATE of a lock wait longer than `lock_timeout`.
+const LOCK_TIMEOUT: &str = "55P03";
+/// SQLSTATE of a statement longer than `statement_timeout` (or cancelled).
+const STATEMENT_TIMEOUT: &str = "57014";
+
+/// A short name for a database error, for `/readyz` (never a value from a row).
+pub fn describe(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(LOCK_TIMEOUT) => {
+            "lock timeout".into()
+        }
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(STATEMENT_TIMEOUT) => {
+            "statement timeout".into()
+        }
+        sqlx::Error::Database(db) => format!("database error {}", db.code().unwrap_or_default()),
+        sqlx::Error::PoolTimedOut => "no database connection available".into(),
+        _ => "database unreachable".into(),
     }
 }
 

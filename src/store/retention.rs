@@ -50,6 +50,9 @@ impl RetentionSettings {
 enum Table {
     Inbox,
     Orders,
+    /// The poison ledger (migration 0010): a row whose message never came back within
+    /// the dedupe window means nothing any more.
+    Unfinished,
 }
 
 impl Table {
@@ -57,6 +60,7 @@ impl Table {
         match self {
             Self::Inbox => "processed_messages",
             Self::Orders => "orders",
+            Self::Unfinished => "unfinished_deliveries",
         }
     }
 
@@ -88,12 +92,24 @@ impl Table {
                    RETURNING updated_at)
                  SELECT count(*), max(updated_at) FROM gone"
             }
+            Self::Unfinished => {
+                "WITH gone AS (
+                   DELETE FROM unfinished_deliveries
+                   WHERE ctid = ANY (ARRAY (
+                       SELECT ctid FROM unfinished_deliveries
+                       WHERE last_started < $1 AND last_started >= $2
+                       ORDER BY last_started LIMIT $3
+                       FOR UPDATE SKIP LOCKED))
+                     AND last_started < $1
+                   RETURNING last_started)
+                 SELECT count(*), max(last_started) FROM gone"
+            }
         }
     }
 
     fn window(self, settings: &RetentionSettings) -> chrono::Duration {
         match self {
-            Self::Inbox => settings.inbox,
+            Self::Inbox | Self::Unfinished => settings.inbox,
             Self::Orders => settings.orders,
         }
     }
@@ -104,6 +120,7 @@ impl Table {
 pub struct Pruned {
     pub inbox: u64,
     pub orders: u64,
+    pub unfinished: u64,
 }
 
 /// Prunes every `settings.interval` until `shutdown`; a failed pass (database away) is
@@ -125,19 +142,23 @@ pub fn spawn(
                     tracing::info!(
                         inbox = pruned.inbox,
                         orders = pruned.orders,
+                        unfinished_deliveries = pruned.unfinished,
                         "retention pass done"
                     );
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    tracing::warn!(error = %err, "retention pass failed; trying again later")
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "retention pass failed; trying again later"
+                    )
                 }
             }
         }
     })
 }
 
-/// One pass over both tables, batch after batch until nothing expired is left (or
+/// One pass over every table, batch after batch until nothing expired is left (or
 /// `stop`).
 pub async fn prune(
     pool: &PgPool,
@@ -145,23 +166,12 @@ pub async fn prune(
     stop: &CancellationToken,
 ) -> sqlx::Result<Pruned> {
     let now = Utc::now();
+    let pass =
+        |table: Table| prune_table(pool, table, now - table.window(settings), settings, stop);
     Ok(Pruned {
-        inbox: prune_table(
-            pool,
-            Table::Inbox,
-            now - Table::Inbox.window(settings),
-            settings,
-            stop,
-        )
-        .await?,
-        orders: prune_table(
-            pool,
-            Table::Orders,
-            now - Table::Orders.window(settings),
-            settings,
-            stop,
-        )
-        .await?,
+        inbox: pass(Table::Inbox).await?,
+        orders: pass(Table::Orders).await?,
+        unfinished: pass(Table::Unfinished).await?,
     })
 }
 

@@ -84,13 +84,22 @@ boot() {
     echo $! >"$(pid_file "$node")"
 }
 
+# The node rewrites its pid file (the VM's own pid over the launcher's) while it boots;
+# `rabbitmqctl wait` reading it mid-rewrite fails with `garbage_in_pid_file`, and then
+# waits again (it once failed a restart on a loaded machine).
 await_boot() {
-    local node=$1
-    if ! ctl "$node" wait "$(pid_file "$node")" --timeout "$BOOT_TIMEOUT" >/dev/null; then
+    local node=$1 tries=0 out
+    while ! out=$(ctl "$node" wait "$(pid_file "$node")" --timeout "$BOOT_TIMEOUT" 2>&1 >/dev/null); do
+        tries=$((tries + 1))
+        if [[ $out == *garbage_in_pid_file* && $tries -lt 5 ]]; then
+            sleep 0.2
+            continue
+        fi
+        echo "$out" >&2
         echo "node $node did not boot; its log:" >&2
         tail -n 30 "$DIR/$node/log/stdout.log" >&2 || true
         exit 1
-    fi
+    done
 }
 
 cmd_start() {

@@ -31,6 +31,7 @@ async fn healthz_and_readyz_answer_when_broker_and_database_are_up() {
             "broker": true,
             "database": true,
             "node": "amqp://guest:***@127.0.0.1:5672/%2f",
+            "commits": "ok",
         })
     );
     w.stop().await;

@@ -51,6 +51,16 @@ pub fn captured_logs() -> String {
     String::from_utf8_lossy(&log_buffer().lock().expect("log buffer")).into_owned()
 }
 
+/// Log lines this test process captured that contain `needle` (counted in place: the
+/// buffer of a long cluster run is large).
+pub fn log_lines_containing(needle: &str) -> usize {
+    let buffer = log_buffer().lock().expect("log buffer");
+    buffer
+        .split(|byte| *byte == b'\n')
+        .filter(|line| line.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .count()
+}
+
 fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
     static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     BUFFER.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
@@ -146,6 +156,9 @@ pub fn test_args() -> WorkerArgs {
         inbox_retention_days: 30,
         order_retention_days: 90,
         retention_interval_ms: 600_000,
+        db_statement_timeout_ms: 15_000,
+        db_lock_timeout_ms: 5_000,
+        commit_stall_secs: 30,
     }
 }
 

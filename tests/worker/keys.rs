@@ -1,7 +1,8 @@
 //! Data-encryption keys (docs/operations.md, key management): a ciphertext copied to
 //! another row does not open, a key missing for a stored row fails loudly, and a
 //! rotation under load, killed mid-way and resumed, leaves every row under the new key
-//! so the old one can go.
+//! so the old one can go; a message waiting for a delayed retry is sealed and rotated
+//! like every other stored secret.
 
 use crate::helpers::*;
 use serde_json::Value;
@@ -255,6 +256,67 @@ async fn a_rotation_under_load_killed_mid_way_resumes_and_then_the_old_key_can_g
     );
     assert_eq!(same.data()["customer_payment_source"]["id"], card.as_str());
     w3.stop().await;
+    w2.stop().await;
+    w.stop().await;
+}
+
+/// The one delayed retry's key id, and whether its stored body shows `token`.
+async fn delayed_row(w: &TestWorker, token: &str) -> (String, bool) {
+    let (key_id, body): (String, Vec<u8>) =
+        sqlx::query_as("SELECT key_id, body FROM delayed_messages")
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    let shows = body.windows(token.len()).any(|w| w == token.as_bytes());
+    (key_id, shows)
+}
+
+#[tokio::test]
+async fn a_delayed_retry_is_sealed_at_rest_rotated_with_the_rest_and_republished_under_the_new_key()
+{
+    let mut args = test_args();
+    args.keys = Some(keys(OLD));
+    // One attempt fails; its retry waits ten minutes unless the test makes it due.
+    (args.retry_base_ms, args.retry_max_ms) = (600_000, 600_000);
+    let mut w = spawn_worker_with(args.clone()).await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(503))
+        .mount(&w.gateway)
+        .await;
+    let token = "tok_waiting_in_delayed_retry";
+    let msg = order_placed(&unique("ord"), &unique("cus"), token, true);
+    w.publish("order.placed", &msg).await;
+    w.wait_for_count("SELECT count(*) FROM delayed_messages", 1)
+        .await;
+    assert_eq!(delayed_row(&w, token).await, ("old-2025".to_owned(), false));
+    w.pause_in_process_worker().await;
+
+    let db = args.db.database_url.clone();
+    let both = format!("{NEW},{OLD}");
+    let env = [("WALLET_ENCRYPTION_KEYS", both.as_str())];
+    let status = run_cli_with(&db, &env, &["keys", "status", "--json"]).await;
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(
+        status["rows"]["old-2025"]["delayed_messages"], 1,
+        "{status}"
+    );
+    let rotated = run_cli_with(&db, &env, &["keys", "rotate", "--rate", "100000"]).await;
+    assert!(rotated.success, "{}{}", rotated.stdout, rotated.stderr);
+    assert_eq!(delayed_row(&w, token).await, ("new-2026".to_owned(), false));
+
+    // Only the new key: the worker starts, and the retry, made due once the gateway
+    // accepts, opens and succeeds.
+    args.keys = Some(keys(NEW));
+    let mut w2 = spawn_worker_with(args).await;
+    w2.gateway_accepts().await;
+    sqlx::query("UPDATE delayed_messages SET due_at = now()")
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    let saved = w2.event_caused_by(msg["id"].as_str().unwrap()).await;
+    assert_eq!(saved.routing_key, "wallet.saved", "{:?}", saved.body);
+    w2.wait_for_count("SELECT count(*) FROM delayed_messages", 0)
+        .await;
     w2.stop().await;
     w.stop().await;
 }

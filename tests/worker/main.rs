@@ -14,6 +14,8 @@ mod schemas;
 
 mod admin;
 mod attach;
+mod bounded_waits;
+mod broker_trouble;
 mod circuit;
 mod cli_safety;
 mod cluster;
@@ -43,4 +45,5 @@ mod shutdown;
 mod tls;
 mod trace;
 mod upgrade;
+mod upgrade_queues;
 mod wallet_life;

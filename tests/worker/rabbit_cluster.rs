@@ -48,6 +48,15 @@ impl RabbitCluster {
         NODES.map(url).join(",")
     }
 
+    /// `AMQP_URL` naming the three nodes, `first` first, then the others in order.
+    pub fn amqp_urls_from(&self, first: &str) -> String {
+        let start = NODES.iter().position(|n| *n == first).expect("a node");
+        (0..NODES.len())
+            .map(|k| url(NODES[(start + k) % NODES.len()]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The node whose AMQP URL is `url` (redacted or not).
     pub fn node_of(&self, url: &str) -> &'static str {
         NODES

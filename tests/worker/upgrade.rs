@@ -199,3 +199,47 @@ async fn an_upgrade_killed_mid_way_loses_nothing_and_leaves_every_secret_sealed_
     assert!(String::from_utf8_lossy(&requests[0].body).contains(&order_token(7)));
     w.stop().await;
 }
+
+/// Whether `table` exists in the database of `pool`.
+async fn has_table(pool: &PgPool, table: &str) -> bool {
+    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_database_at_the_sealed_schema_gets_the_delayed_retry_tables_before_it_counts_as_current()
+{
+    let args = test_args();
+    let mut cleanup = Cleanup::default();
+    cleanup.database_of(&args.db.database_url);
+    let url = &args.db.database_url;
+    sqlx::Postgres::create_database(url)
+        .await
+        .expect("database");
+    let pool = PgPool::connect(url).await.expect("connect");
+    // The schema of the version before the delayed retries: through 0009, sealed.
+    let migrator = wallet_worker::store::migrations::up_to(9).await.unwrap();
+    migrator.run(&pool).await.expect("schema 0009");
+    assert!(!has_table(&pool, "delayed_messages").await);
+
+    // Read-only commands see it as older than this version, not as current.
+    let listed = run_cli(url, &["gateway", "list"]).await;
+    assert!(!listed.success);
+    assert!(
+        listed.stderr.contains("`wallet-worker migrate`"),
+        "{}",
+        listed.stderr
+    );
+
+    let migrated = run_cli(url, &["migrate"]).await;
+    assert!(migrated.success, "{}{}", migrated.stdout, migrated.stderr);
+    for table in ["delayed_messages", "unfinished_deliveries"] {
+        assert!(has_table(&pool, table).await, "{table}");
+    }
+    let listed = run_cli(url, &["gateway", "list"]).await;
+    assert!(listed.success, "{}", listed.stderr);
+    pool.close().await;
+}

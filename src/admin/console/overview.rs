@@ -156,7 +156,7 @@ fn by_type(live: &Live) -> String {
 fn outcome_class(outcome: &str) -> &'static str {
     match outcome {
         "dead_lettered" => "bad",
-        "retry_scheduled" => "warn",
+        "retry_scheduled" | "retry_pending" => "warn",
         o if o.ends_with("rejected") || o.ends_with("failed") => "warn",
         _ => "ok",
     }
