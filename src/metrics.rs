@@ -27,8 +27,13 @@ pub const IN_FLIGHT: &str = "wallet_deliveries_in_flight";
 pub const CIRCUIT_OPEN: &str = "wallet_gateway_circuit_open";
 /// Rows deleted by the retention pruner, by `table`.
 pub const RETENTION_PRUNED: &str = "wallet_retention_pruned_total";
-/// Ready messages in the dead-letter queue, sampled every few seconds.
+/// Ready messages in the dead-letter intake queue `<queue>.dlq`, sampled every few
+/// seconds: what the intake has not stored yet.
 pub const DLQ_DEPTH: &str = "wallet_dlq_depth";
+/// Dead letters in the store not replayed yet, by `kind` (the alerting signal).
+pub const DEAD_LETTERS_STORED: &str = "wallet_dead_letters";
+/// Dead letters the intake stored (new rows), by `kind`.
+pub const DEAD_LETTERS_INGESTED: &str = "wallet_dead_letters_ingested_total";
 /// 1 while connected to the broker.
 pub const BROKER_CONNECTED: &str = "wallet_broker_connected";
 /// 1 while the database answers (checked with readiness).
@@ -40,25 +45,36 @@ pub const PANICS: &str = "wallet_panics_total";
 
 /// Every `kind` of [`DEAD_LETTERS`]: the error kinds the worker dead-letters with, and
 /// `other` for any it does not know (labels never carry arbitrary input).
-pub const DEAD_LETTER_KINDS: [&str; 6] = [
+pub const DEAD_LETTER_KINDS: [&str; 7] = [
     "malformed",
     "order_not_found",
     "gateway_unavailable",
     "internal_error",
     "poison_message",
+    "delivery_limit",
     "other",
 ];
+
+/// The label of an error kind: itself when it is one of [`DEAD_LETTER_KINDS`], else
+/// `other` (labels never carry arbitrary input).
+pub fn dead_letter_kind(kind: &str) -> &'static str {
+    DEAD_LETTER_KINDS
+        .into_iter()
+        .find(|known| *known == kind)
+        .unwrap_or("other")
+}
 /// Every `kind` of [`RETRIES`].
 pub const RETRY_KINDS: [&str; 3] = ["gateway_unavailable", "order_not_found", "internal_error"];
 /// Every `task` of [`PANICS`]: the supervised long-lived tasks (see
 /// [`crate::supervisor::Supervisor::spawn`], which insists on this list) and `delivery`.
-pub const PANIC_TASKS: [&str; 6] = [
+pub const PANIC_TASKS: [&str; 7] = [
     "delivery",
     "committer",
     "relay",
     "acker",
     "gateway-watcher",
     "pruner",
+    "intake",
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -91,6 +107,7 @@ pub fn install() -> PrometheusHandle {
 fn zero_series() {
     for kind in DEAD_LETTER_KINDS {
         metrics::counter!(DEAD_LETTERS, "kind" => kind).increment(0);
+        metrics::counter!(DEAD_LETTERS_INGESTED, "kind" => kind).increment(0);
     }
     for kind in RETRY_KINDS {
         metrics::counter!(RETRIES, "kind" => kind).increment(0);
@@ -98,7 +115,7 @@ fn zero_series() {
     for task in PANIC_TASKS {
         metrics::counter!(PANICS, "task" => task).increment(0);
     }
-    for table in ["processed_messages", "orders"] {
+    for table in ["processed_messages", "orders", "dead_letters"] {
         metrics::counter!(RETENTION_PRUNED, "table" => table).increment(0);
     }
     metrics::counter!(EVENTS_PUBLISHED).increment(0);
@@ -132,7 +149,18 @@ fn describe() {
         RETENTION_PRUNED,
         "Rows deleted by the retention pruner, by table"
     );
-    describe_gauge!(DLQ_DEPTH, "Ready messages in the dead-letter queue");
+    describe_gauge!(
+        DLQ_DEPTH,
+        "Ready messages in the dead-letter intake queue, not stored yet"
+    );
+    describe_gauge!(
+        DEAD_LETTERS_STORED,
+        "Dead letters in the store not replayed yet, by kind"
+    );
+    describe_counter!(
+        DEAD_LETTERS_INGESTED,
+        "Dead letters the intake stored, by kind"
+    );
     describe_gauge!(BROKER_CONNECTED, "1 while connected to the broker");
     describe_gauge!(DATABASE_UP, "1 while the database answers");
     describe_gauge!(

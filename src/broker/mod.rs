@@ -2,6 +2,7 @@
 //! publisher with confirms, the outbox relay and dead-letter operations.
 
 pub mod acker;
+pub mod amqp_json;
 pub mod consumer;
 pub mod dead_letter;
 pub mod delivery;

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod committer;
+pub mod dead_letters;
 pub mod effects;
 pub mod gateways;
 pub mod inbox;

@@ -1,6 +1,10 @@
 //! The outbox: events written in the same transaction as their state, published by the
 //! relay and deleted once the broker confirmed them. Each row keeps the trace context
 //! of the work that caused it, so whichever process publishes it sends that on.
+//!
+//! A replayed dead letter travels the same way (docs/operations.md, replay): its row
+//! also holds the message's own AMQP properties and headers, which it is published
+//! with instead of an event's.
 
 use crate::domain::TraceContext;
 use crate::domain::events::OutboundEvent;
@@ -19,6 +23,10 @@ pub struct PendingEvent {
     /// `traceparent` of the work that caused the event (docs/interface.md, trace context).
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// A replayed message's properties and headers
+    /// ([`crate::broker::amqp_json`] forms); `None` for an event.
+    pub properties: Option<serde_json::Value>,
+    pub headers: Option<serde_json::Value>,
 }
 
 impl PendingEvent {
@@ -86,9 +94,61 @@ pub async fn insert_all(
                 body: event.body,
                 traceparent,
                 tracestate,
+                properties: None,
+                headers: None,
             }
         })
         .collect())
+}
+
+/// A dead letter on its way back to its routing key.
+#[derive(Debug)]
+pub struct Replay<'a> {
+    pub routing_key: &'a str,
+    pub message_id: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    pub body: &'a [u8],
+    pub properties: &'a serde_json::Value,
+    pub headers: serde_json::Value,
+}
+
+/// Writes replayed messages with one statement; returns them as the relay needs them.
+/// Their `event_id` is a fresh outbox key: the message keeps its own id in its
+/// properties.
+pub async fn insert_replays(
+    conn: &mut PgConnection,
+    replays: Vec<Replay<'_>>,
+) -> sqlx::Result<Vec<PendingEvent>> {
+    if replays.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = replays
+        .iter()
+        .map(|_| crate::domain::ids::event_id())
+        .collect();
+    let keys: Vec<&str> = replays.iter().map(|r| r.routing_key).collect();
+    let correlations: Vec<Option<&str>> = replays.iter().map(|r| r.correlation_id).collect();
+    let causes: Vec<Option<&str>> = replays.iter().map(|r| r.message_id).collect();
+    let bodies: Vec<&[u8]> = replays.iter().map(|r| r.body).collect();
+    let properties: Vec<&serde_json::Value> = replays.iter().map(|r| r.properties).collect();
+    let headers: Vec<&serde_json::Value> = replays.iter().map(|r| &r.headers).collect();
+    sqlx::query_as(
+        "INSERT INTO outbox
+             (event_id, routing_key, correlation_id, causation_id, body, properties, headers)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                              $6::jsonb[], $7::jsonb[])
+         RETURNING seq, event_id, routing_key, correlation_id, causation_id, body,
+                   traceparent, tracestate, properties, headers",
+    )
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&correlations)
+    .bind(&causes)
+    .bind(&bodies)
+    .bind(&properties)
+    .bind(&headers)
+    .fetch_all(conn)
+    .await
 }
 
 /// Locks up to `limit` events committed more than `min_age` ago and still unpublished,
@@ -102,12 +162,28 @@ pub async fn lock_stale(
 ) -> sqlx::Result<Vec<PendingEvent>> {
     sqlx::query_as(
         "SELECT seq, event_id, routing_key, correlation_id, causation_id, body,
-                traceparent, tracestate
+                traceparent, tracestate, properties, headers
          FROM outbox WHERE created_at < now() - make_interval(secs => $1)
          ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(min_age.as_secs_f64())
     .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// Locks the rows `seqs` that are still there and nobody else holds: what a process
+/// that committed them publishes itself, unless a sweep already took them.
+pub async fn lock(
+    tx: &mut Transaction<'_, Postgres>,
+    seqs: &[i64],
+) -> sqlx::Result<Vec<PendingEvent>> {
+    sqlx::query_as(
+        "SELECT seq, event_id, routing_key, correlation_id, causation_id, body,
+                traceparent, tracestate, properties, headers
+         FROM outbox WHERE seq = ANY($1) ORDER BY seq FOR UPDATE SKIP LOCKED",
+    )
+    .bind(seqs)
     .fetch_all(&mut **tx)
     .await
 }

@@ -1,6 +1,6 @@
-//! Retention (docs/operations.md, failure handling): a background pruner that forgets processed message ids
-//! older than the dedupe window and orders untouched for the order window, while the
-//! worker runs.
+//! Retention (docs/operations.md, storage retention): a background pruner that forgets
+//! processed message ids older than the dedupe window, orders untouched for the order
+//! window and dead letters kept longer than theirs, while the worker runs.
 //!
 //! Each batch is one short transaction: lock up to [`BATCH`] of the oldest expired
 //! rows with `FOR UPDATE SKIP LOCKED` and delete them by `ctid`. Several workers prune
@@ -10,6 +10,7 @@
 //! rescan the rows it already removed, and a pause between batches leaves the
 //! database to the messages.
 
+use super::dead_letters;
 use crate::metrics as m;
 use crate::supervisor::Supervisor;
 use chrono::{DateTime, Utc};
@@ -28,6 +29,8 @@ pub struct RetentionSettings {
     pub inbox: chrono::Duration,
     /// Orders are kept this long after their last change.
     pub orders: chrono::Duration,
+    /// Dead letters are kept this long in the store after their ingestion.
+    pub dead_letters: chrono::Duration,
     /// Between two passes.
     pub interval: Duration,
     /// Between two batches of a pass.
@@ -39,17 +42,30 @@ impl RetentionSettings {
         Self {
             inbox: chrono::Duration::days(inbox_days.into()),
             orders: chrono::Duration::days(order_days.into()),
+            dead_letters: chrono::Duration::days(DEFAULT_DEAD_LETTER_DAYS.into()),
             interval,
             pause: Duration::from_millis(100),
         }
     }
+
+    /// Keeps dead letters `days` days instead of the default.
+    pub fn keeping_dead_letters(self, days: u32) -> Self {
+        Self {
+            dead_letters: chrono::Duration::days(days.into()),
+            ..self
+        }
+    }
 }
+
+/// `WALLET_DEAD_LETTER_RETENTION_DAYS` unless set.
+pub const DEFAULT_DEAD_LETTER_DAYS: u32 = 30;
 
 /// A table the pruner trims, and its age column.
 #[derive(Debug, Clone, Copy)]
 enum Table {
     Inbox,
     Orders,
+    DeadLetters,
 }
 
 impl Table {
@@ -57,13 +73,16 @@ impl Table {
         match self {
             Self::Inbox => "processed_messages",
             Self::Orders => "orders",
+            Self::DeadLetters => "dead_letters",
         }
     }
 
     /// Deletes one batch of rows aged before `$1` and not before `$2`, oldest first;
-    /// returns how many and the newest time deleted.
-    fn batch_sql(self) -> &'static str {
-        match self {
+    /// returns how many and the newest time deleted. Dead letters need more than one
+    /// statement (see [`Self::batch`]).
+    fn batch_sql(self) -> Option<&'static str> {
+        Some(match self {
+            Self::DeadLetters => return None,
             Self::Inbox => {
                 "WITH gone AS (
                    DELETE FROM processed_messages
@@ -88,13 +107,35 @@ impl Table {
                    RETURNING updated_at)
                  SELECT count(*), max(updated_at) FROM gone"
             }
-        }
+        })
     }
 
     fn window(self, settings: &RetentionSettings) -> chrono::Duration {
         match self {
             Self::Inbox => settings.inbox,
             Self::Orders => settings.orders,
+            Self::DeadLetters => settings.dead_letters,
+        }
+    }
+
+    /// Deletes one batch (see [`Self::batch_sql`]); dead letters also leave their
+    /// failure groups, in the same transaction.
+    async fn batch(
+        self,
+        pool: &PgPool,
+        cutoff: DateTime<Utc>,
+        from: DateTime<Utc>,
+    ) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
+        match self.batch_sql() {
+            Some(sql) => {
+                sqlx::query_as(sql)
+                    .bind(cutoff)
+                    .bind(from)
+                    .bind(BATCH)
+                    .fetch_one(pool)
+                    .await
+            }
+            None => dead_letters::prune::batch(pool, cutoff, from, BATCH).await,
         }
     }
 }
@@ -104,6 +145,7 @@ impl Table {
 pub struct Pruned {
     pub inbox: u64,
     pub orders: u64,
+    pub dead_letters: u64,
 }
 
 /// Prunes every `settings.interval` until `shutdown`; a failed pass (database away) is
@@ -125,19 +167,23 @@ pub fn spawn(
                     tracing::info!(
                         inbox = pruned.inbox,
                         orders = pruned.orders,
+                        dead_letters = pruned.dead_letters,
                         "retention pass done"
                     );
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    tracing::warn!(error = %err, "retention pass failed; trying again later")
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "retention pass failed; trying again later"
+                    )
                 }
             }
         }
     })
 }
 
-/// One pass over both tables, batch after batch until nothing expired is left (or
+/// One pass over the tables, batch after batch until nothing expired is left (or
 /// `stop`).
 pub async fn prune(
     pool: &PgPool,
@@ -146,42 +192,25 @@ pub async fn prune(
 ) -> sqlx::Result<Pruned> {
     let now = Utc::now();
     Ok(Pruned {
-        inbox: prune_table(
-            pool,
-            Table::Inbox,
-            now - Table::Inbox.window(settings),
-            settings,
-            stop,
-        )
-        .await?,
-        orders: prune_table(
-            pool,
-            Table::Orders,
-            now - Table::Orders.window(settings),
-            settings,
-            stop,
-        )
-        .await?,
+        inbox: prune_table(pool, Table::Inbox, now, settings, stop).await?,
+        orders: prune_table(pool, Table::Orders, now, settings, stop).await?,
+        dead_letters: prune_table(pool, Table::DeadLetters, now, settings, stop).await?,
     })
 }
 
 async fn prune_table(
     pool: &PgPool,
     table: Table,
-    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
     settings: &RetentionSettings,
     stop: &CancellationToken,
 ) -> sqlx::Result<u64> {
+    let cutoff = now - table.window(settings);
     // 0001-01-01: before any row, and within Postgres' range (chrono's MIN is not).
     let mut from = DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or(cutoff);
     let mut total = 0;
     while !stop.is_cancelled() {
-        let (deleted, newest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(table.batch_sql())
-            .bind(cutoff)
-            .bind(from)
-            .bind(BATCH)
-            .fetch_one(pool)
-            .await?;
+        let (deleted, newest) = table.batch(pool, cutoff, from).await?;
         let deleted = u64::try_from(deleted).unwrap_or_default();
         total += deleted;
         metrics::counter!(m::RETENTION_PRUNED, "table" => table.name()).increment(deleted);
