@@ -3,7 +3,7 @@
 
 mod console;
 
-use crate::broker::{BrokerLink, Topology};
+use crate::broker::BrokerLink;
 use crate::domain::{Clock, Secret};
 use crate::metrics as m;
 use crate::store::{self, wallet};
@@ -33,11 +33,8 @@ pub struct AdminState {
     pub token: Option<Secret>,
     /// The clock of the wallet rules (what is expired).
     pub clock: Clock,
-    /// `AMQP_URL` (it holds a password): the console's dead-letter operations open
-    /// connections of their own, as the `dlq` command does.
-    pub amqp_url: Secret,
-    /// The worker's exchange and queues: where the dead letters are and replays go.
-    pub topology: Topology,
+    /// The relay of this worker: the console's replays hand it what they committed.
+    pub committed: tokio::sync::mpsc::UnboundedSender<Vec<crate::store::outbox::PendingEvent>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -121,6 +118,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     Readiness::check(&state).await;
+    crate::store::dead_letters::gauge::refresh(&state.pool).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod dead_letter_view;
 pub mod domain;
 pub mod faults;
 pub mod gateway;

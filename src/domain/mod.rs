@@ -1,5 +1,5 @@
 //! Domain types: secrets, limits, the envelope, the typed commands and what a dead
-//! letter is (its failure group). Pure: no I/O, and nothing from the
+//! letter is (its failure group, its masked form). Pure: no I/O, and nothing from the
 //! rest of the crate.
 
 pub mod clock;
@@ -13,6 +13,7 @@ pub mod failure_group;
 pub(crate) mod fixtures;
 pub mod ids;
 pub mod limits;
+pub mod redact;
 pub mod rejection;
 pub mod secret;
 pub mod trace;

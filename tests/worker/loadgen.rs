@@ -154,10 +154,15 @@ async fn demo_runs_end_to_end_on_its_own_queues_and_database() {
         worker.retry_base_ms,
         worker.retry_max_ms,
     );
-    let dead = loadgen::queue_depth(AMQP_URL, &topology.dead_letter_queue())
+    let pool = wallet_worker::store::connect_existing(&worker.db.database_url)
         .await
-        .expect("depth");
+        .expect("the demo's database");
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(dead, 1, "the demo's malformed message, and nothing else");
+    pool.close().await;
     let connection = wallet_worker::broker::connect(AMQP_URL, "test")
         .await
         .expect("broker");

@@ -1,13 +1,34 @@
-//! Masks secrets in dead-letter bodies before they are displayed (docs/interface.md, secrets): a body
-//! may carry a `payment_source_token`, and CLI output never shows one. Replay always
-//! republishes the original bytes; only what people see is masked.
+//! Masks secrets in dead letters before they are displayed (docs/interface.md, secrets): a
+//! body may carry a `payment_source_token`, a header may be named after a token, and no
+//! output (CLI, console) ever shows one. The store keeps and a replay republishes the
+//! original bytes; only what people see is masked.
 
 use serde_json::Value;
 
 /// Fields whose values are secrets wherever they appear in a body.
 pub const SECRET_FIELDS: [&str; 3] = ["payment_source_token", "customer_token", "secret"];
 
-const MASK: &str = "[redacted]";
+/// What a masked value is shown as.
+pub const MASK: &str = "[redacted]";
+
+/// Whether a header's value is shown masked whatever it holds: the body's secret field
+/// names, and anything that names itself a token, secret, password or authorization.
+pub fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_FIELDS.iter().any(|field| name.contains(field))
+        || ["token", "secret", "password", "authorization"]
+            .iter()
+            .any(|word| name.contains(word))
+}
+
+/// A header's value as shown: masked under a secret-looking name, else with the secret
+/// fields of any JSON it holds masked.
+pub fn header_value(name: &str, text: &str) -> String {
+    if is_secret_header(name) {
+        return MASK.to_owned();
+    }
+    String::from_utf8_lossy(&redact(text.as_bytes())).into_owned()
+}
 
 /// The body with the value of every secret field masked. Text, whitespace and invalid
 /// bytes elsewhere stay as they were, so a malformed body is still shown as it came.
@@ -111,7 +132,7 @@ fn scalar_end(bytes: &[u8], mut at: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::*;
 
     fn shown(body: &[u8]) -> String {
         String::from_utf8_lossy(&redact(body)).into_owned()
@@ -123,6 +144,18 @@ mod tests {
         assert_eq!(
             shown(body),
             r#"{"id":"m1", "payment_source_token" : "[redacted]", "n": {"customer_token":"[redacted]"}}"#
+        );
+    }
+
+    #[test]
+    fn secret_looking_headers_are_masked_and_others_keep_their_text() {
+        assert_eq!(header_value("x-payment_source_token", "tok_1"), MASK);
+        assert_eq!(header_value("X-Api-Secret", "s"), MASK);
+        assert_eq!(header_value("x-wallet-error", "malformed"), "malformed");
+        assert_eq!(header_value("traceparent", "00-ab-cd-01"), "00-ab-cd-01");
+        assert_eq!(
+            header_value("x-note", r#"{"customer_token":"cus_1"}"#),
+            r#"{"customer_token":"[redacted]"}"#
         );
     }
 
