@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Unacked intake messages the broker hands over at once: batches fill up without a
 /// round trip per message, and a million-message backlog streams through.
-pub const PREFETCH: u16 = 2000;
+pub const PREFETCH: u16 = 4000;
 /// Dead letters per transaction at most.
-pub const MAX_BATCH: usize = 500;
+pub const MAX_BATCH: usize = 1000;
 
 /// Where the intake stores what it reads, and whom it tells.
 #[derive(Clone)]

@@ -11,7 +11,7 @@ use crate::config::{AmqpArgs, DbArgs};
 use crate::domain::envelope::INBOUND_TYPES;
 use crate::store::dead_letters::replay::{self, By};
 use crate::store::dead_letters::{Cursor, DeadLetter, Filter, audit, query};
-use crate::store::outbox::{self, PendingEvent};
+use crate::store::outbox;
 use anyhow::{Context, bail};
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -48,6 +48,25 @@ impl Tally {
         {
             self.ids_seen.insert(id.clone());
         }
+    }
+
+    /// Prints what a published batch did and counts it.
+    fn report(&mut self, filter: &Filter, batch: &replay::Batch) {
+        for letter in &batch.replayed {
+            self.saw(filter, letter);
+            let key = letter.routing_key.as_deref().unwrap_or("-");
+            println!("replayed {} to {key}", id_of(letter));
+        }
+        for letter in &batch.not_replayable {
+            self.saw(filter, letter);
+            let key = letter.routing_key.as_deref().unwrap_or("(none)");
+            eprintln!(
+                "not replayed {}: no queue of the worker takes type {key}",
+                id_of(letter)
+            );
+        }
+        self.replayed += batch.replayed.len() as u64;
+        self.not_replayable += batch.not_replayable.len() as u64;
     }
 
     fn finish(self, filter: &Filter, dry_run: bool) -> anyhow::Result<()> {
@@ -121,40 +140,34 @@ async fn replay_on(
     let batch_size = run
         .rate
         .map_or(BATCH, |rate| (rate.ceil() as i64).clamp(1, BATCH));
-    let mut pacer = Pacer::new(run.rate);
+    let mut publisher = Publisher {
+        pool,
+        channel: &channel,
+        exchange: &amqp.exchange,
+        pacer: Pacer::new(run.rate),
+    };
     let (mut tally, mut cursor) = (Tally::default(), None);
+    // While one batch is published, the next one is committed (on the pool's other
+    // connection): the database's work and the broker's overlap.
+    let mut committed: Option<replay::Batch> = None;
     loop {
-        let batch = replay::batch(
+        let next = replay::batch(
             pool,
             by,
             filter,
             cursor.as_ref(),
             batch_size,
             &INBOUND_TYPES,
-        )
-        .await
-        .context("cannot replay dead letters")?;
-        let Some(next) = batch.next else { break };
-        cursor = Some(next);
-        publish(pool, &channel, &amqp.exchange, &batch.events, &mut pacer).await?;
-        for letter in &batch.replayed {
-            tally.saw(filter, letter);
-            println!(
-                "replayed {} to {}",
-                id_of(letter),
-                letter.routing_key.as_deref().unwrap_or("-")
-            );
+        );
+        let (next, published) = tokio::join!(next, publisher.publish(committed.as_ref()));
+        published?;
+        if let Some(done) = committed.take() {
+            tally.report(filter, &done);
         }
-        for letter in &batch.not_replayable {
-            tally.saw(filter, letter);
-            eprintln!(
-                "not replayed {}: no queue of the worker takes type {}",
-                id_of(letter),
-                letter.routing_key.as_deref().unwrap_or("(none)")
-            );
-        }
-        tally.replayed += batch.replayed.len() as u64;
-        tally.not_replayable += batch.not_replayable.len() as u64;
+        let next = next.context("cannot replay dead letters")?;
+        let Some(at) = next.next else { break };
+        cursor = Some(at);
+        committed = Some(next);
     }
     audit::finish(pool, audit_id).await?;
     let _ = channel.close(200, "replayed".into()).await;
@@ -184,33 +197,43 @@ async fn publisher(connection: &Connection, queue: &str) -> anyhow::Result<Chann
     Ok(channel)
 }
 
-/// Publishes the rows this replay just committed (those a relay's sweep did not take
-/// meanwhile), paced, then forgets them, holding their locks all along.
-async fn publish(
-    pool: &PgPool,
-    channel: &Channel,
-    exchange: &str,
-    events: &[PendingEvent],
-    pacer: &mut Pacer,
-) -> anyhow::Result<()> {
-    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    let mut tx = pool.begin().await?;
-    let published = async {
-        let locked = outbox::lock(&mut tx, &seqs).await?;
-        for chunk in locked.chunks(pacer.chunk()) {
-            pacer.wait(chunk.len()).await;
-            relay::publish_all(channel, exchange, chunk).await?;
+/// Publishes what this replay committed, paced.
+struct Publisher<'a> {
+    pool: &'a PgPool,
+    channel: &'a Channel,
+    exchange: &'a str,
+    pacer: Pacer,
+}
+
+impl Publisher<'_> {
+    /// Publishes the rows of `batch` (those a relay's sweep did not take meanwhile),
+    /// then forgets them, holding their locks all along.
+    async fn publish(&mut self, batch: Option<&replay::Batch>) -> anyhow::Result<()> {
+        let Some(batch) = batch.filter(|b| !b.events.is_empty()) else {
+            return Ok(());
+        };
+        let seqs: Vec<i64> = batch.events.iter().map(|e| e.seq).collect();
+        let mut tx = self.pool.begin().await?;
+        let published = async {
+            let locked = outbox::lock(&mut tx, &seqs).await?;
+            for chunk in locked.chunks(self.pacer.chunk()) {
+                self.pacer.wait(chunk.len()).await;
+                relay::publish_all(self.channel, self.exchange, chunk).await?;
+            }
+            let locked: Vec<i64> = locked.iter().map(|e| e.seq).collect();
+            outbox::delete(&mut tx, &locked).await?;
+            Ok::<_, anyhow::Error>(())
         }
-        let locked: Vec<i64> = locked.iter().map(|e| e.seq).collect();
-        outbox::delete(&mut tx, &locked).await?;
-        Ok::<_, anyhow::Error>(())
-    }
-    .await;
-    match published {
-        Ok(()) => Ok(tx.commit().await?),
-        Err(err) => {
-            let _ = tx.rollback().await;
-            Err(err.context("replay stopped: what is committed and not yet published stays in the outbox, for the next replay or a worker to publish"))
+        .await;
+        match published {
+            Ok(()) => Ok(tx.commit().await?),
+            Err(err) => {
+                let _ = tx.rollback().await;
+                Err(err.context(
+                    "replay stopped: what is committed and not yet published stays in the \
+                     outbox, for the next replay or a worker to publish",
+                ))
+            }
         }
     }
 }

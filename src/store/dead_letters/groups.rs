@@ -61,7 +61,12 @@ pub async fn add(conn: &mut PgConnection, added: &BTreeMap<String, Added>) -> sq
 
 /// Takes `removed[key]` dead letters (replayed, purged or pruned, all in this
 /// transaction already) off each group: first and last seen are read again from the
-/// group's index (two probes), and a group left empty is deleted.
+/// group's index, and a group left empty is deleted.
+///
+/// No dead letter waiting in a group is older than its first seen or newer than its
+/// last seen, so each search starts there: it steps over the entries this batch just
+/// removed, not over every entry removed since the index was last vacuumed (which would
+/// make a long replay or purge quadratic).
 pub async fn remove(conn: &mut PgConnection, removed: &BTreeMap<String, i64>) -> sqlx::Result<()> {
     if removed.is_empty() {
         return Ok(());
@@ -80,10 +85,12 @@ pub async fn remove(conn: &mut PgConnection, removed: &BTreeMap<String, i64>) ->
          UPDATE dead_letter_groups g
          SET count = greatest(g.count - gone.n, 0),
              first_seen = coalesce((SELECT min(dead_lettered_at) FROM dead_letters d
-                                    WHERE d.group_key = g.group_key AND d.replayed_at IS NULL),
+                                    WHERE d.group_key = g.group_key AND d.replayed_at IS NULL
+                                      AND d.dead_lettered_at >= g.first_seen),
                                    g.first_seen),
              last_seen = coalesce((SELECT max(dead_lettered_at) FROM dead_letters d
-                                   WHERE d.group_key = g.group_key AND d.replayed_at IS NULL),
+                                   WHERE d.group_key = g.group_key AND d.replayed_at IS NULL
+                                     AND d.dead_lettered_at <= g.last_seen),
                                   g.last_seen)
          FROM gone WHERE g.group_key = gone.group_key",
     )

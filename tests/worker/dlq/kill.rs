@@ -95,7 +95,7 @@ async fn a_worker_killed_mid_ingestion_leaves_every_dead_letter_stored_exactly_o
 async fn a_replay_killed_midway_with_its_worker_still_gives_each_message_one_effect() {
     let mut w = spawn_worker().await;
     w.gateway_accepts().await;
-    let n: usize = 120;
+    let n: usize = 160;
     let ids: Vec<String> = (0..n).map(|i| format!("rk-{i:03}")).collect();
     for i in 0..n {
         let order = order_placed(
