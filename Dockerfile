@@ -8,30 +8,31 @@
 # (there is no `query!`/`query_as!` macro in the code); only `sqlx::migrate!()` reads
 # ./migrations, which it embeds into the binary.
 
-ARG RUST_IMAGE=rust:1-bookworm
-ARG RUNTIME_IMAGE=debian:bookworm-slim
+# Base images pinned to releases: the builder to the toolchain rust-toolchain.toml names
+# (so rustup downloads nothing), the runtime to a Debian point release with the same
+# glibc. Where the registry is reachable, pin them further by digest (@sha256:...).
+ARG RUST_IMAGE=rust:1.95.0-bookworm
+ARG RUNTIME_IMAGE=debian:12.12-slim
 
 # ---------------------------------------------------------------------------------------
-FROM ${RUST_IMAGE} AS builder
+# cargo-chef: the dependencies are compiled in a layer of their own, keyed by a recipe
+# (Cargo.toml, Cargo.lock and the crate's layout, not its code), so a change to src/
+# rebuilds only the crate.
+FROM ${RUST_IMAGE} AS chef
+RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /build
 
-# 1. Dependencies alone, against stub sources: this slow layer is reused until
-#    Cargo.toml or Cargo.lock change. The stub's own artefacts are then deleted so the
-#    real build below cannot mistake them for up to date (COPY keeps old mtimes).
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked \
-    && rm -rf src \
-        target/release/.fingerprint/wallet-worker-* \
-        target/release/deps/wallet_worker-* \
-        target/release/deps/libwallet_worker-* \
-        target/release/wallet-worker \
-        target/release/wallet-worker.d \
-        target/release/libwallet_worker.*
+FROM chef AS planner
+COPY rust-toolchain.toml Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo chef prepare --recipe-path recipe.json
 
-# 2. The crate. migrations/ must be present before compiling: `sqlx::migrate!()` embeds it.
+FROM chef AS builder
+COPY rust-toolchain.toml ./
+COPY --from=planner /build/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+# migrations/ must be present before compiling: `sqlx::migrate!()` embeds it.
+COPY Cargo.toml Cargo.lock ./
 COPY migrations ./migrations
 COPY src ./src
 RUN cargo build --release --locked \
@@ -43,8 +44,9 @@ FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="wallet-worker" \
       org.opencontainers.image.description="RabbitMQ/Postgres worker that saves customers' external payment sources to their wallet and reuses them"
 
-# ca-certificates: gateways' token_url endpoints are https and verified against the
-# system roots. Nothing else is needed: TLS is rustls, statically linked.
+# ca-certificates: the OS trust store every TLS client of the worker verifies servers
+# against (token_urls, Postgres verify-full, amqps; plus WALLET_TLS_CA_FILE when set).
+# Nothing else is needed: TLS is rustls with ring, statically linked.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \

@@ -85,12 +85,12 @@ loadgen() { # count → JSON report
 }
 
 CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo build --release --bin wallet-worker --example fill_dlq >&2
-"$BIN" gateway-sim --listen 127.0.0.1:0 --secret "$SECRET" >"$WORK/sim.out" 2>"$WORK/sim.err" &
+GATEWAY_SIM_SECRET="$SECRET" "$BIN" gateway-sim --listen 127.0.0.1:0 >"$WORK/sim.out" 2>"$WORK/sim.err" &
 SIM_PID=$!
 wait_for_line "$WORK/sim.out" 'listening on' "$SIM_PID"
 TOKEN_URL="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$WORK/sim.out")"
 "$BIN" migrate >/dev/null
-"$BIN" gateway set sim --token-url "$TOKEN_URL" --secret "$SECRET" >/dev/null
+WALLET_GATEWAY_SECRET="$SECRET" "$BIN" gateway set sim --token-url "$TOKEN_URL" >/dev/null
 
 start_worker 3600000 warmup
 loadgen 2000 >/dev/null

@@ -1,324 +1,254 @@
 #!/usr/bin/env bash
-# bench/run.sh — throughput, latency, CPU and memory of the full worker against the
-# naive ceiling (examples/naive_ceiling.rs), on the same traffic, local services.
+# bench/run.sh — the worker's throughput against the reference ceiling, its CPU per
+# message, and its latency and memory at a paced load, on the local services.
 #
-#   bench/run.sh                 # from anywhere in the repository; about 12 minutes
-#   QUICK=1 bench/run.sh         # short runs, one repetition: checks the plumbing (~3 min)
+#   CEILING_DIR=/path/to/reference-ceiling bench/run.sh
 #
-# Needs Postgres and RabbitMQ on localhost (the worker's defaults), jq and psql.
-# For each gateway latency (LATENCIES) × prefetch (PREFETCHES), REPEAT times, for each
-# design (in A B B A order, so a slow spell of a noisy machine hits both):
-#   1. starts `wallet-worker gateway-sim` on a free port with that latency;
-#   2. starts the consumer with its own database, exchange and queue:
-#        worker:  `wallet-worker run` (gateway registered with `gateway set sim ...`)
-#        ceiling: `naive_ceiling`
-#   3. warms it up with a short loadgen, then runs `wallet-worker loadgen --count N
-#      --json` with a fixed seed and save ratio (the same traffic for both designs);
-#      CPU time (utime + stime from /proc/PID/stat) is sampled before and after for
-#      the consumer, its Postgres backends, the broker (beam.smp) and the whole
-#      machine (/proc/stat), and the consumer's peak RSS (VmHWM) at the end;
-#   4. stops everything and deletes the queues, the exchange and the database.
-# Then, at prefetch 256, it measures latency for both designs paced at PACED_RATE, and
-# at a light LIGHT_RATE (to tell the design's latency from a saturated machine).
+# The reference ceiling is the naive design every throughput figure is a ratio to (one
+# task per delivery: the gateway call, one transaction, a confirmed publish, the ack;
+# K in flight). It is not part of this repository: CEILING_DIR names its source
+# directory, and the script builds it there (`cargo build --release`).
 #
-# Output: bench/results.jsonl (one JSON object per run: loadgen's report plus the
-# measurements) and bench/results.md (tables: means over the repetitions).
-# Logs of every run are in $WORK (printed at start), named by run number: the file
-# names are fresh per run, so no wait can match a line of an earlier run.
+# 1. Drain race, for each gateway latency L in LATENCIES, PAIRS pairs in A B B A order
+#    (a slow spell of a noisy machine hits both designs):
+#    - worker: a fresh vhost and database; `migrate`; a gateway registered with
+#      `gateway set` whose token_url is the ceiling's `tokenstub --latency-ms L`; `run`
+#      started once to declare its topology, then stopped; a durable queue bound to
+#      `wallet.#` collects the events; N valid `order.placed` saves (distinct customers
+#      and tokens) are published into the stopped worker's queue; then `run` with
+#      WALLET_PREFETCH=256 drains them while `drain_race watch` polls the events queue
+#      every 50 ms. Throughput: events from the first to the N-th over that time. Every
+#      message must give exactly one saved card; nothing may be dead-lettered.
+#    - ceiling: `ceiling preload --n N`, then `ceiling pipeline --no-preload
+#      --http-latency-ms L --concurrency 256` against `ceiling stub`, in its own vhost
+#      and database; it prints its msgs/s and CPU per message.
+#    CPU per message, both sides: the consumer's own, every `beam.smp` and every
+#    `postgres` process, over the drain window (as the ceiling measures itself).
+#    BASELINE_BIN, when set, races a second worker binary too (before/after a change in
+#    one run: A B C C B A).
+# 2. Paced latency: the worker alone (prefetch 256, `gateway-sim --latency-ms 0`),
+#    `loadgen --rate R` for R in PACED_RATES: p50/p99 and peak RSS.
+#
+# Output: bench/results.jsonl (one JSON object per run) and bench/results.md (tables).
 #
 # Settings (environment):
-#   AMQP_URL     broker                       (amqp://guest:guest@127.0.0.1:5672/%2f)
-#   PG_URL       Postgres server, no database (postgres://postgres@127.0.0.1:5432)
-#   LATENCIES    gateway latencies in ms      ("0 20")
-#   PREFETCHES   prefetch values              ("16 64 256")
-#   REPEAT       runs per design and setting  (2)
-#   SEED         loadgen --seed               (42)
-#   SAVE_RATIO   loadgen --save-ratio         (0.5)
-#   RUN_SECONDS  rough length of a measured run; message counts derive from it (12)
-#   PACED_RATE   msgs/s of the paced latency runs (1000)
-#   LIGHT_RATE   msgs/s of the light-load latency runs; 0 skips them (200)
+#   CEILING_DIR   reference ceiling source directory (required)
+#   WORKER_BIN    worker binary        (target/release/wallet-worker, built by this script)
+#   BASELINE_BIN  a second worker binary to race (unset: none)
+#   LATENCIES     gateway latencies ms ("0 20")
+#   PAIRS         pairs per latency    (3)
+#   N             messages per drain   (20000)
+#   PACED_RATES   msgs/s of the paced runs; "" skips them ("200 1000")
+#   PACED_SECONDS length of a paced run (15)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
-PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
+: "${CEILING_DIR:?must name the source directory of the reference ceiling}"
+WORKER_BIN="${WORKER_BIN:-target/release/wallet-worker}"
+BASELINE_BIN="${BASELINE_BIN:-}"
 LATENCIES="${LATENCIES:-0 20}"
-PREFETCHES="${PREFETCHES:-16 64 256}"
-REPEAT="${REPEAT:-2}"
-SEED="${SEED:-42}"
-SAVE_RATIO="${SAVE_RATIO:-0.5}"
-RUN_SECONDS="${RUN_SECONDS:-12}"
-PACED_RATE="${PACED_RATE:-1000}"
-LIGHT_RATE="${LIGHT_RATE:-200}"
-WARMUP_COUNT=1000
-if [[ "${QUICK:-0}" == 1 ]]; then RUN_SECONDS=3 WARMUP_COUNT=300 REPEAT=1; fi
-SECRET="bench-secret-$RANDOM$RANDOM"
-BIN=target/release/wallet-worker
-NAIVE=target/release/examples/naive_ceiling
+PAIRS="${PAIRS:-3}"
+N="${N:-20000}"
+PACED_RATES="${PACED_RATES-200 1000}"
+PACED_SECONDS="${PACED_SECONDS:-15}"
+PG_URL="postgres://postgres@127.0.0.1:5432"
+RACE=target/release/examples/drain_race
+CEILING="$CEILING_DIR/target/release/ceiling"
 RESULTS=bench/results.jsonl
 REPORT=bench/results.md
 WORK="$(mktemp -d /tmp/wallet-bench.XXXXXX)"
-CLK_TCK="$(getconf CLK_TCK)"
 STAMP="$(date +%s)"
 RUN_NO=0
-# What the current run started, for stop_run and the exit trap (each run is a subshell).
-SIM_PID="" CONSUMER_PID="" NAME="" DB=""
+export WALLET_GATEWAY_SECRET="bench-secret-$RANDOM$RANDOM"
+# A data-encryption key of the bench's own (workers that encrypt stored secrets need one).
+WALLET_ENCRYPTION_KEYS="bench:$(head -c 32 /dev/urandom | base64)"
+export WALLET_ENCRYPTION_KEYS
+# What the current run started, for the clean-up.
+PIDS=()
+VHOST="" DB=""
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 
-# Waits up to 30 s for a line matching $2 in file $1 while process $3 lives.
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  [[ -n "$VHOST" ]] && rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
+  [[ -n "$DB" ]] && psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true
+  PIDS=()
+  VHOST="" DB=""
+}
+trap cleanup EXIT
+
+# Waits up to 60 s for a line matching $2 in file $1 while process $3 lives.
 wait_for_line() {
-  for _ in $(seq 300); do
+  for _ in $(seq 600); do
     grep -q "$2" "$1" 2>/dev/null && return 0
-    kill -0 "$3" 2>/dev/null || { log "process $3 died; see $1"; cat "$1" >&2; return 1; }
+    kill -0 "$3" 2>/dev/null || { log "process $3 died; see $1"; tail -20 "$1" >&2; return 1; }
     sleep 0.1
   done
   log "timed out waiting for '$2' in $1"
   return 1
 }
 
-# ---- measurements ---------------------------------------------------------------
-
-# utime + stime of each pid given, in clock ticks, one "pid ticks" line each.
-cpu_ticks() {
-  local pid
-  for pid in "$@"; do
-    [[ -r "/proc/$pid/stat" ]] && echo "$pid $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')"
-  done
-  return 0
-}
-# Busy ticks of the whole machine (everything but idle and iowait).
-machine_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
-backend_pids() {
-  psql -At "$PG_URL/postgres" -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'"
-}
-broker_pid() { pgrep -x beam.smp | head -1; }
-
-# Ticks spent between two `cpu_ticks` snapshots ($1 before, $2 after); a pid that is
-# only in the second was born during the run and counts whole.
-ticks_between() {
-  awk 'NR == FNR {before[$1] = $2; next} {sum += $2 - ($1 in before ? before[$1] : 0)} END {print sum + 0}' \
-    <(echo "$1") <(echo "$2")
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# ---- starting and stopping ------------------------------------------------------
-
-stop_run() {
-  if [[ -n "$CONSUMER_PID" ]]; then
-    kill -TERM "$CONSUMER_PID" 2>/dev/null || true
-    wait "$CONSUMER_PID" 2>/dev/null || true
-  fi
-  if [[ -n "$SIM_PID" ]]; then
-    kill -TERM "$SIM_PID" 2>/dev/null || true
-    wait "$SIM_PID" 2>/dev/null || true
-  fi
-  if [[ -n "$NAME" ]]; then
-    "$NAIVE" --teardown --exchange "$NAME" --queue "$NAME" || log "teardown of $NAME failed"
-  fi
-  if [[ -n "$DB" ]]; then
-    psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null ||
-      log "could not drop database $DB"
-  fi
-  SIM_PID="" CONSUMER_PID="" NAME="" DB=""
-}
-trap stop_run EXIT
-
-start_sim() { # latency_ms → sets SIM_PID, TOKEN_URL
-  "$BIN" gateway-sim --listen 127.0.0.1:0 --latency-ms "$1" --secret "$SECRET" \
-    >"$WORK/$RUN_NO.sim.out" 2>"$WORK/$RUN_NO.sim.err" &
-  SIM_PID=$!
-  wait_for_line "$WORK/$RUN_NO.sim.out" 'listening on' "$SIM_PID"
-  TOKEN_URL="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$WORK/$RUN_NO.sim.out")"
+# A vhost and a database of the run's own: sets VHOST, DB, AMQP.
+fresh_place() {
+  RUN_NO=$((RUN_NO + 1))
+  VHOST="bench-$STAMP-$RUN_NO" DB="bench_${STAMP}_$RUN_NO"
+  rabbitmqctl -q add_vhost "$VHOST" >/dev/null
+  rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+  AMQP="amqp://guest:guest@127.0.0.1:5672/$VHOST"
 }
 
-start_worker() { # prefetch → sets CONSUMER_PID
-  "$BIN" migrate >/dev/null
-  "$BIN" gateway set sim --token-url "$TOKEN_URL" --secret "$SECRET" >/dev/null
-  # Admin on port 0: nothing to collide with; readiness is the "connected" log line,
-  # written once the topology is declared.
-  WALLET_PREFETCH="$1" WALLET_ADMIN_ADDR=127.0.0.1:0 RUST_LOG=warn,wallet_worker::worker=info \
-    "$BIN" run >"$WORK/$RUN_NO.consumer.log" 2>&1 &
-  CONSUMER_PID=$!
-  wait_for_line "$WORK/$RUN_NO.consumer.log" 'connected to the broker' "$CONSUMER_PID"
+# ---- the drain race -------------------------------------------------------------
+
+drain_worker() { # label bin latency → one JSON line
+  local label=$1 bin=$2 latency=$3 port pid
+  fresh_place
+  export AMQP_URL="$AMQP" DATABASE_URL="$PG_URL/$DB" WALLET_EXCHANGE=bench WALLET_QUEUE=bench-wallet
+  export WALLET_ADMIN_ADDR=127.0.0.1:0 RUST_LOG=warn,wallet_worker::worker=info
+  port="$(free_port)"
+  "$CEILING" tokenstub --port "$port" --latency-ms "$latency" 2>"$WORK/$RUN_NO.stub.log" &
+  PIDS+=($!)
+  wait_for_line "$WORK/$RUN_NO.stub.log" 'listening' "$!"
+  "$bin" migrate >/dev/null
+  "$bin" gateway set bench --token-url "http://127.0.0.1:$port/token" >/dev/null
+  "$bin" run >"$WORK/$RUN_NO.declare.log" 2>&1 &
+  pid=$!
+  wait_for_line "$WORK/$RUN_NO.declare.log" 'connected to the broker' "$pid"
+  kill -TERM "$pid" && wait "$pid"
+  "$RACE" --amqp-url "$AMQP" events --exchange bench --queue bench-events
+  "$RACE" --amqp-url "$AMQP" preload --exchange bench --n "$N" --gateway bench
+  WALLET_PREFETCH=256 "$bin" run >"$WORK/$RUN_NO.worker.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  local result saved
+  result="$("$RACE" --amqp-url "$AMQP" watch --queue bench-events --n "$N" --pid "$pid")"
+  saved="$(psql -qAt "$DATABASE_URL" -c 'SELECT count(*) FROM customer_payment_sources')"
+  [[ "$saved" == "$N" ]] || { log "worker saved $saved cards of $N"; return 1; }
+  local rss
+  rss="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")"
+  cleanup
+  jq -c --arg design "$label" --argjson latency "$latency" --argjson rss "$rss" \
+    '{design: $design, latency_ms: $latency, msgs_per_s, cpu_us_per_msg, peak_rss_mib: ($rss / 1024)}' <<<"$result"
 }
 
-start_ceiling() { # prefetch → sets CONSUMER_PID
-  "$NAIVE" --prefetch "$1" --token-url "$TOKEN_URL" --secret "$SECRET" \
-    >"$WORK/$RUN_NO.consumer.log" 2>&1 &
-  CONSUMER_PID=$!
-  wait_for_line "$WORK/$RUN_NO.consumer.log" 'naive-ceiling consuming' "$CONSUMER_PID"
+drain_ceiling() { # latency → one JSON line
+  local latency=$1 port result
+  fresh_place
+  psql -q "$PG_URL/postgres" -c "CREATE DATABASE \"$DB\"" >/dev/null
+  port="$(free_port)"
+  "$CEILING" stub --port "$port" 2>"$WORK/$RUN_NO.stub.log" &
+  PIDS+=($!)
+  wait_for_line "$WORK/$RUN_NO.stub.log" 'listening' "$!"
+  local where=(--amqp "$AMQP" --pg "$PG_URL/$DB")
+  "$CEILING" "${where[@]}" preload --n "$N" >/dev/null 2>>"$WORK/$RUN_NO.ceiling.log"
+  result="$("$CEILING" "${where[@]}" pipeline --n "$N" --no-preload --http-latency-ms "$latency" \
+    --concurrency 256 --stub-url "http://127.0.0.1:$port/token" 2>>"$WORK/$RUN_NO.ceiling.log")"
+  cleanup
+  jq -c --argjson latency "$latency" '{design: "ceiling", latency_ms: $latency, msgs_per_s,
+    cpu_us_per_msg: {consumer: .cpu_us_per_msg.client, rabbitmq: .cpu_us_per_msg.rabbitmq,
+                     postgres: .cpu_us_per_msg.postgres}}' <<<"$result"
 }
 
-loadgen() { # count [rate] → loadgen's JSON report on stdout
-  local rate=()
-  [[ -n "${2:-}" ]] && rate=(--rate "$2")
-  "$BIN" loadgen --count "$1" "${rate[@]}" --seed "$SEED" --save-ratio "$SAVE_RATIO" \
-    --timeout-secs 300 --json 2>>"$WORK/loadgen.err"
-}
-
-# ---- one run --------------------------------------------------------------------
-
-# Starts the sim and a consumer, warms up, measures one loadgen, appends one JSON
-# object to $RESULTS, and tears everything down.
-run_one() { # design latency prefetch count [rate]
-  local design=$1 latency=$2 prefetch=$3 count=$4 rate=${5:-}
-  NAME="bench-$STAMP-$RUN_NO" DB="bench_${STAMP}_$RUN_NO"
-  export DATABASE_URL="$PG_URL/$DB" WALLET_EXCHANGE="$NAME" WALLET_QUEUE="$NAME"
-  log "run $RUN_NO: $design, gateway ${latency} ms, prefetch $prefetch, $count messages${rate:+ at $rate/s}"
-  start_sim "$latency"
-  "start_$design" "$prefetch"
-  loadgen "$WARMUP_COUNT" >/dev/null
-  local broker backends before_consumer before_pg before_broker before_machine report
-  broker="$(broker_pid)"
-  backends="$(backend_pids)"
-  before_consumer="$(cpu_ticks "$CONSUMER_PID")"
-  before_pg="$(cpu_ticks $backends)"
-  before_broker="$(cpu_ticks $broker)"
-  before_machine="$(machine_busy)"
-  report="$(loadgen "$count" "$rate")" || { log "loadgen failed: $report"; stop_run; return 1; }
-  local machine consumer pg broker_ticks
-  machine=$(($(machine_busy) - before_machine))
-  consumer="$(ticks_between "$before_consumer" "$(cpu_ticks "$CONSUMER_PID")")"
-  pg="$(ticks_between "$before_pg" "$(cpu_ticks $(backend_pids))")"
-  broker_ticks="$(ticks_between "$before_broker" "$(cpu_ticks $broker)")"
-  jq -c --arg design "$design" --argjson latency "$latency" --argjson prefetch "$prefetch" \
-    --arg rate "$rate" --argjson hz "$CLK_TCK" --argjson consumer "$consumer" \
-    --argjson pg "$pg" --argjson broker "$broker_ticks" --argjson machine "$machine" \
-    --argjson rss "$(peak_rss_kib "$CONSUMER_PID")" --arg date "$(date -u +%FT%TZ)" '
-      def per_1k(ticks): ticks / $hz / .published * 1000;
-      { date: $date, design: $design, gateway_latency_ms: $latency, prefetch: $prefetch,
-        rate: (if $rate == "" then null else ($rate | tonumber) end),
-        msgs_per_sec: (.published / .window_seconds),
-        cpu_s_per_1k: per_1k($consumer), postgres_cpu_s_per_1k: per_1k($pg),
-        broker_cpu_s_per_1k: per_1k($broker), machine_cpu_s_per_1k: per_1k($machine),
-        peak_rss_mib: ($rss / 1024) } + .' <<<"$report" | tee -a "$RESULTS" |
-    jq -r '"  \(.msgs_per_sec | floor) msgs/s, p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, CPU-s/1k consumer \(.cpu_s_per_1k * 1000 | round / 1000) postgres \(.postgres_cpu_s_per_1k * 1000 | round / 1000) machine \(.machine_cpu_s_per_1k * 1000 | round / 1000), \(.peak_rss_mib | floor) MiB, missing \(.missing)"' >&2
-  stop_run
-}
-
-# Messages for one peak run at this setting: the same for both designs (the same
-# traffic), about RUN_SECONDS at the rates this machine reached (see README).
-count_for() { # latency prefetch
-  local rate
-  case "$1:$2" in
-    0:*) rate=1700 ;;
-    *:16) rate=800 ;;
-    *) rate=1500 ;;
+race_one() { # design latency
+  log "drain: $1, gateway $2 ms, $N messages"
+  # Run in this shell (not a $(...) subshell), so the clean-up knows what it started.
+  case $1 in
+    ceiling) drain_ceiling "$2" >"$WORK/line.json" ;;
+    worker) drain_worker worker "$WORKER_BIN" "$2" >"$WORK/line.json" ;;
+    baseline) drain_worker baseline "$BASELINE_BIN" "$2" >"$WORK/line.json" ;;
   esac
-  echo $((rate * RUN_SECONDS))
+  jq -c --argjson pair "$3" '. + {pair: $pair}' "$WORK/line.json" | tee -a "$RESULTS" |
+    jq -r '"  \(.msgs_per_s | floor) msgs/s; CPU µs/msg own \(.cpu_us_per_msg.consumer), RabbitMQ \(.cpu_us_per_msg.rabbitmq), Postgres \(.cpu_us_per_msg.postgres)"' >&2
 }
 
-# Until the broker and Postgres answer (tests elsewhere on this machine restart them).
-wait_for_services() {
-  for _ in $(seq 120); do
-    if (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null &&
-      psql -qAt "$PG_URL/postgres" -c 'SELECT 1' >/dev/null 2>&1; then
-      sleep 5 # let a restarted broker settle
-      return 0
+race() { # latency
+  local designs=(worker ceiling) pair order
+  [[ -n "$BASELINE_BIN" ]] && designs=(worker baseline ceiling)
+  for pair in $(seq "$PAIRS"); do
+    order=("${designs[@]}")
+    if ((pair % 2 == 0)); then
+      order=()
+      for ((i = ${#designs[@]} - 1; i >= 0; i--)); do order+=("${designs[$i]}"); done
     fi
-    sleep 1
-  done
-  log "the broker or Postgres is still down"
-  return 1
-}
-
-# One run in a subshell of its own, so that a failure (the broker restarted, a
-# completion went missing) ends that run only; it is tried again up to twice.
-run_checked() { # design latency prefetch count [rate]
-  local try
-  for try in 1 2 3; do
-    RUN_NO=$((RUN_NO + 1))
-    (
-      trap stop_run EXIT
-      run_one "$@"
-    ) &
-    wait $! && return 0
-    log "run $RUN_NO failed (attempt $try of 3)"
-    wait_for_services || true
-  done
-  log "giving up on $*"
-}
-
-# REPEAT pairs in A B B A order.
-run_pairs() { # latency prefetch count [rate]
-  local rep
-  for rep in $(seq "$REPEAT"); do
-    if ((rep % 2)); then
-      run_checked worker "$@"
-      run_checked ceiling "$@"
-    else
-      run_checked ceiling "$@"
-      run_checked worker "$@"
-    fi
+    for design in "${order[@]}"; do race_one "$design" "$1" "$pair"; done
   done
 }
 
-# ---- the report -----------------------------------------------------------------
+# ---- paced latency ----------------------------------------------------------------
+
+paced() { # rate → one JSON line
+  local rate=$1 pid sim
+  fresh_place
+  export AMQP_URL="$AMQP" DATABASE_URL="$PG_URL/$DB" WALLET_EXCHANGE=bench WALLET_QUEUE=bench-wallet
+  export WALLET_ADMIN_ADDR=127.0.0.1:0 RUST_LOG=warn,wallet_worker::worker=info
+  log "paced: worker at $rate msgs/s for $PACED_SECONDS s"
+  "$WORKER_BIN" gateway-sim --listen 127.0.0.1:0 --latency-ms 0 >"$WORK/$RUN_NO.sim.log" 2>&1 &
+  sim=$!
+  PIDS+=("$sim")
+  wait_for_line "$WORK/$RUN_NO.sim.log" 'listening on' "$sim"
+  "$WORKER_BIN" migrate >/dev/null
+  "$WORKER_BIN" gateway set sim --token-url "$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$WORK/$RUN_NO.sim.log")" >/dev/null
+  WALLET_PREFETCH=256 "$WORKER_BIN" run >"$WORK/$RUN_NO.worker.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait_for_line "$WORK/$RUN_NO.worker.log" 'connected to the broker' "$pid"
+  "$WORKER_BIN" loadgen --count 1000 --seed 7 --json >/dev/null 2>>"$WORK/loadgen.err"
+  local report rss
+  report="$("$WORKER_BIN" loadgen --count $((rate * PACED_SECONDS)) --rate "$rate" --seed 42 \
+    --save-ratio 0.5 --timeout-secs 300 --json 2>>"$WORK/loadgen.err")"
+  rss="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")"
+  cleanup
+  jq -c --argjson rate "$rate" --argjson rss "$rss" \
+    '{design: "paced", rate: $rate, p50_ms: .latency_ms.p50, p99_ms: .latency_ms.p99,
+      missing, peak_rss_mib: ($rss / 1024)}' <<<"$report" | tee -a "$RESULTS" |
+    jq -r '"  p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, peak RSS \(.peak_rss_mib | floor) MiB, missing \(.missing)"' >&2
+}
+
+# ---- the report -------------------------------------------------------------------
 
 write_report() {
   jq -rs --arg date "$(date -u '+%F %R UTC')" --arg host "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" \
     --arg commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + uncommitted src changes')" \
-    --arg seed "$SEED" --arg ratio "$SAVE_RATIO" --arg repeat "$REPEAT" --argjson light "$LIGHT_RATE" \
-    --argjson paced "$PACED_RATE" '
-    def r(n): (n * 10 | round) / 10;
-    def r3(n): (n * 1000 | round) / 1000;
-    def mean(f): (map(f) | add / length);
-    def summary: {
-      latency: .[0].gateway_latency_ms, prefetch: .[0].prefetch, rate: .[0].rate,
-      msgs: mean(.msgs_per_sec), lo: (map(.msgs_per_sec) | min), hi: (map(.msgs_per_sec) | max),
-      p50: mean(.latency_ms.p50), p99: mean(.latency_ms.p99),
-      cpu: mean(.cpu_s_per_1k), pg: mean(.postgres_cpu_s_per_1k),
-      broker: mean(.broker_cpu_s_per_1k), machine: mean(.machine_cpu_s_per_1k),
-      rss: (map(.peak_rss_mib) | max), missing: (map(.missing) | add) };
-    def pairs(paced): [.[] | select((.rate != null) == paced)]
-      | group_by([.gateway_latency_ms, .prefetch, .rate])
-      | map(select(any(.design == "worker") and any(.design == "ceiling")))
-      | map({w: (map(select(.design == "worker")) | summary),
-             c: (map(select(.design == "ceiling")) | summary)});
-    def spread(s): "\(s.msgs | floor) (\(s.lo | floor)–\(s.hi | floor))";
-    def verdict(ok): if ok then "met" else "**missed**" end;
-    # The issue'"'"'s targets: throughput against the ceiling by gateway latency, CPU per
-    # message in µs (worker, its Postgres backends), peak RSS, and paced p99.
-    def throughput_target(latency): if latency == 0 then 2.0 else 1.6 end;
-    "Run \($date) on \($host); commit \($commit); loadgen --seed \($seed) --save-ratio \($ratio); means of \($repeat) runs per cell (min–max of msgs/s in brackets).\n",
-    "### Peak: loadgen publishes as fast as it can\n",
-    "| gateway ms | prefetch | worker msgs/s | ceiling msgs/s | worker / ceiling | worker p50 / p99 ms | ceiling p50 / p99 ms | worker CPU-s/1k | ceiling CPU-s/1k | worker peak RSS MiB | ceiling peak RSS MiB |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    (pairs(false)[] | "| \(.w.latency) | \(.w.prefetch) | \(spread(.w)) | \(spread(.c)) | **\(r(.w.msgs / .c.msgs))×** | \(r(.w.p50)) / \(r(.w.p99)) | \(r(.c.p50)) / \(r(.c.p99)) | \(r3(.w.cpu)) | \(r3(.c.cpu)) | \(r(.w.rss)) | \(r(.c.rss)) |"),
-    "\n### Where the CPU goes (CPU-seconds per 1,000 messages, peak runs)\n",
-    "| gateway ms | prefetch | worker: consumer / its Postgres backends / broker / whole machine | ceiling: consumer / its Postgres backends / broker / whole machine |",
-    "|---:|---:|---:|---:|",
-    (pairs(false)[] | "| \(.w.latency) | \(.w.prefetch) | \(r3(.w.cpu)) / \(r3(.w.pg)) / \(r3(.w.broker)) / \(r3(.w.machine)) | \(r3(.c.cpu)) / \(r3(.c.pg)) / \(r3(.c.broker)) / \(r3(.c.machine)) |"),
-    "\n### Paced: \($paced) msgs/s, and a light load (prefetch 256, loadgen --rate)\n",
-    "| gateway ms | rate msgs/s | worker p50 / p99 ms | ceiling p50 / p99 ms | target: p99 ≤ ms | worker meets it |",
-    "|---:|---:|---:|---:|---:|:---:|",
-    (pairs(true)[] | "| \(.w.latency) | \(.w.rate) | \(r(.w.p50)) / \(r(.w.p99)) | \(r(.c.p50)) / \(r(.c.p99)) | \(.w.latency + 25) | \(if .w.p99 <= .w.latency + 25 then "yes" else "**no**" end) |"),
-    "\n### Targets\n",
-    (pairs(false)[] | select(.w.prefetch == 256) |
-      "- gateway \(.w.latency) ms, prefetch 256: worker / ceiling throughput \(r(.w.msgs / .c.msgs))× (target ≥ \(throughput_target(.w.latency))×): \(verdict(.w.msgs >= throughput_target(.w.latency) * .c.msgs)); CPU per message: worker \(.w.cpu * 1000 | round) µs (target ≤ 110: \(verdict(.w.cpu <= 0.110)); the ceiling \(.c.cpu * 1000 | round) µs), its Postgres backends \(.w.pg * 1000 | round) µs (target ≤ 40: \(verdict(.w.pg <= 0.040)); the ceiling'"'"'s \(.c.pg * 1000 | round) µs); peak RSS \(r(.w.rss)) MiB (target ≤ 64): \(verdict(.w.rss <= 64))"),
-    (pairs(true) | map(select(.w.rate == $paced))[] |
-      "- gateway \(.w.latency) ms, paced at \(.w.rate) msgs/s: worker p99 \(r(.w.p99)) ms (target ≤ \(.w.latency + 25)): \(verdict(.w.p99 <= .w.latency + 25)); the ceiling'"'"'s p99 \(r(.c.p99)) ms"),
-    (if (map(.missing) | add) > 0 then "\n**Some completions were missing**: see results.jsonl." else empty end)
+    --arg n "$N" '
+    def r(n): (n * 100 | round) / 100;
+    def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    def runs(d; l): map(select(.design == d and .latency_ms == l));
+    def cpu(d; l; k): runs(d; l) | map(.cpu_us_per_msg[k]) | median;
+    def ratio_of(d; l): . as $all | [runs(d; l)[] | . as $w
+      | ($all | runs("ceiling"; l) | map(select(.pair == $w.pair)) | first) as $c
+      | select($c != null) | $w.msgs_per_s / $c.msgs_per_s] | median;
+    "Run \($date) on \($host); commit \($commit); \($n) pre-loaded saves drained at prefetch 256.\n",
+    "### Drain race against the reference ceiling (median of the pairs; each pair in A B B A order)\n",
+    "| gateway ms | design | msgs/s per run | median msgs/s | / ceiling (median of pair ratios) | CPU µs/msg own / RabbitMQ / Postgres (medians) | own CPU / ceiling'"'"'s | Postgres / ceiling'"'"'s | peak RSS MiB |",
+    "|---:|---|---|---:|---:|---|---:|---:|---:|",
+    (. as $all | [.[] | select(.latency_ms != null) | .latency_ms] | unique[] as $l
+      | ($all | map(select(.latency_ms == $l)) | map(.design) | unique
+         | sort_by(if . == "worker" then 0 elif . == "baseline" then 1 else 2 end)[]) as $d
+      | $all | runs($d; $l) as $runs
+      | "| \($l) | \($d) | \($runs | map(.msgs_per_s | floor | tostring) | join(", ")) | \($runs | map(.msgs_per_s) | median | floor) | \(if $d == "ceiling" then "1" else "**\(r($all | ratio_of($d; $l)))×**" end) | \($all | cpu($d; $l; "consumer")) / \($all | cpu($d; $l; "rabbitmq")) / \($all | cpu($d; $l; "postgres")) | \(r(($all | cpu($d; $l; "consumer")) / ($all | cpu("ceiling"; $l; "consumer"))))× | \(r(($all | cpu($d; $l; "postgres")) / ($all | cpu("ceiling"; $l; "postgres"))))× | \($runs | map(.peak_rss_mib // empty) | max // "–" | if type == "number" then floor else . end) |"),
+    "\n### Paced: the worker alone, prefetch 256, gateway 0 ms, loadgen --rate\n",
+    "| msgs/s | p50 ms | p99 ms | peak RSS MiB | missing |",
+    "|---:|---:|---:|---:|---:|",
+    (map(select(.design == "paced"))[] | "| \(.rate) | \(.p50_ms) | \(.p99_ms) | \(.peak_rss_mib | floor) | \(.missing) |")
   ' "$RESULTS" >"$REPORT"
 }
 
-# ---- main -----------------------------------------------------------------------
+# ---- main ---------------------------------------------------------------------------
 
-log "building release binaries"
-cargo build --release --bins --examples --quiet
+log "building: the worker, its drain_race example, the reference ceiling"
+cargo build --release --quiet --bin wallet-worker --example drain_race
+(cd "$CEILING_DIR" && cargo build --release --quiet)
 : >"$RESULTS"
 log "logs in $WORK; results in $RESULTS"
-for latency in $LATENCIES; do
-  for prefetch in $PREFETCHES; do
-    run_pairs "$latency" "$prefetch" "$(count_for "$latency" "$prefetch")"
-  done
-done
-for latency in $LATENCIES; do
-  run_pairs "$latency" 256 "$((PACED_RATE * RUN_SECONDS))" "$PACED_RATE"
-  if ((LIGHT_RATE > 0)); then
-    run_pairs "$latency" 256 "$((LIGHT_RATE * RUN_SECONDS))" "$LIGHT_RATE"
-  fi
-done
+for latency in $LATENCIES; do race "$latency"; done
+for rate in $PACED_RATES; do paced "$rate"; done
 write_report
 cat "$REPORT"

@@ -9,7 +9,7 @@
 #     panel uses the ${DS_PROMETHEUS} data source, and every wallet_* metric declared in
 #     src/metrics.rs -- plus those listed below -- has a panel; the provisioning files
 #     point at the data source uid and dashboard path the compose profile mounts.
-#  3. Kubernetes: Deployment, PodDisruptionBudget, Service and the example Secrets against
+#  3. Kubernetes: Deployment, PodDisruptionBudget, Service, NetworkPolicy and the example Secrets against
 #     the bundled Kubernetes schemas (PyPI kubernetes-validate, --strict); the KEDA
 #     objects (CRDs, no bundled schema) get structural and cross-reference checks only;
 #     the kustomization is rendered with `kubectl kustomize` when kubectl is installed.
@@ -99,10 +99,11 @@ python3 - "$DEPLOY/prometheus/alerts.yml" "${REQUIRED_ALERT_METRICS[@]}" <<'PY' 
 import re, sys, yaml
 path, required = sys.argv[1], sys.argv[2:]
 doc = yaml.safe_load(open(path))
-readme = open("README.md", encoding="utf-8").read()
 # GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes.
-anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-           for h in re.findall(r"^#+ (.*)$", readme, re.M)}
+def anchors(page):
+    text = open(page, encoding="utf-8").read()
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.*)$", text, re.M)}
 errors, exprs = [], []
 for group in doc["groups"]:
     for rule in group["rules"]:
@@ -115,9 +116,10 @@ for group in doc["groups"]:
             if not ann.get(key):
                 errors.append(f"{name}: annotation {key} missing")
         runbook = ann.get("runbook", "")
-        m = re.fullmatch(r"README\.md#([\w-]+)", runbook)
-        if not m or m.group(1) not in anchors:
-            errors.append(f"{name}: runbook {runbook!r} is not a README.md#anchor of an existing heading")
+        m = re.fullmatch(r"(docs/[\w-]+\.md)#([\w-]+)", runbook)
+        import os
+        if not m or not os.path.isfile(m.group(1)) or m.group(2) not in anchors(m.group(1)):
+            errors.append(f"{name}: runbook {runbook!r} is not a docs/PAGE.md#anchor of an existing heading")
 text = "\n".join(exprs)
 for metric in required:
     if not re.search(rf"\b{metric}\b", text):
@@ -208,14 +210,14 @@ PY
 
 # --------------------------------------------------------------------------- kubernetes
 K8S=$DEPLOY/kubernetes
-CORE=("$K8S/deployment.yaml" "$K8S/pdb.yaml" "$K8S/service.yaml" "$K8S/secret.example.yaml")
-step "kubernetes-validate --strict: Deployment, PodDisruptionBudget, Service, Secret"
+CORE=("$K8S/deployment.yaml" "$K8S/pdb.yaml" "$K8S/service.yaml" "$K8S/networkpolicy.yaml" "$K8S/secret.example.yaml")
+step "kubernetes-validate --strict: Deployment, PodDisruptionBudget, Service, NetworkPolicy, Secret"
 python3 -m kubernetes_validate --strict "${CORE[@]}" || fail "Kubernetes schema validation"
 # kubernetes-validate only warns (and exits 0) for kinds it has no schema for: make sure
 # every document in the core files is a kind it did validate.
 python3 - "${CORE[@]}" <<'PY' || fail "unexpected kinds in the core manifests"
 import sys, yaml
-allowed = {"Deployment", "PodDisruptionBudget", "Service", "Secret"}
+allowed = {"Deployment", "PodDisruptionBudget", "Service", "NetworkPolicy", "Secret"}
 for path in sys.argv[1:]:
     for doc in yaml.safe_load_all(open(path)):
         if doc and doc.get("kind") not in allowed:
@@ -233,7 +235,7 @@ k = sys.argv[1]
 def docs(name):
     return [d for d in yaml.safe_load_all(open(f"{k}/{name}")) if d]
 by_kind = {}
-for name in ("deployment.yaml", "pdb.yaml", "service.yaml", "secret.example.yaml", "keda-scaledobject.yaml"):
+for name in ("deployment.yaml", "pdb.yaml", "service.yaml", "networkpolicy.yaml", "secret.example.yaml", "keda-scaledobject.yaml"):
     for d in docs(name):
         by_kind.setdefault(d["kind"], []).append(d)
 dep = by_kind["Deployment"][0]
@@ -246,14 +248,32 @@ def check(cond, msg):
         errors.append(msg)
 check(dep["spec"]["replicas"] == 3, "Deployment: 3 replicas")
 check(c["args"] == ["run"], "container args must be [run]")
-check(env["WALLET_ADMIN_ADDR"]["value"] == "0.0.0.0:9090", "WALLET_ADMIN_ADDR must be 0.0.0.0:9090")
+# The console and the read API stay on the pod's loopback; only the metrics listener
+# (/metrics, /healthz, /readyz) is reachable from outside the pod.
+check(env["WALLET_ADMIN_ADDR"]["value"].startswith("127.0.0.1:"), "WALLET_ADMIN_ADDR must stay on loopback")
+check(env["WALLET_METRICS_ADDR"]["value"] == "0.0.0.0:9091", "WALLET_METRICS_ADDR must be 0.0.0.0:9091")
+# Secrets come from the Secret objects, never as plain values or arguments.
+for e in c["env"]:
+    if e["name"].startswith("WALLET_ENCRYPTION_KEYS") and e["name"] != "WALLET_ENCRYPTION_KEYS_FILE":
+        errors.append(f"env {e['name']}: give the keys as a file (WALLET_ENCRYPTION_KEYS_FILE)")
+keys_file = env.get("WALLET_ENCRYPTION_KEYS_FILE", {}).get("value", "")
+mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+volumes = {v["name"]: v for v in pod.get("volumes", [])}
+key_mounts = [n for n, path in mounts.items() if keys_file.startswith(path + "/")]
+check(len(key_mounts) == 1, "WALLET_ENCRYPTION_KEYS_FILE must lie in a mounted volume")
+for name in key_mounts:
+    secret_name = volumes[name].get("secret", {}).get("secretName")
+    check(secret_name is not None, f"volume {name} must be a Secret")
+check(not any("--secret" in a or "--admin-token" in a for a in c["args"]), "no secret on the command line")
 grace = int(env["WALLET_SHUTDOWN_GRACE_SECS"]["value"])
 check(pod["terminationGracePeriodSeconds"] > grace,
       f"terminationGracePeriodSeconds must exceed WALLET_SHUTDOWN_GRACE_SECS ({grace})")
 check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness probe on /healthz")
+for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    check(c[probe]["httpGet"]["port"] == "metrics", f"{probe} on the metrics port")
 check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness probe on /readyz")
 ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-check(ports.get("admin") == 9090, "container port admin = 9090")
+check(ports == {"metrics": 9091}, "the only container port is metrics = 9091")
 check(pod["securityContext"].get("runAsNonRoot") is True, "runAsNonRoot")
 check(c["securityContext"].get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem")
 check({"requests", "limits"} <= set(c.get("resources", {})), "resources requests and limits")
@@ -271,7 +291,16 @@ for kind in ("PodDisruptionBudget",):
     check(sel.items() <= labels.items(), f"{kind} selector does not match the pods")
 svc = by_kind["Service"][0]["spec"]
 check(svc["selector"].items() <= labels.items(), "Service selector does not match the pods")
-check(svc["ports"][0]["targetPort"] in ("admin", 9090), "Service targets the admin port")
+check([p["targetPort"] for p in svc["ports"]] == ["metrics"], "the Service exposes the metrics port only")
+netpol = by_kind["NetworkPolicy"][0]["spec"]
+check(netpol["podSelector"]["matchLabels"].items() <= labels.items(), "NetworkPolicy selects the pods")
+check(netpol["policyTypes"] == ["Ingress"], "NetworkPolicy governs ingress")
+check(all(p["port"] == "metrics" for rule in netpol["ingress"] for p in rule["ports"]),
+      "NetworkPolicy admits the metrics port only")
+for v in volumes.values():
+    name = v.get("secret", {}).get("secretName")
+    if name:
+        check(name in secrets, f"volume secret {name} has an example in secret.example.yaml")
 so = by_kind["ScaledObject"][0]
 ta = by_kind["TriggerAuthentication"][0]
 for d in (so, ta):

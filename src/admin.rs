@@ -1,9 +1,11 @@
 //! The admin HTTP server (docs/interface.md, admin HTTP): health, readiness, metrics, the read API and
-//! the ops console at `/ui/` ([`console`]).
+//! the ops console at `/ui/` ([`console`]); optionally a second listener with only
+//! health, readiness and metrics ([`serve_probes`]).
 
 mod console;
 
 use crate::broker::BrokerLink;
+use crate::crypto::Keyring;
 use crate::domain::{Clock, Secret};
 use crate::metrics as m;
 use crate::store::{self, wallet};
@@ -35,13 +37,13 @@ pub struct AdminState {
     pub clock: Clock,
     /// The relay of this worker: the console's replays hand it what they committed.
     pub committed: tokio::sync::mpsc::UnboundedSender<Vec<crate::store::outbox::PendingEvent>>,
+    /// Opens the dead letters the console shows; knows which keys stored rows needed
+    /// and the worker lacks.
+    pub keys: Keyring,
 }
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    probes()
         .route(
             "/v1/customers/{id}/customer_payment_sources",
             get(customer_payment_sources),
@@ -50,23 +52,55 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// Health, readiness and metrics: what probes and Prometheus need, nothing more.
+fn probes() -> Router<AdminState> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
 /// Binds `addr` and serves until `shutdown`; returns the bound address (port 0 works).
 pub async fn serve(
     addr: SocketAddr,
     state: AdminState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    listen(addr, "admin server", router(state), shutdown).await
+}
+
+/// Serves only `/metrics`, `/healthz` and `/readyz` on `addr` (`WALLET_METRICS_ADDR`),
+/// so a deployment can expose them while the console and read API stay on loopback.
+pub async fn serve_probes(
+    addr: SocketAddr,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    listen(
+        addr,
+        "metrics listener",
+        probes().with_state(state),
+        shutdown,
+    )
+    .await
+}
+
+async fn listen(
+    addr: SocketAddr,
+    name: &'static str,
+    app: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot bind the admin server to {addr}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot bind the {name} to {addr}: {e}"))?;
     let bound = listener.local_addr()?;
-    let app = router(state);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(err) = served {
-            tracing::error!(error = %err, "admin server failed");
+            tracing::error!(error = %err, server = name, "admin server failed");
         }
     });
     Ok((bound, task))
@@ -78,6 +112,8 @@ struct Readiness {
     node: Option<String>,
     database: bool,
     failure: Option<String>,
+    /// Key ids stored rows needed and the worker lacks: never ready without them.
+    missing_keys: Vec<String>,
 }
 
 impl Readiness {
@@ -86,6 +122,7 @@ impl Readiness {
             node: state.broker.node(),
             database: store::ping(&state.pool).await,
             failure: state.supervisor.failure(),
+            missing_keys: state.keys.missing_keys(),
         };
         let gauge = |up: bool| if up { 1.0 } else { 0.0 };
         metrics::gauge!(m::DATABASE_UP).set(gauge(readiness.database));
@@ -94,7 +131,10 @@ impl Readiness {
     }
 
     fn ready(&self) -> bool {
-        self.node.is_some() && self.database && self.failure.is_none()
+        self.node.is_some()
+            && self.database
+            && self.failure.is_none()
+            && self.missing_keys.is_empty()
     }
 }
 
@@ -112,6 +152,14 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     });
     if let Some(failure) = readiness.failure {
         body["failure"] = failure.into();
+    }
+    if !readiness.missing_keys.is_empty() {
+        body["missing_keys"] = json!(readiness.missing_keys);
+        body["failure"] = format!(
+            "stored secrets are sealed under key id(s) {} that WALLET_ENCRYPTION_KEYS does not hold",
+            readiness.missing_keys.join(", ")
+        )
+        .into();
     }
     (status, Json(body)).into_response()
 }

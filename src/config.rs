@@ -1,8 +1,10 @@
 //! The command line (docs/interface.md, command line): one clap tree, every setting also an environment variable.
 
+use crate::crypto::DataKeys;
 use crate::domain::{Clock, Secret};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Saves customers' external payment sources into their wallet and reuses them,
 /// driven by RabbitMQ messages, with state in Postgres.
@@ -11,16 +13,30 @@ use std::net::SocketAddr;
 pub struct Cli {
     #[command(flatten)]
     pub logging: LogArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(subcommand)]
     pub command: Cmd,
 }
 
+/// Where `run`, `migrate`, `demo`, `gateway set`, `wallet remove|set-default` and `keys`
+/// find the data-encryption keys: never on the command line.
+const KEYS_HELP: &str = "Data-encryption keys come from WALLET_ENCRYPTION_KEYS \
+    (ID:BASE64,ID:BASE64..., 32-byte keys, the first active) or the file named by \
+    WALLET_ENCRYPTION_KEYS_FILE; never from the command line.";
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Apply migrations, declare the AMQP topology and consume until SIGINT/SIGTERM.
+    #[command(after_help = KEYS_HELP)]
     Run(WorkerArgs),
-    /// Apply database migrations and exit.
+    /// Apply database migrations (sealing secrets stored in plaintext by an earlier
+    /// version) and exit.
+    #[command(after_help = KEYS_HELP)]
     Migrate(DbArgs),
+    /// Data-encryption keys: which rows each key seals, and re-sealing under the active key.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Manage external gateways (their token_url and signing secret).
     #[command(subcommand)]
     Gateway(GatewayCmd),
@@ -35,6 +51,7 @@ pub enum Cmd {
     /// Publish realistic traffic, wait for completions, print throughput and latency.
     Loadgen(LoadgenArgs),
     /// Run the whole product once on local Postgres and RabbitMQ and print what happened.
+    #[command(after_help = KEYS_HELP)]
     Demo(DemoArgs),
 }
 
@@ -43,6 +60,16 @@ pub struct LogArgs {
     /// Log output format.
     #[arg(long, env = "WALLET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
     pub log_format: LogFormat,
+}
+
+/// What every TLS client of the process trusts (Postgres, RabbitMQ, token_urls, OTLP).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// PEM file of CA certificates to trust besides the OS store, for `amqps://`,
+    /// Postgres `sslmode=verify-full` (unless DATABASE_URL names its own `sslrootcert`),
+    /// https token_urls and the OTLP exporter.
+    #[arg(long, env = "WALLET_TLS_CA_FILE", value_name = "FILE", global = true)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,11 +130,21 @@ pub struct WorkerArgs {
     /// Delayed-retry backoff: longest delay, in milliseconds.
     #[arg(long, env = "WALLET_RETRY_MAX_MS", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub retry_max_ms: u64,
-    /// Admin HTTP server (health, readiness, metrics, read API).
+    /// Admin HTTP server (health, readiness, metrics, read API, console).
     #[arg(long, env = "WALLET_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
     pub admin_addr: SocketAddr,
-    /// Bearer token for the read API; without it the read API is disabled.
-    #[arg(long, env = "WALLET_ADMIN_TOKEN", hide_env_values = true)]
+    /// A second listener that serves only /metrics, /healthz and /readyz, for
+    /// Prometheus and probes; the admin address can then stay on loopback.
+    #[arg(long, env = "WALLET_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// File holding the admin token: the read API's bearer token and the console's
+    /// password (or the token itself in WALLET_ADMIN_TOKEN; never on the command line).
+    /// Without a token the read API and the console are off.
+    #[arg(long, env = "WALLET_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The admin token, read from WALLET_ADMIN_TOKEN or the file by
+    /// [`WorkerArgs::load_secrets`].
+    #[arg(skip)]
     pub admin_token: Option<Secret>,
     /// Postgres connections of this process; by default derived from the prefetch.
     #[arg(long, env = "WALLET_DB_POOL_SIZE", value_parser = clap::value_parser!(u32).range(2..))]
@@ -128,6 +165,10 @@ pub struct WorkerArgs {
     /// The clock of the wallet rules (card expiry); tests set it.
     #[arg(skip)]
     pub clock: Clock,
+    /// The data-encryption keys; `None`: read from the environment at start (tests set
+    /// them, never the command line).
+    #[arg(skip)]
+    pub keys: Option<DataKeys>,
     /// Days a processed message id is remembered: the dedupe window. A redelivery
     /// after it is treated as a new message.
     #[arg(long, env = "WALLET_INBOX_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
@@ -143,9 +184,22 @@ pub struct WorkerArgs {
     pub retention_interval_ms: u64,
 }
 
+impl WorkerArgs {
+    /// Reads the secrets that never come from the command line (`WALLET_ADMIN_TOKEN` or
+    /// its file).
+    pub fn load_secrets(mut self) -> anyhow::Result<Self> {
+        self.admin_token = crate::secrets::from_env_or_file(
+            "WALLET_ADMIN_TOKEN",
+            self.admin_token_file.as_deref(),
+        )?;
+        Ok(self)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum GatewayCmd {
     /// Create or update a gateway.
+    #[command(after_help = KEYS_HELP)]
     Set {
         #[command(flatten)]
         db: DbArgs,
@@ -154,9 +208,15 @@ pub enum GatewayCmd {
         /// Where to POST save requests; https unless the host is loopback.
         #[arg(long)]
         token_url: String,
-        /// HMAC-SHA256 key for `X-CommerceLayer-Signature`.
-        #[arg(long, env = "WALLET_GATEWAY_SECRET", hide_env_values = true)]
-        secret: Secret,
+        /// File holding the HMAC-SHA256 key for `X-CommerceLayer-Signature` (or the key
+        /// itself in WALLET_GATEWAY_SECRET).
+        #[arg(long, env = "WALLET_GATEWAY_SECRET_FILE", value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        /// The key itself. Accepted for scripts written against the first interface, with
+        /// a warning: the command line is visible to every user of the machine (`ps`);
+        /// prefer WALLET_GATEWAY_SECRET or --secret-file.
+        #[arg(long, value_name = "SECRET", conflicts_with = "secret_file")]
+        secret: Option<Secret>,
         /// Keep the gateway but refuse saves (no call is made) and attaches of its
         /// sources (`gateway_disabled`); its sources are not available meanwhile.
         #[arg(long)]
@@ -174,12 +234,14 @@ pub enum GatewayCmd {
     Remove {
         #[command(flatten)]
         db: DbArgs,
+        /// Gateway id (as `gateway list` shows it).
         id: String,
     },
     /// Close an open circuit so workers call the gateway again at once.
     ResetCircuit {
         #[command(flatten)]
         db: DbArgs,
+        /// Gateway id (as `gateway list` shows it).
         id: String,
     },
 }
@@ -190,6 +252,7 @@ pub enum WalletCmd {
     List {
         #[command(flatten)]
         db: DbArgs,
+        /// The customer's id, as orders name it (e.g. `kWnEhpRgYD`).
         customer_id: String,
         /// Also list the unavailable ones (expired, or their gateway disabled or removed).
         #[arg(long)]
@@ -199,9 +262,35 @@ pub enum WalletCmd {
         json: bool,
     },
     /// Remove a source from the customer's wallet (as `wallet.remove` does).
+    #[command(after_help = KEYS_HELP)]
     Remove(WalletChangeArgs),
     /// Make a source the customer's default (as `wallet.set_default` does).
+    #[command(after_help = KEYS_HELP)]
     SetDefault(WalletChangeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Rows per key id of every table with sealed secrets, rows still in plaintext
+    /// during an upgrade, and which keys are held, missing or no longer needed.
+    #[command(after_help = KEYS_HELP)]
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-seal every row not under the active key, in small batches, while workers run.
+    /// Resumable: a stopped rotation loses nothing and the next one goes on.
+    #[command(after_help = KEYS_HELP)]
+    Rotate {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Rows re-sealed per second at most.
+        #[arg(long, default_value_t = 500.0, value_parser = positive_rate)]
+        rate: f64,
+    },
 }
 
 /// One source of one customer's wallet, and where its event goes.
@@ -211,7 +300,10 @@ pub struct WalletChangeArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
+    /// The customer's id, as orders name it (e.g. `kWnEhpRgYD`).
     pub customer_id: String,
+    /// The customer payment source's id (10 characters, e.g. `QgDXpwsqDx`; `wallet list`
+    /// shows them).
     pub source_id: String,
 }
 
@@ -367,15 +459,20 @@ pub struct GatewaySimArgs {
     /// Fraction of requests answered with 503 (0.0 to 1.0).
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
-    /// Signing secret to verify `X-CommerceLayer-Signature` with.
-    #[arg(
-        long,
-        env = "GATEWAY_SIM_SECRET",
-        default_value = "sim-secret",
-        hide_default_value = true,
-        hide_env_values = true
-    )]
-    pub secret: Secret,
+    /// File holding the signing secret to verify `X-CommerceLayer-Signature` with (or
+    /// the secret itself in GATEWAY_SIM_SECRET; never on the command line). Without
+    /// either, the development secret `sim-secret`.
+    #[arg(long, env = "GATEWAY_SIM_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl GatewaySimArgs {
+    /// The signing secret: GATEWAY_SIM_SECRET, its file, or `sim-secret`.
+    pub fn secret(&self) -> anyhow::Result<Secret> {
+        let secret =
+            crate::secrets::from_env_or_file("GATEWAY_SIM_SECRET", self.secret_file.as_deref())?;
+        Ok(secret.unwrap_or_else(|| Secret::new("sim-secret")))
+    }
 }
 
 #[derive(Debug, Clone, Args)]

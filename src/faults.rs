@@ -7,7 +7,9 @@
 //! process aborts on every delivery); `committer.panic` (configured as `panic`: a
 //! commit loop dies); `intake.batch` (configured as `return(MS)`: the dead-letter intake
 //! waits that long before each batch) and `intake.after_commit` (configured as
-//! `return`: the process aborts after storing an intake batch, before acking it).
+//! `return`: the process aborts after storing an intake batch, before acking it);
+//! `plaintext.sealed` as `return(TABLE)` aborts the process after sealing a batch of
+//! that table's plaintext rows (an upgrade killed mid-way).
 
 /// Waits here while the fail point `name` is configured as `return(ID)` with `id`.
 /// Tests use it to hold a message between its handler's reads and its commit;

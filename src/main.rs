@@ -17,6 +17,10 @@ async fn main() -> std::process::ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let args = Cli::parse();
+    if let Err(err) = wallet_worker::tls::configure(args.tls.tls_ca_file.as_deref()) {
+        eprintln!("wallet-worker: {}", cli::one_line(&err));
+        return std::process::ExitCode::FAILURE;
+    }
     let default_filter = match args.command {
         Cmd::Run(_) | Cmd::GatewaySim(_) => "info",
         // The demo prints its own summary; the worker inside it only speaks up for problems.
@@ -42,6 +46,7 @@ async fn main() -> std::process::ExitCode {
 async fn dispatch(command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::Run(args) => {
+            let args = args.load_secrets()?;
             let shutdown = CancellationToken::new();
             let mut running = worker::start(args, shutdown.clone()).await?;
             tokio::select! {
@@ -54,6 +59,7 @@ async fn dispatch(command: Cmd) -> anyhow::Result<()> {
             running.task.await?
         }
         Cmd::Migrate(db) => cli::migrate(&db).await,
+        Cmd::Keys(cmd) => cli::keys::run(cmd).await,
         Cmd::Gateway(cmd) => cli::gateway::run(cmd).await,
         Cmd::Wallet(cmd) => cli::wallet::run(cmd).await,
         Cmd::Dlq(cmd) => cli::dlq::run(cmd).await,

@@ -8,7 +8,7 @@ pub mod propagation;
 
 use crate::config::LogFormat;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::time::Duration;
@@ -25,6 +25,8 @@ const ENDPOINT_VARS: [&str; 2] = [
 ];
 /// `service.name` of the exported spans, unless `OTEL_SERVICE_NAME` says otherwise.
 const SERVICE_NAME: &str = "wallet-worker";
+/// How long one export request may take, unless the standard variables say otherwise.
+const OTLP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long exiting waits for buffered spans to reach the collector.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -97,10 +99,16 @@ fn otlp_tracer() -> Option<Result<SdkTracerProvider, opentelemetry_otlp::Exporte
     }
     // The endpoint, headers, timeout and compression come from the standard
     // `OTEL_EXPORTER_OTLP_*` variables; `/v1/traces` is appended to the base endpoint.
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .build();
+    let exporter = match otlp_http_client() {
+        Ok(client) => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .with_protocol(Protocol::HttpBinary)
+            .build(),
+        Err(err) => Err(opentelemetry_otlp::ExporterBuildError::InternalFailure(
+            format!("cannot build the HTTP client: {err}"),
+        )),
+    };
     Some(exporter.map(|exporter| {
         let mut resource = Resource::builder();
         if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
@@ -112,4 +120,29 @@ fn otlp_tracer() -> Option<Result<SdkTracerProvider, opentelemetry_otlp::Exporte
             .with_resource(resource.build())
             .build()
     }))
+}
+
+/// The exporter's HTTP client, trusting what every other client of the process trusts
+/// (`crate::tls`), with the standard OTLP timeout (10 s unless
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT` say otherwise, in
+/// milliseconds). Built on a thread of its own: the blocking client runs a runtime of
+/// its own, which cannot start inside the async one.
+fn otlp_http_client() -> Result<reqwest::blocking::Client, String> {
+    let timeout = [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .iter()
+    .find_map(|var| std::env::var(var).ok()?.trim().parse().ok())
+    .map_or(OTLP_TIMEOUT, Duration::from_millis);
+    let tls = crate::tls::client_config();
+    std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(timeout)
+            .build()
+    })
+    .join()
+    .map_err(|_| "its set-up panicked".to_owned())?
+    .map_err(|err| err.to_string())
 }

@@ -7,6 +7,7 @@ use crate::broker::intake::{self, Intake};
 use crate::broker::nodes::Unanswered;
 use crate::broker::{BrokerLink, Node, Nodes, Topology, dlq_depth, relay};
 use crate::config::WorkerArgs;
+use crate::crypto::{DataKeys, Keyring};
 use crate::gateway::{ClientSettings, GatewayClient};
 use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
 use crate::metrics as m;
@@ -35,6 +36,8 @@ const FAILED_LINGER: Duration = Duration::from_secs(2);
 pub struct RunningWorker {
     /// Where the admin server listens (useful with port 0).
     pub admin_addr: SocketAddr,
+    /// Where the metrics-only listener listens, when there is one.
+    pub metrics_addr: Option<SocketAddr>,
     /// Ends when the worker has shut down.
     pub task: JoinHandle<anyhow::Result<()>>,
 }
@@ -52,38 +55,46 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     let pool_size = args
         .db_pool_size
         .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + COMMIT_CONNECTIONS);
-    let pool =
-        store::connect_and_migrate(&args.db.database_url, pool_size - COMMIT_CONNECTIONS).await?;
+    let (pool, keys) = open_store(&args, pool_size - COMMIT_CONNECTIONS).await?;
     let commit_pool = store::commit_pool(&args.db.database_url, COMMIT_CONNECTIONS)?;
     let link = BrokerLink::default();
     let supervisor = Supervisor::default();
     let admin_stop = CancellationToken::new();
     // Committed events travel in memory to the relay of the current broker session.
     let (events_committed, committed_events) = mpsc::unbounded_channel();
-    let (admin_addr, admin_task) = admin::serve(
-        args.admin_addr,
-        AdminState {
-            pool: pool.clone(),
-            broker: link.clone(),
-            supervisor: supervisor.clone(),
-            metrics: m::install(),
-            token: args.admin_token.clone(),
-            clock: args.clock.clone(),
-            committed: events_committed.clone(),
-        },
-        admin_stop.clone(),
-    )
-    .await?;
+    let admin_state = AdminState {
+        pool: pool.clone(),
+        broker: link.clone(),
+        supervisor: supervisor.clone(),
+        metrics: m::install(),
+        token: args.admin_token.clone(),
+        clock: args.clock.clone(),
+        committed: events_committed.clone(),
+        keys: keys.clone(),
+    };
+    let (admin_addr, admin_task) =
+        admin::serve(args.admin_addr, admin_state.clone(), admin_stop.clone()).await?;
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(admin::serve_probes(addr, admin_state, admin_stop.clone()).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|(addr, _)| *addr);
     let relay_pool = store::relay_pool(&args.db.database_url)?;
     let relay = Relay {
         pool: relay_pool.clone(),
+        keys: keys.clone(),
         committed: Arc::new(Mutex::new(committed_events)),
     };
     let intake = Intake {
         pool: pool.clone(),
+        keys: keys.clone(),
         committed: events_committed.clone(),
     };
-    let gateways = Arc::new(GatewayDirectory::new(pool.clone(), Duration::from_secs(1)));
+    let gateways = Arc::new(GatewayDirectory::new(
+        pool.clone(),
+        keys.clone(),
+        Duration::from_secs(1),
+    ));
     match gateways.watch(shutdown.clone()).await {
         Ok(watcher) => drop(supervisor.spawn("gateway-watcher", watcher)),
         Err(err) => {
@@ -95,11 +106,13 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         rules: Rules {
             clock: args.clock.clone(),
             max_sources_per_customer: args.max_sources_per_customer,
+            keys: keys.clone(),
         },
     };
     let shared = Arc::new(Shared {
         handlers: Context {
             pool: pool.clone(),
+            keys,
             gateways,
             gateway: GatewayClient::new(ClientSettings::default())?,
             circuit: CircuitSettings {
@@ -163,6 +176,9 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         }
         admin_stop.cancel();
         let _ = admin_task.await;
+        if let Some((_, task)) = metrics_listener {
+            let _ = task.await;
+        }
         match failure {
             Some(failure) => Err(anyhow::anyhow!(failure)),
             None => {
@@ -171,7 +187,28 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
             }
         }
     });
-    Ok(RunningWorker { admin_addr, task })
+    Ok(RunningWorker {
+        admin_addr,
+        metrics_addr,
+        task,
+    })
+}
+
+/// The pool (the database created and migrated, plaintext secrets of an earlier version
+/// sealed) and the keyring. Refuses, in one line, keys that cannot open what is stored.
+async fn open_store(
+    args: &WorkerArgs,
+    connections: u32,
+) -> anyhow::Result<(sqlx::PgPool, Keyring)> {
+    let data_keys = match &args.keys {
+        Some(keys) => keys.clone(),
+        None => DataKeys::required_from_env()?,
+    };
+    let url = &args.db.database_url;
+    let pool = store::connect_and_migrate(url, connections, Some(&data_keys)).await?;
+    store::keys::check_held(&pool, &data_keys).await?;
+    let keys = store::keys::keyring(&pool, data_keys).await?;
+    Ok((pool, keys))
 }
 
 /// Connects, declares, consumes; on any broker failure, starts over after a backoff.
@@ -266,8 +303,9 @@ async fn session(
     let stop_consuming = shutdown.child_token();
     let stop_relay = CancellationToken::new();
     let relay_task = shared.supervisor.spawn("relay", {
-        let (pool, committed, exchange) = (
+        let (pool, keys, committed, exchange) = (
             relay.pool.clone(),
+            relay.keys.clone(),
             relay.committed.clone(),
             shared.topology.exchange.clone(),
         );
@@ -275,7 +313,7 @@ async fn session(
         async move {
             let mut committed = committed.lock().await;
             let result =
-                relay::run(pool, relay_channel, exchange, &mut committed, stop_relay).await;
+                relay::run(pool, keys, relay_channel, exchange, &mut committed, stop_relay).await;
             if let Err(err) = &result {
                 tracing::warn!(error = %err, "outbox relay lost its channel; restarting the session");
                 stop_consuming.cancel();
@@ -328,6 +366,7 @@ fn reconnect_backoff() -> backon::ExponentialBackoff {
 /// What each session's outbox relay takes over from the previous one.
 struct Relay {
     pool: sqlx::PgPool,
+    keys: Keyring,
     committed: Arc<Mutex<mpsc::UnboundedReceiver<Vec<PendingEvent>>>>,
 }
 

@@ -1,8 +1,6 @@
 //! The gateway client against a stub `token_url` (wiremock), and the gateway-sim.
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value, json};
-use sha2::Sha256;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wallet_worker::domain::commands::Customer;
@@ -389,11 +387,9 @@ async fn tokens_and_errors_never_print_a_token_or_the_secret() {
 }
 
 fn hmac_hex(key: &str, data: &str, len: usize) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
-    mac.update(data.as_bytes());
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes());
+    let hex: String = ring::hmac::sign(&key, data.as_bytes())
+        .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();

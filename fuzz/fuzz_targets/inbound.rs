@@ -176,10 +176,13 @@ fn rejected(rejection: &Rejection, body: &[u8]) {
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
         return;
     };
+    // A reason quotes nothing: serde quotes values (strings in double quotes, numbers
+    // and booleans in backticks), and a value may be a token whatever its JSON type.
+    let reason = &rejection.reason;
+    assert!(!reason.contains(['`', '"']), "rejection quotes a value: {text}");
     // The reason's own words may coincide with a short or wordy token (libFuzzer learns
     // `missing field` from our comparisons), so only token-like values are looked for:
-    // 8+ bytes with a letter and a digit, outside the `quoted` names and numbers.
-    let reason = without_backticked(&rejection.reason);
+    // 8+ bytes with a letter and a digit, or 8+ digits (a card number sent as a number).
     let mut tokens = Vec::new();
     collect_tokens(&json, &mut tokens);
     for token in tokens.iter().filter(|t| looks_like_a_token(t)) {
@@ -191,14 +194,8 @@ fn rejected(rejection: &Rejection, body: &[u8]) {
 }
 
 fn looks_like_a_token(value: &str) -> bool {
-    value.len() >= 8
-        && value.bytes().any(|b| b.is_ascii_digit())
-        && value.bytes().any(|b| b.is_ascii_alphabetic())
-}
-
-/// `text` without the segments between backticks (serde quotes field names that way).
-fn without_backticked(text: &str) -> String {
-    text.split('`').step_by(2).collect()
+    let digits = value.bytes().filter(u8::is_ascii_digit).count();
+    value.len() >= 8 && (digits >= 8 || (digits > 0 && value.bytes().any(|b| b.is_ascii_alphabetic())))
 }
 
 /// Every string under a `payment_source_token` key, at any depth.
@@ -212,8 +209,12 @@ fn collect_tokens(value: &Value, out: &mut Vec<String>) {
 
 fn collect_in_map(map: &Map<String, Value>, out: &mut Vec<String>) {
     for (key, value) in map {
-        if let (true, Some(token)) = (key == "payment_source_token", value.as_str()) {
-            out.push(token.to_owned());
+        // A secret field's value, whatever its JSON type, as the text an echo would show.
+        if wallet_worker::domain::secret::is_secret_field(key) {
+            out.push(match value {
+                Value::String(token) => token.clone(),
+                other => other.to_string(),
+            });
         }
         collect_tokens(value, out);
     }

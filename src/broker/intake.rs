@@ -14,6 +14,7 @@
 
 pub mod record;
 
+use crate::crypto::Keyring;
 use crate::metrics as m;
 use crate::store::dead_letters::{NewDeadLetter, ingest};
 use crate::store::outbox::PendingEvent;
@@ -37,6 +38,8 @@ pub const MAX_BATCH: usize = 1000;
 #[derive(Clone)]
 pub struct Intake {
     pub pool: PgPool,
+    /// Seals what is stored.
+    pub keys: Keyring,
     /// The relay of this process, which publishes committed events at once.
     pub committed: mpsc::UnboundedSender<Vec<PendingEvent>>,
 }
@@ -99,7 +102,7 @@ fn letters(batch: Vec<Delivery>) -> Vec<NewDeadLetter> {
 async fn store(intake: &Intake, letters: Vec<NewDeadLetter>, stop: &CancellationToken) -> bool {
     let mut waits = crate::backoff::endless(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        let failed = match ingest::ingest(&intake.pool, &letters).await {
+        let failed = match ingest::ingest(&intake.pool, &intake.keys, &letters).await {
             Ok(ingested) => {
                 for (kind, n) in &ingested.kinds {
                     metrics::counter!(m::DEAD_LETTERS_INGESTED, "kind" => m::dead_letter_kind(kind))

@@ -18,14 +18,17 @@ pub mod topology;
 pub use nodes::{BrokerLink, Node, Nodes, connect_any};
 pub use topology::Topology;
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Connect, Connection, ConnectionProperties};
 
 /// Opens a connection to one node (`url` is a single URL; see [`connect_any`] for
 /// `AMQP_URL`), named after its role, so ops can tell connections apart in the
 /// management UI. Recovery is the caller's loop: after a connection dies every channel,
 /// delivery and delivery tag of it is dropped, so nothing can be acked on a new channel.
+/// `amqps://` URLs are verified against the process's trust (`crate::tls`).
 pub async fn connect(url: &str, role: &str) -> lapin::Result<Connection> {
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("wallet-worker {role}").into());
-    Connection::connect(url, properties).await
+    let runtime = lapin::runtime::default_runtime()?;
+    url.connect_with_config(properties, crate::tls::amqp_config(), runtime)
+        .await
 }

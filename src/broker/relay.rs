@@ -10,6 +10,7 @@
 
 use super::publish::{self, PublishError};
 use super::{amqp_json, headers};
+use crate::crypto::Keyring;
 use crate::metrics as m;
 use crate::store::outbox::{self, PendingEvent};
 use futures::future::try_join_all;
@@ -37,6 +38,7 @@ pub enum RelayError {
 /// ends the relay (its channel is gone); events it held stay in the outbox for a sweep.
 pub async fn run(
     pool: PgPool,
+    keys: Keyring,
     channel: Channel,
     exchange: String,
     committed: &mut mpsc::UnboundedReceiver<Vec<PendingEvent>>,
@@ -53,7 +55,7 @@ pub async fn run(
                 publish_and_forget(&pool, &channel, &exchange, events).await?;
             }
             _ = sweep.tick() => {
-                sweep_stale(&pool, &channel, &exchange).await?;
+                sweep_stale(&pool, &keys, &channel, &exchange).await?;
                 if let Ok(backlog) = outbox::backlog(&pool).await {
                     metrics::gauge!(m::OUTBOX_BACKLOG).set(backlog as f64);
                 }
@@ -96,16 +98,20 @@ pub async fn publish_and_forget(
 /// postpones the sweep; broker trouble ends the relay.
 pub async fn sweep_stale(
     pool: &PgPool,
+    keys: &Keyring,
     channel: &Channel,
     exchange: &str,
 ) -> Result<(), PublishError> {
     loop {
-        match sweep_batch(pool, channel, exchange).await {
+        match sweep_batch(pool, keys, channel, exchange).await {
             Ok(n) if n == BATCH => continue,
             Ok(_) => return Ok(()),
             Err(RelayError::Publish(err)) => return Err(err),
             Err(RelayError::Database(err)) => {
-                tracing::warn!(error = %err, "outbox sweep cannot read the outbox; retrying");
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "outbox sweep cannot read the outbox; retrying"
+                );
                 return Ok(());
             }
         }
@@ -116,12 +122,13 @@ pub async fn sweep_stale(
 /// its row locks until its connection is reused.
 async fn sweep_batch(
     pool: &PgPool,
+    keys: &Keyring,
     channel: &Channel,
     exchange: &str,
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
     let result = async {
-        let events = outbox::lock_stale(&mut tx, STALE_AFTER, BATCH as i64).await?;
+        let events = outbox::lock_stale(&mut tx, keys, STALE_AFTER, BATCH as i64).await?;
         if !events.is_empty() {
             publish_all(channel, exchange, &events).await?;
             let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
@@ -159,13 +166,14 @@ fn properties(event: &PendingEvent) -> lapin::BasicProperties {
 }
 
 /// Publishes the whole batch, then waits for all confirms: one round trip, not one each.
-pub async fn publish_all(
+pub async fn publish_all<E: std::borrow::Borrow<PendingEvent>>(
     channel: &Channel,
     exchange: &str,
-    events: &[PendingEvent],
+    events: &[E],
 ) -> Result<(), PublishError> {
     let mut confirms = Vec::with_capacity(events.len());
     for event in events {
+        let event = event.borrow();
         let properties = properties(event);
         let confirm = channel
             .basic_publish(
@@ -180,7 +188,7 @@ pub async fn publish_all(
     }
     let confirmations = try_join_all(confirms).await?;
     for (confirmation, event) in confirmations.into_iter().zip(events) {
-        publish::check(confirmation, &event.routing_key)?;
+        publish::check(confirmation, &event.borrow().routing_key)?;
     }
     metrics::counter!(m::EVENTS_PUBLISHED).increment(events.len() as u64);
     Ok(())

@@ -5,6 +5,7 @@
 //! (its own message ids), so leftovers from earlier runs don't skew it.
 
 use crate::config::{AmqpArgs, DemoArgs};
+use crate::crypto::DataKeys;
 use crate::domain::Secret;
 use crate::gateway::{SimConfig, SimStats, sim};
 use crate::loadgen::{self, LoadgenConfig, Message, Report, Session};
@@ -14,6 +15,7 @@ use crate::worker;
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -27,7 +29,8 @@ const SIM_LATENCY: Duration = Duration::from_millis(2);
 const PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let DemoArgs { mut worker, count } = args;
+    let DemoArgs { worker, count } = args;
+    let mut worker = worker.load_secrets()?;
     let amqp = worker.amqp.clone();
     // Fail in a second with a clear line, not after the readiness wait.
     let (connection, _node) = crate::broker::connect_any(&amqp.amqp_url, "demo")
@@ -51,9 +54,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         stop_sim.clone().cancelled_owned(),
     ));
 
-    let pool = store::connect_and_migrate(&worker.db.database_url, 2).await?;
+    let (data_keys, key_file) = demo_keys()?;
+    worker.keys = Some(data_keys.clone());
+    let pool = store::connect_and_migrate(&worker.db.database_url, 2, Some(&data_keys)).await?;
+    store::keys::check_held(&pool, &data_keys).await?;
+    let keys = store::keys::keyring(&pool, data_keys).await?;
     let token_url = format!("http://{sim_addr}/token");
-    gateways::upsert(&pool, GATEWAY_ID, &token_url, &secret, true)
+    gateways::upsert(&pool, &keys, GATEWAY_ID, &token_url, &secret, true)
         .await
         .context("cannot register the demo gateway")?;
     // A circuit left open by an earlier run must not hold this one back.
@@ -77,6 +84,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let (load, extras, dead) = outcome?;
     print_summary(&amqp, running.admin_addr, &load, &extras, &dead, &stats);
+    if let Some(path) = key_file {
+        println!(
+            "  (secrets were sealed with a key the demo keeps for itself in {}: for the demo only; \
+             `run` takes its keys from WALLET_ENCRYPTION_KEYS)",
+            path.display()
+        );
+    }
     if !load.is_complete() || !extras.is_complete() {
         bail!(
             "{} completions missing; see the summary above",
@@ -84,6 +98,55 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The keys of the environment, else the demo's own: a key generated on first use and
+/// kept, readable by the user only, in `$XDG_STATE_HOME/wallet-worker/demo-encryption-keys`
+/// (`~/.local/state/...` by default) for later demos on the same database. For the demo
+/// only. Returns the file when the demo's own key is used.
+fn demo_keys() -> anyhow::Result<(DataKeys, Option<PathBuf>)> {
+    if let Some(keys) = DataKeys::from_env()? {
+        return Ok((keys, None));
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")))
+        .context(
+            "neither WALLET_ENCRYPTION_KEYS nor HOME is set: the demo has nowhere to keep its key",
+        )?;
+    let path = state.join("wallet-worker").join("demo-encryption-keys");
+    if !path.exists() {
+        write_private(&path, &DataKeys::generate_entry("demo"))
+            .with_context(|| format!("cannot keep the demo's key in {}", path.display()))?;
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the demo's key from {}", path.display()))?;
+    let keys = DataKeys::parse(&Secret::new(text))
+        .with_context(|| format!("the demo's key file {} is damaged", path.display()))?;
+    Ok((keys, Some(path)))
+}
+
+/// Creates `path` (and its directory) readable by the user only; an existing file (a
+/// concurrent demo's) is kept.
+fn write_private(path: &Path, text: &Secret) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match file {
+        Ok(mut file) => writeln!(file, "{}", text.expose()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
 }
 
 /// Dead letters of this run in the dead-letter store, by error kind.

@@ -1,7 +1,8 @@
 //! `gateway set|list|remove|reset-circuit`.
 
 use crate::config::GatewayCmd;
-use crate::gateway::validate_token_url;
+use crate::crypto::DataKeys;
+use crate::gateway::{shown_token_url, validate_token_url};
 use crate::store::{self, gateways};
 use anyhow::{Context, bail};
 
@@ -11,19 +12,43 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
             db,
             id,
             token_url,
-            secret,
+            secret_file,
+            secret: secret_in_argv,
             disabled,
         } => {
             validate_token_url(&token_url).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let from_env =
+                crate::secrets::from_env_or_file("WALLET_GATEWAY_SECRET", secret_file.as_deref())?;
+            let secret = match (secret_in_argv, from_env) {
+                (Some(_), Some(_)) => bail!(
+                    "--secret and WALLET_GATEWAY_SECRET are both given; give the secret one way"
+                ),
+                (Some(secret), None) => {
+                    eprintln!(
+                        "warning: --secret is visible to every user of this machine (ps, shell \
+                         history); prefer WALLET_GATEWAY_SECRET or --secret-file FILE"
+                    );
+                    Some(secret)
+                }
+                (None, from_env) => from_env,
+            };
+            let Some(secret) = secret else {
+                bail!(
+                    "the gateway's signing secret is missing: set WALLET_GATEWAY_SECRET or give --secret-file FILE"
+                );
+            };
             if secret.is_empty() {
-                bail!("--secret must not be empty");
+                bail!("the gateway's signing secret must not be empty");
             }
-            let pool = store::connect_and_migrate(&db.database_url, 2).await?;
-            gateways::upsert(&pool, &id, &token_url, &secret, !disabled)
+            let data_keys = DataKeys::required_from_env()?;
+            let pool = store::connect_and_migrate(&db.database_url, 2, Some(&data_keys)).await?;
+            let keys = store::keys::keyring(&pool, data_keys).await?;
+            gateways::upsert(&pool, &keys, &id, &token_url, &secret, !disabled)
                 .await
                 .context("cannot save the gateway")?;
             println!(
-                "gateway {id} saved ({token_url}{})",
+                "gateway {id} saved ({}{})",
+                shown_token_url(&token_url),
                 if disabled { ", disabled" } else { "" }
             );
         }
@@ -33,10 +58,17 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
                 .await
                 .context("cannot list gateways")?;
             if json {
+                let list: Vec<_> = list
+                    .into_iter()
+                    .map(|g| gateways::GatewayListing {
+                        token_url: shown_token_url(&g.token_url),
+                        ..g
+                    })
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
                 println!(
-                    "no gateways; add one with `wallet-worker gateway set ID --token-url URL --secret SECRET`"
+                    "no gateways; add one with `wallet-worker gateway set ID --token-url URL --secret-file FILE`"
                 );
             } else {
                 println!(
@@ -46,13 +78,18 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
                 for g in list {
                     println!(
                         "{:<20} {:<9} {:<10} {:>8}  {}",
-                        g.id, g.enabled, g.circuit, g.consecutive_failures, g.token_url
+                        g.id,
+                        g.enabled,
+                        g.circuit,
+                        g.consecutive_failures,
+                        shown_token_url(&g.token_url)
                     );
                 }
             }
         }
         GatewayCmd::Remove { db, id } => {
-            let pool = store::connect_and_migrate(&db.database_url, 2).await?;
+            let keys = DataKeys::from_env()?;
+            let pool = store::connect_and_migrate(&db.database_url, 2, keys.as_ref()).await?;
             if !gateways::remove(&pool, &id)
                 .await
                 .context("cannot remove the gateway")?
@@ -62,7 +99,8 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
             println!("gateway {id} removed");
         }
         GatewayCmd::ResetCircuit { db, id } => {
-            let pool = store::connect_and_migrate(&db.database_url, 2).await?;
+            let keys = DataKeys::from_env()?;
+            let pool = store::connect_and_migrate(&db.database_url, 2, keys.as_ref()).await?;
             if !gateways::reset_circuit(&pool, &id)
                 .await
                 .context("cannot reset the circuit")?

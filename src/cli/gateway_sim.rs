@@ -13,9 +13,7 @@ pub async fn run(args: GatewaySimArgs) -> anyhow::Result<()> {
             args.error_rate
         );
     }
-    if args.secret.is_empty() {
-        bail!("--secret must not be empty");
-    }
+    let secret = args.secret()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -25,7 +23,7 @@ pub async fn run(args: GatewaySimArgs) -> anyhow::Result<()> {
     let config = SimConfig {
         latency: Duration::from_millis(args.latency_ms),
         error_rate: args.error_rate,
-        secret: args.secret,
+        secret,
     };
     sim::serve(listener, config, crate::worker::shutdown_signal())
         .await

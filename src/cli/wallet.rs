@@ -4,6 +4,7 @@
 
 use crate::broker::{self, relay};
 use crate::config::{WalletChangeArgs, WalletCmd};
+use crate::crypto::DataKeys;
 use crate::domain::{Clock, Meta, SourceRef};
 use crate::store::{self, Change, Committed, Effect, Rules, wallet};
 use anyhow::{Context, bail};
@@ -65,7 +66,9 @@ async fn change(
     kind: &'static str,
     effect: fn(SourceRef) -> Effect,
 ) -> anyhow::Result<()> {
+    let data_keys = DataKeys::required_from_env()?;
     let pool = store::connect_existing(&args.db.database_url).await?;
+    let keys = store::keys::keyring(&pool, data_keys).await?;
     let meta = Meta {
         id: format!("cli-{}", uuid::Uuid::new_v4()),
         kind,
@@ -81,6 +84,7 @@ async fn change(
         clock: Clock::system(),
         // Neither command saves a source: the cap does not apply.
         max_sources_per_customer: i64::MAX,
+        keys,
     };
     let change = Change::new(&meta, vec![effect(target)]);
     let (committed, events) = store::commit_now(&pool, &rules, &meta.id, kind, &change)

@@ -240,7 +240,8 @@ impl PaymentSource {
             .payment_source_token
             .ok_or_else(|| Rejection::new(&token_path, "missing field"))?;
         check_token(&token, &token_path)?;
-        let metadata = ps.metadata.unwrap_or_default();
+        let mut metadata = ps.metadata.unwrap_or_default();
+        super::secret::drop_secret_fields(&mut metadata);
         check_metadata(&metadata, &format!("{at}.metadata"))?;
         Ok(Self::External(ExternalPayment {
             id: required(ps.id, "id")?,

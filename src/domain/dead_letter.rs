@@ -3,8 +3,8 @@
 //! "life" of its message it belongs to.
 
 use super::limits::{MAX_BODY_BYTES, MAX_ID_LEN, MAX_JSON_DEPTH, json_depth_exceeds};
+use ring::digest::{Context, SHA256, digest};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// The error kind of a dead letter nobody explained: published to the dead-letter queue
 /// without `x-wallet-error` and without the broker's `x-death`.
@@ -90,7 +90,7 @@ pub fn dedupe_key(
     routing_key: Option<&str>,
     replayed_at: Option<&str>,
 ) -> Vec<u8> {
-    let mut hash = Sha256::new();
+    let mut hash = Context::new(&SHA256);
     match message_id {
         Some(id) => {
             hash.update(b"id\0");
@@ -98,14 +98,14 @@ pub fn dedupe_key(
         }
         None => {
             hash.update(b"body\0");
-            hash.update(Sha256::digest(body));
+            hash.update(digest(&SHA256, body).as_ref());
         }
     }
     for part in [routing_key, replayed_at] {
-        hash.update([0]);
+        hash.update(&[0]);
         hash.update(part.unwrap_or("").as_bytes());
     }
-    hash.finalize().to_vec()
+    hash.finish().as_ref().to_vec()
 }
 
 #[cfg(test)]

@@ -162,10 +162,12 @@ pub(crate) fn from_json<'de, T: Deserialize<'de>>(
             (false, true) => prefix.to_string(),
             (false, false) => format!("{prefix}.{path}"),
         };
-        let reason = describe_serde_error(err.inner());
-        // serde names a missing field in its message, at the parent's path.
-        if let Some(missing) = reason
-            .strip_prefix("missing field `")
+        let message = err.inner().to_string();
+        // serde names a missing field in its message (one of ours), at the parent's path.
+        if let Some(missing) = message
+            .split(" at line ")
+            .next()
+            .and_then(|m| m.strip_prefix("missing field `"))
             .and_then(|rest| rest.strip_suffix('`'))
         {
             let field = match field.as_str() {
@@ -174,7 +176,7 @@ pub(crate) fn from_json<'de, T: Deserialize<'de>>(
             };
             return Rejection::new(field, "missing field");
         }
-        Rejection::new(field, reason)
+        Rejection::new(field, describe_serde_error(err.inner()))
     })?;
     de.end().map_err(|err| {
         let field = if prefix.is_empty() { "body" } else { prefix };
@@ -201,25 +203,28 @@ fn known_path(path: &serde_path_to_error::Path) -> String {
     out
 }
 
-/// serde's messages quote the offending value (`invalid type: string "tok_…"`, escaped
-/// the way `Debug` escapes it), and a value may be a token: keep the message, drop every
-/// quoted value, escaped quotes included.
+/// What was wrong and what was expected, never the value: serde's messages quote the
+/// offending value, a string in double quotes (`invalid type: string "tok_…"`, escaped
+/// the way `Debug` escapes it) and a number, boolean or character in backticks
+/// (``invalid type: integer `4242424242424242`, expected a string``), and a value may
+/// be a token whatever its JSON type. Every quoted part is dropped:
+/// `invalid type: integer, expected a string`.
 fn describe_serde_error(err: &serde_json::Error) -> String {
     let message = err.to_string();
     let message = message.split(" at line ").next().unwrap_or(&message);
     let mut out = String::with_capacity(message.len());
-    let (mut in_quotes, mut escaped) = (false, false);
+    let (mut quote, mut escaped) = (None, false);
     for ch in message.chars() {
-        match (in_quotes, escaped, ch) {
-            (true, true, _) => escaped = false,
-            (true, false, '\\') => escaped = true,
-            (true, false, '"') => in_quotes = false,
-            (true, false, _) => {}
-            (false, _, '"') => {
-                out.push_str("\"…\"");
-                in_quotes = true;
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some('"') if ch == '\\' => escaped = true,
+            Some(open) if ch == open => quote = None,
+            Some(_) => {}
+            None if ch == '"' || ch == '`' => {
+                out.truncate(out.trim_end().len());
+                quote = Some(ch);
             }
-            (false, _, _) => out.push(ch),
+            None => out.push(ch),
         }
     }
     out

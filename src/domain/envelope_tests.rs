@@ -180,3 +180,35 @@ fn sniff_id_is_bounded_and_gives_up_on_hostile_bodies() {
     };
     assert_eq!(sniff_id(property).map(|id| id.len()), Some(MAX_ID_LEN));
 }
+
+#[test]
+fn a_secret_field_of_any_json_type_is_refused_without_echoing_its_value() {
+    for (value, expected) in [
+        (
+            json!(4242424242424242u64),
+            "invalid type: integer, expected a string",
+        ),
+        (
+            json!(-4242424242424242i64),
+            "invalid type: integer, expected a string",
+        ),
+        (
+            json!(4242.4242424242),
+            "invalid type: floating point, expected a string",
+        ),
+        (json!(true), "invalid type: boolean, expected a string"),
+        (
+            json!({ "pan": "4242424242424242" }),
+            "invalid type: map, expected a string",
+        ),
+        (
+            json!(["4242424242424242"]),
+            "invalid type: sequence, expected a string",
+        ),
+    ] {
+        let refused = rejection(&with(&order_placed(), TOKEN_PATH, value.clone()));
+        assert_eq!(refused.field, TOKEN_PATH, "{value}");
+        assert_eq!(refused.reason, expected, "{value}");
+        assert!(!refused.to_string().contains("4242"), "{refused}");
+    }
+}

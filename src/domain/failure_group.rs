@@ -4,7 +4,7 @@
 //! "2000 × order * has not been placed yet" instead of 2000 lines, and can replay or
 //! purge them in one action.
 
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256};
 
 /// Characters of a label at most (a detail can be long; its start says what it is).
 const MAX_LABEL_CHARS: usize = 200;
@@ -22,12 +22,12 @@ pub struct FailureGroup {
 /// with `error` and `detail`.
 pub fn of(error: &str, message_type: Option<&str>, detail: &str) -> FailureGroup {
     let label = label(detail);
-    let mut hash = Sha256::new();
+    let mut hash = Context::new(&SHA256);
     for part in [error, message_type.unwrap_or(""), label.as_str()] {
         hash.update(part.as_bytes());
-        hash.update([0]);
+        hash.update(&[0]);
     }
-    let key = hash.finalize()[..8]
+    let key = hash.finish().as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();

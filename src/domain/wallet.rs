@@ -5,9 +5,21 @@
 //! with one statement per kind of row.
 
 use super::expiry;
-use super::secret::Secret;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use std::fmt;
+
+/// Which card a source is, without the card: a keyed hash of its gateway and payment
+/// source token (the store computes it; the wallet only compares). "The same card"
+/// is the same fingerprint.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Fingerprint(..)")
+    }
+}
 
 /// A stored (or about to be stored) customer payment source.
 #[derive(Debug, Clone)]
@@ -18,8 +30,8 @@ pub struct Source {
     pub metadata: Map<String, Value>,
     /// The order payment source it was saved from.
     pub reference: Option<String>,
-    pub customer_token: Secret,
-    pub payment_source_token: Secret,
+    /// The card (its tokens stay sealed in the store; the rules never need them).
+    pub fingerprint: Fingerprint,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     /// Its gateway exists and is enabled (as read in the commit).
@@ -42,7 +54,8 @@ impl Source {
 pub enum Saved {
     /// A new source with this id.
     Created(String),
-    /// The wallet already held the card (same gateway and payment source token).
+    /// The wallet already held the card (same gateway and payment source token: the
+    /// same fingerprint).
     Reused(String),
     /// A new card, but the wallet holds this many unexpired sources: the most allowed.
     Full { held: usize },
@@ -101,9 +114,10 @@ impl Wallet {
     /// unexpired sources. The default is settled before a new card arrives, so a
     /// newcomer becomes the default only when there is no other (the first card).
     pub fn save(&mut self, card: Source, max_sources: usize, now: DateTime<Utc>) -> Saved {
-        let held_already = self.sources.iter().find(|s| {
-            s.gateway_id == card.gateway_id && s.payment_source_token == card.payment_source_token
-        });
+        let held_already = self
+            .sources
+            .iter()
+            .find(|s| s.fingerprint == card.fingerprint);
         if let Some(existing) = held_already {
             let id = existing.id.clone();
             self.settle_default(now);
@@ -166,8 +180,7 @@ mod tests {
             name: "Visa ending in 4242".into(),
             metadata: Map::new(),
             reference: None,
-            customer_token: Secret::new("cus"),
-            payment_source_token: Secret::new(token),
+            fingerprint: fingerprint(token),
             created_at: now() - Duration::days(age_days),
             expires_at: Some(if expired {
                 now() - Duration::days(1)
@@ -176,6 +189,15 @@ mod tests {
             }),
             gateway_enabled: true,
         }
+    }
+
+    /// Distinct tokens, distinct fingerprints (the store's are keyed hashes).
+    fn fingerprint(token: &str) -> Fingerprint {
+        let mut bytes = [0; 32];
+        for (b, t) in bytes.iter_mut().zip(token.bytes()) {
+            *b = t;
+        }
+        Fingerprint(bytes)
     }
 
     fn wallet() -> Wallet {
@@ -291,7 +313,7 @@ mod tests {
                     }
                 }
                 prop_assert!(w.held(now()) <= cap);
-                let mut tokens: Vec<_> = w.sources.iter().map(|s| s.payment_source_token.expose().to_owned()).collect();
+                let mut tokens: Vec<_> = w.sources.iter().map(|s| s.fingerprint.0).collect();
                 tokens.sort();
                 let before = tokens.len();
                 tokens.dedup();

@@ -56,10 +56,11 @@ struct Prepared {
 }
 
 impl GatewayClient {
-    /// Fails only when the TLS backend cannot be initialised.
+    /// Fails only when the TLS backend cannot be initialised. https token_urls are
+    /// verified against the process's trust (`crate::tls`).
     pub fn new(settings: ClientSettings) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .tls_backend_rustls()
+            .tls_backend_preconfigured(crate::tls::client_config())
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .redirect(Policy::custom(redirect_policy))

@@ -11,5 +11,5 @@ mod sim_store;
 pub use client::{ClientSettings, GatewayClient};
 pub use request::{GatewayTarget, SaveRequest};
 pub use response::{GatewayError, Tokens};
-pub use signature::{TokenUrlError, sign, validate_token_url, verify};
+pub use signature::{TokenUrlError, shown_token_url, sign, validate_token_url, verify};
 pub use sim::{SimConfig, SimStats};

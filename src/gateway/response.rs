@@ -232,7 +232,9 @@ pub(crate) fn classify(
                 ))),
                 _ => Err(invalid(&format!("answered no {name}"))),
             };
-            let metadata = granted.metadata.unwrap_or_default();
+            // Stored, listed and published: no field named like a secret is kept.
+            let mut metadata = granted.metadata.unwrap_or_default();
+            crate::domain::secret::drop_secret_fields(&mut metadata);
             check_metadata(&metadata, "metadata").map_err(|r| invalid(&format!("answered {r}")))?;
             Ok(Tokens {
                 customer_token: token(granted.customer_token, "customer_token")?,

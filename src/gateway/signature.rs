@@ -3,21 +3,16 @@
 
 use crate::domain::Secret;
 use base64::prelude::{BASE64_STANDARD, Engine as _};
-use hmac::{Hmac, KeyInit, Mac};
 use reqwest::Url;
-use sha2::Sha256;
+use ring::hmac;
 use std::net::IpAddr;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// HMAC-SHA256 of `data` under `key`.
 pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    keyed(key).chain_update(data).finalize().into_bytes().into()
-}
-
-fn keyed(key: &[u8]) -> HmacSha256 {
-    // HMAC pads or hashes any key to the block size: `new_from_slice` cannot fail for it.
-    HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length")
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data);
+    tag.as_ref()
+        .try_into()
+        .expect("HMAC-SHA256 tags are 32 bytes")
 }
 
 /// Base64 (standard alphabet, padded) of HMAC-SHA256(body, secret): the value of
@@ -27,15 +22,13 @@ pub fn sign(body: &[u8], secret: &Secret) -> String {
 }
 
 /// Whether `header_value` is the signature of `body`. The comparison is constant-time
-/// (`verify_slice`), so a forger learns nothing from how long a rejection takes.
+/// (`ring::hmac::verify`), so a forger learns nothing from how long a rejection takes.
 pub fn verify(body: &[u8], secret: &Secret, header_value: &str) -> bool {
     let Ok(claimed) = BASE64_STANDARD.decode(header_value.trim()) else {
         return false;
     };
-    keyed(secret.expose().as_bytes())
-        .chain_update(body)
-        .verify_slice(&claimed)
-        .is_ok()
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes());
+    hmac::verify(&key, body, &claimed).is_ok()
 }
 
 /// Why a `token_url` cannot be used. Each message is one line meant for a CLI user.
@@ -50,7 +43,9 @@ pub enum TokenUrlError {
          (127.0.0.0/8, ::1, localhost), not {0}"
     )]
     InsecureHost(String),
-    #[error("token_url must not carry credentials; pass the gateway secret with --secret")]
+    #[error(
+        "token_url must not carry credentials; give the gateway secret in WALLET_GATEWAY_SECRET or --secret-file"
+    )]
     Credentials,
 }
 
@@ -74,6 +69,21 @@ pub fn validate_token_url(raw: &str) -> Result<Url, TokenUrlError> {
     }
 }
 
+/// A token_url as it is shown (`gateway list`, the console): without user info, query
+/// or fragment, where credentials or signed parameters may hide.
+pub fn shown_token_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
 /// `host_str` as the `url` crate normalises it: lowercase names, dotted IPv4, and IPv6
 /// inside brackets.
 fn is_loopback(host: &str) -> bool {
@@ -87,6 +97,15 @@ fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_token_urls_lose_their_credentials_and_query() {
+        assert_eq!(
+            shown_token_url("https://user:pw@gw.example/token?key=k#f"),
+            "https://gw.example/token"
+        );
+        assert_eq!(shown_token_url("::"), "(not a URL)");
+    }
 
     #[test]
     fn a_signature_verifies_only_for_the_same_body_and_secret() {

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use rand::RngExt;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -135,7 +134,8 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
     if !sim.config.latency.is_zero() {
         tokio::time::sleep(sim.config.latency).await;
     }
-    let fingerprint: [u8; 32] = Sha256::digest(&body).into();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &body);
+    let fingerprint: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
     if let Some(stored) = sim.answers.get(key) {
         if stored.fingerprint != fingerprint {
             let message = "this Idempotency-Key was used for a different request";

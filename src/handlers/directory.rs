@@ -7,6 +7,7 @@
 //! naming endless unknown gateways cannot grow the worker's memory. Concurrent misses of
 //! one gateway share one read: a burst of messages does not send a burst of queries.
 
+use crate::crypto::Keyring;
 use crate::metrics as m;
 use crate::store::gateways::{self, Gateway};
 use moka::future::Cache;
@@ -22,14 +23,17 @@ pub const MAX_ENTRIES: u64 = 1024;
 
 pub struct GatewayDirectory {
     pool: PgPool,
+    /// Opens the gateways' sealed secrets.
+    keys: Keyring,
     /// `None` remembers that a gateway does not exist.
     entries: Cache<String, Option<Gateway>>,
 }
 
 impl GatewayDirectory {
-    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+    pub fn new(pool: PgPool, keys: Keyring, ttl: Duration) -> Self {
         Self {
             pool,
+            keys,
             entries: Cache::builder()
                 .max_capacity(MAX_ENTRIES)
                 .time_to_live(ttl)
@@ -41,13 +45,13 @@ impl GatewayDirectory {
     pub async fn find(&self, id: &str) -> sqlx::Result<Option<Gateway>> {
         let read = self
             .entries
-            .try_get_with_by_ref(id, read_gateway(&self.pool, id))
+            .try_get_with_by_ref(id, read_gateway(&self.pool, &self.keys, id))
             .await;
         match read {
             Ok(gateway) => Ok(gateway),
             // The shared read failed; read once more to hand the caller the error itself
             // (it decides between waiting for the database and giving up).
-            Err(_) => read_gateway(&self.pool, id).await,
+            Err(_) => read_gateway(&self.pool, &self.keys, id).await,
         }
     }
 
@@ -95,8 +99,8 @@ impl GatewayDirectory {
 /// Reads a gateway and publishes its shared circuit state as this worker last read it:
 /// the series exists (at 0) from the first use of a gateway, and a circuit another
 /// replica closed reads closed here too.
-async fn read_gateway(pool: &PgPool, id: &str) -> sqlx::Result<Option<Gateway>> {
-    let gateway = gateways::find(pool, id).await?;
+async fn read_gateway(pool: &PgPool, keys: &Keyring, id: &str) -> sqlx::Result<Option<Gateway>> {
+    let gateway = gateways::find(pool, keys, id).await?;
     if let Some(gateway) = &gateway {
         let open = gateway.circuit_open_for(chrono::Utc::now()).is_some();
         metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(if open {

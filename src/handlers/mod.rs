@@ -11,6 +11,7 @@ mod wallet_save;
 
 pub use directory::GatewayDirectory;
 
+use crate::crypto::Keyring;
 use crate::domain::{Command, Inbound};
 use crate::gateway::GatewayClient;
 use crate::store::Change;
@@ -22,6 +23,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Context {
     pub pool: PgPool,
+    /// Opens the stored order tokens `wallet.save` sends to the gateway.
+    pub keys: Keyring,
     /// Gateways, cached briefly.
     pub gateways: Arc<GatewayDirectory>,
     pub gateway: GatewayClient,

@@ -6,7 +6,7 @@ use crate::domain::{Meta, WalletSave};
 use crate::store::{Change, orders};
 
 pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletSave) -> sqlx::Result<Outcome> {
-    let Some(order) = orders::find(&ctx.pool, &cmd.order_id).await? else {
+    let Some(order) = orders::find(&ctx.pool, &ctx.keys, &cmd.order_id).await? else {
         // Its order.placed may still be on the way.
         return Ok(Outcome::RetryLater(RetryLater {
             kind: "order_not_found",

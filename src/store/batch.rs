@@ -10,6 +10,8 @@
 //! step writes its first row.
 
 use super::orders::OrderRows;
+use super::wallet::SealedTokens;
+use crate::crypto::Keyring;
 use crate::domain::wallet::Source;
 use crate::domain::{Order, OrderStatus};
 use chrono::{DateTime, Utc};
@@ -44,7 +46,11 @@ pub struct Opened {
 /// messages (an order named twice keeps the later description); and reads the state
 /// of the gateways saved to. A duplicate message changes nothing: its customer is
 /// locked, but keeps its email.
-pub async fn open(conn: &mut PgConnection, batch: &Opening<'_>) -> sqlx::Result<Opened> {
+pub async fn open(
+    conn: &mut PgConnection,
+    keys: &Keyring,
+    batch: &Opening<'_>,
+) -> sqlx::Result<Opened> {
     let (message_ids, message_types): (Vec<&str>, Vec<&str>) =
         batch.messages.iter().copied().unzip();
     let customer_ids: Vec<&str> = batch.customers.iter().map(|c| c.0).collect();
@@ -53,7 +59,7 @@ pub async fn open(conn: &mut PgConnection, batch: &Opening<'_>) -> sqlx::Result<
     let placed_messages: Vec<&str> = batch.placed.iter().map(|(m, _)| *m).collect();
     let mut orders = OrderRows::default();
     for (_, order) in &batch.placed {
-        orders.push(order);
+        orders.push(keys, order);
     }
     let rows = sqlx::query(
         "WITH claimed AS (
@@ -79,19 +85,20 @@ pub async fn open(conn: &mut PgConnection, batch: &Opening<'_>) -> sqlx::Result<
              SELECT DISTINCT ON (id) *
              FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
                  $11::bool[], $12::text[], $13::int8[], $14::text[], $15::text[], $16::text[],
-                 $17::text[], $18::text[])
+                 $17::bytea[], $18::text[], $19::text[])
                  WITH ORDINALITY AS t(message_id, id, customer_id, number, status, guest,
                      currency_code, total_amount_cents, payment_source_type,
-                     payment_source_id, gateway_id, payment_source_token, metadata, position)
+                     payment_source_id, gateway_id, payment_source_token_sealed, metadata,
+                     token_key_id, position)
              WHERE message_id IN (SELECT message_id FROM claimed)
              ORDER BY id, position DESC),
          recorded AS (
              INSERT INTO orders (id, customer_id, number, status, guest, currency_code,
                  total_amount_cents, payment_source_type, payment_source_id, gateway_id,
-                 payment_source_token, payment_source_metadata, placed_at)
+                 token_key_id, payment_source_token_sealed, payment_source_metadata, placed_at)
              SELECT id, customer_id, number, status, guest, currency_code,
                  total_amount_cents, payment_source_type, payment_source_id, gateway_id,
-                 payment_source_token, metadata::jsonb, now()
+                 token_key_id, payment_source_token_sealed, metadata::jsonb, now()
              FROM placed
              WHERE (SELECT count(*) FROM locked) >= 0
              ORDER BY customer_id, id
@@ -102,12 +109,13 @@ pub async fn open(conn: &mut PgConnection, batch: &Opening<'_>) -> sqlx::Result<
                  payment_source_type = EXCLUDED.payment_source_type,
                  payment_source_id = EXCLUDED.payment_source_id,
                  gateway_id = EXCLUDED.gateway_id,
-                 payment_source_token = EXCLUDED.payment_source_token,
+                 token_key_id = EXCLUDED.token_key_id,
+                 payment_source_token_sealed = EXCLUDED.payment_source_token_sealed,
                  payment_source_metadata = EXCLUDED.payment_source_metadata,
                  placed_at = COALESCE(orders.placed_at, now()), updated_at = now())
          SELECT message_id AS id, NULL::bool AS enabled FROM claimed
          UNION ALL
-         SELECT id, enabled FROM gateways WHERE id = ANY($19)",
+         SELECT id, enabled FROM gateways WHERE id = ANY($20)",
     )
     .bind(&message_ids)
     .bind(&message_types)
@@ -127,6 +135,7 @@ pub async fn open(conn: &mut PgConnection, batch: &Opening<'_>) -> sqlx::Result<
     .bind(&orders.gateway_id)
     .bind(&orders.payment_source_token)
     .bind(&orders.metadata)
+    .bind(&orders.token_key_id)
     .bind(&batch.gateways)
     .fetch_all(conn)
     .await?;
@@ -161,8 +170,8 @@ pub struct Attachment<'a> {
 /// What the wallets of a batch look like after it, as differences.
 #[derive(Default)]
 pub struct Writes<'a> {
-    /// New sources: (customer id, source).
-    pub created: Vec<(&'a str, &'a Source)>,
+    /// New sources: (customer id, source, its tokens sealed).
+    pub created: Vec<(&'a str, &'a Source, &'a SealedTokens)>,
     /// Ids of removed sources.
     pub removed: Vec<&'a str>,
     /// Each changed customer's chosen default (`None`: the customer has none).
@@ -188,19 +197,26 @@ impl Writes<'_> {
 /// after. An order named twice keeps the later attachment.
 pub async fn write(conn: &mut PgConnection, writes: &Writes<'_>) -> sqlx::Result<HashSet<String>> {
     let created = &writes.created;
-    let column = |f: fn(&Source) -> &str| created.iter().map(|(_, s)| f(s)).collect::<Vec<_>>();
-    let owners: Vec<&str> = created.iter().map(|(c, _)| *c).collect();
+    let column = |f: fn(&Source) -> &str| created.iter().map(|(_, s, _)| f(s)).collect::<Vec<_>>();
+    let sealed =
+        |f: fn(&SealedTokens) -> &[u8]| created.iter().map(|(_, _, t)| f(t)).collect::<Vec<_>>();
+    let owners: Vec<&str> = created.iter().map(|(c, _, _)| *c).collect();
     let metadata: Vec<String> = created
         .iter()
-        .map(|(_, s)| Value::Object(s.metadata.clone()).to_string())
+        .map(|(_, s, _)| Value::Object(s.metadata.clone()).to_string())
         .collect();
     let references: Vec<Option<&str>> = created
         .iter()
-        .map(|(_, s)| s.reference.as_deref())
+        .map(|(_, s, _)| s.reference.as_deref())
         .collect();
-    let created_at: Vec<DateTime<Utc>> = created.iter().map(|(_, s)| s.created_at).collect();
+    let created_at: Vec<DateTime<Utc>> = created.iter().map(|(_, s, _)| s.created_at).collect();
     let expires_at: Vec<Option<DateTime<Utc>>> =
-        created.iter().map(|(_, s)| s.expires_at).collect();
+        created.iter().map(|(_, s, _)| s.expires_at).collect();
+    let key_ids: Vec<&str> = created.iter().map(|(_, _, t)| &*t.key_id).collect();
+    let fingerprints: Vec<&[u8]> = created
+        .iter()
+        .map(|(_, s, _)| s.fingerprint.0.as_slice())
+        .collect();
     let default_owners: Vec<&str> = writes.defaults.iter().map(|(c, _)| *c).collect();
     let default_sources: Vec<Option<&str>> = writes.defaults.iter().map(|(_, s)| *s).collect();
     let mut latest: Vec<&Attachment<'_>> = Vec::with_capacity(writes.attachments.len());
@@ -224,14 +240,17 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes<'_>) -> sqlx::Result
     sqlx::query_scalar(
         "WITH created AS (
              INSERT INTO customer_payment_sources (id, customer_id, gateway_id, name,
-                 metadata, reference, customer_token, payment_source_token, created_at,
-                 expires_at)
+                 metadata, reference, customer_token_sealed, payment_source_token_sealed,
+                 created_at, expires_at, key_id, fingerprint)
              SELECT id, customer_id, gateway_id, name, metadata::jsonb, reference,
-                 customer_token, payment_source_token, created_at, expires_at
+                 customer_token, payment_source_token, created_at, expires_at, key_id,
+                 fingerprint
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                 $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
+                 $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[], $10::timestamptz[],
+                 $19::text[], $20::bytea[])
                  AS t(id, customer_id, gateway_id, name, metadata, reference,
-                      customer_token, payment_source_token, created_at, expires_at)),
+                      customer_token, payment_source_token, created_at, expires_at, key_id,
+                      fingerprint)),
          removed AS (
              DELETE FROM customer_payment_sources s USING UNNEST($11::text[]) AS r(id)
              WHERE s.id = r.id),
@@ -259,8 +278,8 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes<'_>) -> sqlx::Result
     .bind(column(|s| &s.name))
     .bind(&metadata)
     .bind(&references)
-    .bind(column(|s| s.customer_token.expose()))
-    .bind(column(|s| s.payment_source_token.expose()))
+    .bind(sealed(|t| &t.customer_token))
+    .bind(sealed(|t| &t.payment_source_token))
     .bind(&created_at)
     .bind(&expires_at)
     .bind(&writes.removed)
@@ -271,6 +290,8 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes<'_>) -> sqlx::Result
     .bind(&attach_statuses)
     .bind(&attach_sources)
     .bind(OrderStatus::LOCKED)
+    .bind(&key_ids)
+    .bind(&fingerprints)
     .fetch_all(conn)
     .await
     .map(|ids: Vec<String>| ids.into_iter().collect())

@@ -255,6 +255,6 @@ async fn apply_all(
         }
         events.extend(caused);
     }
-    let pending = outbox::insert_all(tx, events).await?;
+    let pending = outbox::insert_all(tx, &rules.keys, events).await?;
     Ok((outcomes, pending))
 }

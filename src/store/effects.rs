@@ -14,7 +14,9 @@
 //! ([`crate::domain::wallet`]); one more writes the difference back. The round trips
 //! of a commit are therefore per batch, not per message.
 
+use super::wallet::SealedTokens;
 use super::{batch, wallet};
+use crate::crypto::{Keyring, OpenError};
 use crate::domain::events::{
     self, AttachRejection, AttachedPaymentSource, OutboundEvent, SaveFailure, SourceSummary,
     WalletAttachRejected, WalletAttached, WalletChangeRejected, WalletDefaultSet, WalletRejection,
@@ -89,12 +91,15 @@ impl Change {
     }
 }
 
-/// The wallet rules' settings.
+/// The wallet rules' settings, and the keys a commit seals and opens secrets with.
 #[derive(Debug, Clone)]
 pub struct Rules {
     pub clock: Clock,
     /// Unexpired sources one customer may hold.
     pub max_sources_per_customer: i64,
+    /// Seals the tokens of new sources, orders and events; opens a source's tokens to
+    /// attach it; fingerprints cards.
+    pub keys: Keyring,
 }
 
 /// One message of a commit batch.
@@ -138,7 +143,7 @@ pub async fn apply_batch(
             }
         }
     }
-    let mut opened = batch::open(conn, &opening).await?;
+    let mut opened = batch::open(conn, &rules.keys, &opening).await?;
     // `remove`: a second message with the same id in this batch is a duplicate too.
     let fresh: Vec<Option<&Change>> = messages
         .iter()
@@ -150,7 +155,8 @@ pub async fn apply_batch(
         .flat_map(|change| change.effects.iter().filter_map(Effect::customer_id))
         .collect();
     let wallet_customers: Vec<&str> = wallet_customers.into_iter().collect();
-    let wallets = wallet::load_wallets(conn, &wallet_customers).await?;
+    let wallet::LoadedWallets { wallets, tokens } =
+        wallet::load_wallets(conn, &wallet_customers).await?;
     let loaded: HashMap<String, Loaded> = wallets
         .iter()
         .map(|(customer, wallet)| (customer.clone(), Loaded::from(wallet)))
@@ -160,6 +166,7 @@ pub async fn apply_batch(
         rules,
         now: rules.clock.now(),
         wallets,
+        tokens,
         gateways: opened.gateways,
         attachments: Vec::new(),
         last_created: None,
@@ -176,9 +183,9 @@ pub async fn apply_batch(
                 Effect::RecordPlaced(_) => continue,
                 Effect::Emit(event) => event.clone(),
                 Effect::SaveSource(save) => batch.save(&change.cause, save),
-                Effect::Attach(attach) => {
-                    batch.attach(&change.cause, attach, (position, caused.len()))
-                }
+                Effect::Attach(attach) => batch
+                    .attach(&change.cause, attach, (position, caused.len()))
+                    .map_err(|err| sqlx::Error::Decode(err.into()))?,
                 Effect::Remove(target) => batch.remove(&change.cause, target),
                 Effect::SetDefault(target) => batch.set_default(&change.cause, target),
             };
@@ -226,6 +233,8 @@ struct InMemory<'r> {
     rules: &'r Rules,
     now: DateTime<Utc>,
     wallets: HashMap<String, Wallet>,
+    /// The sealed tokens of every source of those wallets, new ones included.
+    tokens: HashMap<String, SealedTokens>,
     /// Whether each gateway saved to exists and is enabled (absent: removed).
     gateways: HashMap<String, bool>,
     /// Attaches that passed the wallet checks, by (message position, event position):
@@ -267,14 +276,16 @@ impl InMemory<'_> {
             }
             Some(true) => {}
         }
+        let rules = self.rules;
         let card = Source {
             id: ids::customer_payment_source_id(),
             gateway_id: save.gateway_id.clone(),
             name: save.name.clone(),
             metadata: save.metadata.clone(),
             reference: Some(save.reference.clone()),
-            customer_token: save.customer_token.clone(),
-            payment_source_token: save.payment_source_token.clone(),
+            fingerprint: rules
+                .keys
+                .fingerprint(&save.gateway_id, &save.payment_source_token),
             created_at: self.next_created_at(),
             expires_at: expiry::expires_at(&save.metadata),
             gateway_enabled: true,
@@ -294,7 +305,7 @@ impl InMemory<'_> {
         };
         let default = wallet.default_source(now).is_some_and(|d| d.id == id);
         let source = wallet.find(&id).expect("the saved source is in the wallet");
-        events::outbound(
+        let event = events::outbound(
             cause,
             "wallet.saved",
             WalletSaved {
@@ -309,7 +320,13 @@ impl InMemory<'_> {
                 },
                 created,
             },
-        )
+        );
+        if created {
+            let (customer, source) = (&save.customer_token, &save.payment_source_token);
+            let sealed = SealedTokens::seal(&rules.keys, &id, customer, source);
+            self.tokens.insert(id, sealed);
+        }
+        event
     }
 
     /// The wall-clock time of a new source, after every other of this batch.
@@ -324,29 +341,45 @@ impl InMemory<'_> {
         at
     }
 
+    /// `wallet.attached` with the source's tokens opened, or the rejection. A token
+    /// that does not open fails the message (never an event without its tokens).
     fn attach(
         &mut self,
         cause: &Meta,
         attach: &WalletAttach,
         slot: (usize, usize),
-    ) -> OutboundEvent {
+    ) -> Result<OutboundEvent, OpenError> {
         if !attach.order_status.is_editable() {
-            return attach_rejected(cause, attach, AttachRejection::OrderNotEditable);
+            return Ok(attach_rejected(
+                cause,
+                attach,
+                AttachRejection::OrderNotEditable,
+            ));
         }
         let now = self.now;
         // Unknown and foreign sources look the same: existence is not revealed.
         let Some(source) = self
-            .wallet(&attach.customer_id)
-            .find(&attach.customer_payment_source_id)
+            .wallets
+            .get(&attach.customer_id)
+            .and_then(|wallet| wallet.find(&attach.customer_payment_source_id))
         else {
-            return attach_rejected(cause, attach, AttachRejection::NotFound);
+            return Ok(attach_rejected(cause, attach, AttachRejection::NotFound));
         };
         if !source.gateway_enabled {
-            return attach_rejected(cause, attach, AttachRejection::GatewayDisabled);
+            return Ok(attach_rejected(
+                cause,
+                attach,
+                AttachRejection::GatewayDisabled,
+            ));
         }
         if source.is_expired(now) {
-            return attach_rejected(cause, attach, AttachRejection::Expired);
+            return Ok(attach_rejected(cause, attach, AttachRejection::Expired));
         }
+        let (customer_token, payment_source_token) = self
+            .tokens
+            .get(&source.id)
+            .expect("every loaded source has its sealed tokens")
+            .open(&self.rules.keys, &source.id)?;
         let event = events::outbound(
             cause,
             "wallet.attached",
@@ -357,14 +390,14 @@ impl InMemory<'_> {
                 payment_source: AttachedPaymentSource {
                     kind: "external_payments",
                     gateway_id: source.gateway_id.clone(),
-                    customer_token: source.customer_token.clone(),
-                    payment_source_token: source.payment_source_token.clone(),
+                    customer_token,
+                    payment_source_token,
                     metadata: source.metadata.clone(),
                 },
             },
         );
         self.attachments.push((slot, attach.clone()));
-        event
+        Ok(event)
     }
 
     fn remove(&mut self, cause: &Meta, target: &SourceRef) -> OutboundEvent {
@@ -423,7 +456,10 @@ impl InMemory<'_> {
                 now.sources
                     .iter()
                     .filter(|s| !then.sources.contains(&s.id))
-                    .map(|s| (customer.as_str(), s)),
+                    .map(|s| {
+                        let sealed = self.tokens.get(&s.id).expect("a new source is sealed");
+                        (customer.as_str(), s, sealed)
+                    }),
             );
             writes.removed.extend(
                 then.sources

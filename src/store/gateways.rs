@@ -1,5 +1,7 @@
 //! External gateways and their shared circuit-breaker state.
 
+use super::keys::GATEWAYS;
+use crate::crypto::Keyring;
 use crate::domain::Secret;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -38,44 +40,59 @@ pub struct GatewayListing {
     pub updated_at: DateTime<Utc>,
 }
 
-fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<Gateway> {
+fn from_row(keys: &Keyring, row: &sqlx::postgres::PgRow) -> sqlx::Result<Gateway> {
+    let id: String = row.try_get("id")?;
+    let key_id: String = row.try_get("secret_key_id")?;
+    let sealed: Vec<u8> = row.try_get("secret_sealed")?;
+    let secret = keys
+        .open_secret(&key_id, &sealed, GATEWAYS.row("secret", &id))
+        .map_err(|err| sqlx::Error::Decode(err.into()))?;
     Ok(Gateway {
-        id: row.try_get("id")?,
+        id,
         token_url: row.try_get("token_url")?,
-        secret: Secret::new(row.try_get::<String, _>("secret")?),
+        secret,
         enabled: row.try_get("enabled")?,
         consecutive_failures: row.try_get("consecutive_failures")?,
         circuit_open_until: row.try_get("circuit_open_until")?,
     })
 }
 
-pub async fn find(pool: &PgPool, id: &str) -> sqlx::Result<Option<Gateway>> {
+/// The gateway `id`, its secret opened. A secret that does not open is a decode error
+/// naming the gateway and the key (never a gateway with a wrong secret).
+pub async fn find(pool: &PgPool, keys: &Keyring, id: &str) -> sqlx::Result<Option<Gateway>> {
     sqlx::query(
-        "SELECT id, token_url, secret, enabled, consecutive_failures, circuit_open_until
+        "SELECT id, token_url, secret_key_id, secret_sealed, enabled, consecutive_failures,
+                circuit_open_until
          FROM gateways WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?
-    .map(|row| from_row(&row))
+    .map(|row| from_row(keys, &row))
     .transpose()
 }
 
+/// Creates or replaces the gateway `id`, its secret sealed under the active key.
 pub async fn upsert(
     pool: &PgPool,
+    keys: &Keyring,
     id: &str,
     token_url: &str,
     secret: &Secret,
     enabled: bool,
 ) -> sqlx::Result<()> {
+    let sealed = keys.seal_secret(secret, GATEWAYS.row("secret", id));
     sqlx::query(
-        "INSERT INTO gateways (id, token_url, secret, enabled) VALUES ($1, $2, $3, $4)
+        "INSERT INTO gateways (id, token_url, secret_key_id, secret_sealed, enabled)
+         VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (id) DO UPDATE SET token_url = EXCLUDED.token_url,
-             secret = EXCLUDED.secret, enabled = EXCLUDED.enabled, updated_at = now()",
+             secret_key_id = EXCLUDED.secret_key_id, secret_sealed = EXCLUDED.secret_sealed,
+             enabled = EXCLUDED.enabled, updated_at = now()",
     )
     .bind(id)
     .bind(token_url)
-    .bind(secret.expose())
+    .bind(&*sealed.key_id)
+    .bind(&sealed.bytes)
     .bind(enabled)
     .execute(pool)
     .await?;

@@ -6,8 +6,11 @@ pub mod dead_letters;
 pub mod effects;
 pub mod gateways;
 pub mod inbox;
+pub mod keys;
+pub mod migrations;
 pub mod orders;
 pub mod outbox;
+pub mod plaintext;
 pub mod retention;
 pub mod wallet;
 
@@ -24,25 +27,29 @@ use std::time::Duration;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// Connects to `url`, creating the database when it does not exist yet, and applies
-/// the migrations (docs/interface.md, command line: `migrate`, `run` and `demo` do this).
-pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+/// the migrations (docs/interface.md, command line: `migrate`, `run` and `demo` do this),
+/// sealing on the way the secrets an earlier version stored in plaintext, with `keys`
+/// ([`migrations::run`]).
+pub async fn connect_and_migrate(
+    url: &str,
+    max_connections: u32,
+    keys: Option<&crate::crypto::DataKeys>,
+) -> anyhow::Result<PgPool> {
     use anyhow::Context;
-    if !Postgres::database_exists(url)
+    let trusted = crate::tls::postgres_url(url);
+    if !Postgres::database_exists(&trusted)
         .await
         .context("cannot reach Postgres at DATABASE_URL")?
     {
         // Two processes may race to create it; the loser sees "already exists".
-        if let Err(err) = Postgres::create_database(url).await
-            && !Postgres::database_exists(url).await.unwrap_or(false)
+        if let Err(err) = Postgres::create_database(&trusted).await
+            && !Postgres::database_exists(&trusted).await.unwrap_or(false)
         {
             return Err(err).context("cannot create the database named in DATABASE_URL");
         }
     }
     let pool = pool(url, max_connections)?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("cannot apply database migrations")?;
+    migrations::run(&pool, keys).await?;
     Ok(pool)
 }
 
@@ -50,12 +57,19 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
 /// read-only commands never create or migrate, so a mistyped `DATABASE_URL` is an
 /// error, not a new empty database.
 pub async fn connect_existing(url: &str) -> anyhow::Result<PgPool> {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();
+    connect_existing_since(url, latest).await
+}
+
+/// [`connect_existing`] for a schema at migration `version` or later (`keys status`
+/// also reads a database whose upgrade is under way).
+pub async fn connect_existing_since(url: &str, version: i64) -> anyhow::Result<PgPool> {
     use anyhow::{Context, bail};
     let name = connect_options(url)?
         .get_database()
         .unwrap_or("postgres")
         .to_owned();
-    if !Postgres::database_exists(url)
+    if !Postgres::database_exists(&crate::tls::postgres_url(url))
         .await
         .context("cannot reach Postgres at DATABASE_URL")?
     {
@@ -75,8 +89,7 @@ pub async fn connect_existing(url: &str) -> anyhow::Result<PgPool> {
         }
         _ => anyhow::Error::new(err).context("cannot read the database schema version"),
     })?;
-    let latest = MIGRATOR.iter().map(|m| m.version).max();
-    if applied < latest {
+    if applied < Some(version) {
         bail!(
             "the schema of database {name} is older than this wallet-worker; run `wallet-worker migrate`"
         );
@@ -114,9 +127,10 @@ pub fn relay_pool(url: &str) -> anyhow::Result<PgPool> {
 
 /// Connection options from `url`. Without an explicit `sslmode`, sqlx would `prefer`
 /// TLS; on loopback that buys nothing and costs a quarter of the worker's database CPU,
-/// so loopback connections default to plain TCP. An explicit `sslmode` always wins.
+/// so loopback connections default to plain TCP. An explicit `sslmode` always wins, and
+/// `verify-full` checks the server against the process's trust (`crate::tls`).
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
-    let options = PgConnectOptions::from_str(url)
+    let options = PgConnectOptions::from_str(&crate::tls::postgres_url(url))
         .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL: {e}"))?;
     let explicit_ssl = url.contains("sslmode=");
     let host = options.get_host();

@@ -11,14 +11,63 @@
 //! removal and a default change see each other's commits, never a snapshot from before
 //! them.
 
+use super::keys::SOURCES;
+use crate::crypto::{Keyring, OpenError};
 use crate::domain::Secret;
-use crate::domain::wallet::{Source as DomainSource, Wallet as DomainWallet};
+use crate::domain::wallet::{Fingerprint, Source as DomainSource, Wallet as DomainWallet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A source's tokens as the store keeps them: sealed under one key, for the source's
+/// row. Opened only to attach the source.
+#[derive(Clone)]
+pub struct SealedTokens {
+    pub key_id: Arc<str>,
+    pub customer_token: Vec<u8>,
+    pub payment_source_token: Vec<u8>,
+}
+
+impl SealedTokens {
+    /// Seals the tokens of source `id` under the active key.
+    pub fn seal(
+        keys: &Keyring,
+        id: &str,
+        customer_token: &Secret,
+        payment_source_token: &Secret,
+    ) -> Self {
+        let customer = keys.seal_secret(customer_token, SOURCES.row("customer_token", id));
+        let source = keys.seal_secret(
+            payment_source_token,
+            SOURCES.row("payment_source_token", id),
+        );
+        Self {
+            key_id: customer.key_id,
+            customer_token: customer.bytes,
+            payment_source_token: source.bytes,
+        }
+    }
+
+    /// The customer token and payment source token of source `id`.
+    pub fn open(&self, keys: &Keyring, id: &str) -> Result<(Secret, Secret), OpenError> {
+        let open =
+            |sealed: &[u8], column| keys.open_secret(&self.key_id, sealed, SOURCES.row(column, id));
+        Ok((
+            open(&self.customer_token, "customer_token")?,
+            open(&self.payment_source_token, "payment_source_token")?,
+        ))
+    }
+}
+
+/// The wallets of a commit batch, and the sealed tokens of their sources by source id.
+pub struct LoadedWallets {
+    pub wallets: HashMap<String, DomainWallet>,
+    pub tokens: HashMap<String, SealedTokens>,
+}
 
 /// A stored source as listings show it: never a token.
 #[derive(Debug, Clone, Serialize)]
@@ -90,11 +139,12 @@ pub async fn list(
 // ---- set-based: the wallets of a whole commit batch ----
 
 /// The wallets of `customers` (locked by the caller), with each source's gateway state
-/// and the chosen default; a customer without sources has an empty wallet.
+/// and the chosen default; a customer without sources has an empty wallet. Tokens stay
+/// sealed.
 pub async fn load_wallets(
     conn: &mut PgConnection,
     customers: &[&str],
-) -> sqlx::Result<HashMap<String, DomainWallet>> {
+) -> sqlx::Result<LoadedWallets> {
     let mut wallets: HashMap<String, DomainWallet> = customers
         .iter()
         .map(|c| {
@@ -106,12 +156,14 @@ pub async fn load_wallets(
             ((*c).to_owned(), wallet)
         })
         .collect();
+    let mut tokens = HashMap::new();
     if customers.is_empty() {
-        return Ok(wallets);
+        return Ok(LoadedWallets { wallets, tokens });
     }
     let rows = sqlx::query(
         "SELECT s.customer_id, s.id, s.gateway_id, s.name, s.metadata, s.reference,
-                s.customer_token, s.payment_source_token, s.created_at, s.expires_at,
+                s.key_id, s.customer_token_sealed, s.payment_source_token_sealed,
+                s.fingerprint, s.created_at, s.expires_at,
                 g.enabled IS TRUE AS gateway_enabled, d.source_id IS NOT NULL AS chosen
          FROM UNNEST($1::text[]) AS c(id)
          JOIN customer_payment_sources s ON s.customer_id = c.id
@@ -129,8 +181,7 @@ pub async fn load_wallets(
             name: row.try_get("name")?,
             metadata: row.try_get::<Json<Map<String, Value>>, _>("metadata")?.0,
             reference: row.try_get("reference")?,
-            customer_token: Secret::new(row.try_get::<String, _>("customer_token")?),
-            payment_source_token: Secret::new(row.try_get::<String, _>("payment_source_token")?),
+            fingerprint: fingerprint(row.try_get("fingerprint")?)?,
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
             gateway_enabled: row.try_get("gateway_enabled")?,
@@ -138,23 +189,37 @@ pub async fn load_wallets(
         let Some(wallet) = wallets.get_mut(&customer) else {
             continue;
         };
+        let sealed = SealedTokens {
+            key_id: row.try_get::<String, _>("key_id")?.into(),
+            customer_token: row.try_get("customer_token_sealed")?,
+            payment_source_token: row.try_get("payment_source_token_sealed")?,
+        };
+        tokens.insert(source.id.clone(), sealed);
         if row.try_get("chosen")? {
             wallet.chosen_default = Some(source.id.clone());
         }
         wallet.sources.push(source);
     }
-    Ok(wallets)
+    Ok(LoadedWallets { wallets, tokens })
 }
 
-/// The customer's source `id`, tokens included (`None` for another customer's).
+fn fingerprint(bytes: Vec<u8>) -> sqlx::Result<Fingerprint> {
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| sqlx::Error::Decode("a stored fingerprint is not 32 bytes".into()))?;
+    Ok(Fingerprint(bytes))
+}
+
+/// The customer's source `id` (`None` for another customer's).
 pub async fn find_owned(
     pool: &PgPool,
     id: &str,
     customer_id: &str,
 ) -> sqlx::Result<Option<DomainSource>> {
     let mut conn = pool.acquire().await?;
-    let wallets = load_wallets(&mut conn, &[customer_id]).await?;
-    Ok(wallets
+    let loaded = load_wallets(&mut conn, &[customer_id]).await?;
+    Ok(loaded
+        .wallets
         .into_values()
         .flat_map(|wallet| wallet.sources)
         .find(|source| source.id == id))

@@ -109,16 +109,18 @@ fn the_admin_server_listens_on_loopback_by_default() {
 #[tokio::test]
 async fn gateway_set_refuses_plain_http_to_another_host_and_accepts_https_or_loopback() {
     let db = format!("{PG_BASE}/wallet_test_{}", uuid::Uuid::new_v4().simple());
-    let refused = run_cli(
+    let mut cleanup = Cleanup::default();
+    cleanup.database_of(&db);
+    let secret = [("WALLET_GATEWAY_SECRET", "s3cret")];
+    let refused = run_cli_with(
         &db,
+        &secret,
         &[
             "gateway",
             "set",
             "g1",
             "--token-url",
             "http://example.com/token",
-            "--secret",
-            "s3cret",
         ],
     )
     .await;
@@ -136,19 +138,8 @@ async fn gateway_set_refuses_plain_http_to_another_host_and_accepts_https_or_loo
         "{lines:?}"
     );
     for url in ["http://127.0.0.1:1/token", "https://pay.example.com/token"] {
-        let accepted = run_cli(
-            &db,
-            &[
-                "gateway",
-                "set",
-                "g1",
-                "--token-url",
-                url,
-                "--secret",
-                "s3cret",
-            ],
-        )
-        .await;
+        let accepted =
+            run_cli_with(&db, &secret, &["gateway", "set", "g1", "--token-url", url]).await;
         assert!(accepted.success, "{url}: {}", accepted.stderr);
         let listed = run_cli(&db, &["gateway", "list", "--json"]).await;
         assert!(listed.stdout.contains(url), "{}", listed.stdout);

@@ -79,3 +79,45 @@ async fn metrics_move_after_traffic() {
     assert!(after.contains("wallet_broker_connected 1"));
     w.stop().await;
 }
+
+/// `WALLET_METRICS_ADDR` (docs/interface.md, admin HTTP): a listener with only what
+/// Prometheus and probes need; the console and the read API stay on the admin address.
+#[tokio::test]
+async fn the_metrics_listener_serves_metrics_and_probes_only_while_the_admin_address_serves_everything()
+ {
+    let mut args = test_args();
+    args.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let w = spawn_worker_with(args).await;
+    let metrics = w.metrics_addr.expect("a metrics listener");
+    let get = |addr: std::net::SocketAddr, path: &str, auth: bool| {
+        let mut request = reqwest::Client::new().get(format!("http://{addr}{path}"));
+        if auth {
+            request = request.header("Authorization", format!("Bearer {ADMIN_TOKEN}"));
+        }
+        async move { request.send().await.expect("answers").status().as_u16() }
+    };
+    let api = "/v1/customers/cus_x/customer_payment_sources";
+    for (path, expected) in [
+        ("/metrics", 200),
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/ui/", 404),
+        (api, 404),
+    ] {
+        assert_eq!(
+            get(metrics, path, true).await,
+            expected,
+            "{path} on the metrics listener"
+        );
+    }
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("wallet_ready 1"), "{text}");
+    assert_eq!(get(w.admin_addr, api, true).await, 200);
+    assert_eq!(get(w.admin_addr, "/ui/", false).await, 401);
+    w.stop().await;
+}

@@ -102,6 +102,7 @@ async fn attaching_a_source_of_a_disabled_gateway_is_gateway_disabled() {
     let source = saved_source(&mut w, "ord_d1", "cus_d", "tok_d").await;
     wallet_worker::store::gateways::upsert(
         &w.pool,
+        &w.keys,
         GATEWAY_ID,
         &format!("{}/token", w.gateway.uri()),
         &wallet_worker::domain::Secret::new(GATEWAY_SECRET),

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const INSTALL: &str = "install Debian's chromium and chromium-driver: \
-                       apt-get install -y chromium chromium-driver (.ci/run does)";
+                       apt-get install -y chromium chromium-driver (scripts/test does)";
 
 /// Viewport of every page (and so of the screenshots).
 pub const WIDTH: u32 = 1280;

@@ -8,12 +8,14 @@ use wallet_worker::config::Cli;
 
 const AMQP_PASSWORD: &str = "amqp-pw-7731";
 const DB_PASSWORD: &str = "pg-pw-8842";
-const SECRETS: [&str; 5] = [
+const SECRETS: [&str; 6] = [
     AMQP_PASSWORD,
     DB_PASSWORD,
     "admin-token-5519",
     "gateway-secret-6620",
     "sim-secret-2208",
+    // The base64 of a data-encryption key (WALLET_ENCRYPTION_KEYS).
+    "diU5GxC3Y4v6G633hYTqyOr/WLz+ZmuUe2lKhC3Hn/Y=",
 ];
 
 /// Every subcommand path of the CLI (`[]`, `["gateway"]`, `["gateway", "set"]`, ...).
@@ -46,8 +48,10 @@ async fn help_of_every_subcommand_shows_no_credential_from_the_environment() {
                     format!("postgres://ops:{DB_PASSWORD}@db/wallet"),
                 )
                 .env("WALLET_ADMIN_TOKEN", SECRETS[2])
+                .env("WALLET_ADMIN_TOKEN_FILE", "/run/secrets/admin-token")
                 .env("WALLET_GATEWAY_SECRET", SECRETS[3])
                 .env("GATEWAY_SIM_SECRET", SECRETS[4])
+                .env("WALLET_ENCRYPTION_KEYS", format!("k1:{}", SECRETS[5]))
                 .output()
                 .await
                 .expect("wallet-worker runs");
@@ -85,6 +89,8 @@ async fn database_exists(name: &str) -> bool {
 #[tokio::test]
 async fn read_only_commands_against_a_missing_database_fail_in_one_line_and_create_nothing() {
     let name = format!("wallet_test_missing_{}", uuid::Uuid::new_v4().simple());
+    let mut cleanup = Cleanup::default();
+    cleanup.database(&name);
     let url = format!("{PG_BASE}/{name}");
     for args in [
         vec!["wallet", "list", "cus_1"],
@@ -114,6 +120,8 @@ async fn read_only_commands_against_a_missing_database_fail_in_one_line_and_crea
 #[tokio::test]
 async fn read_only_commands_against_a_database_without_the_schema_say_so_and_migrate_nothing() {
     let name = format!("wallet_test_empty_{}", uuid::Uuid::new_v4().simple());
+    let mut cleanup = Cleanup::default();
+    cleanup.database(&name);
     let admin = sqlx::PgPool::connect(&format!("{PG_BASE}/postgres"))
         .await
         .expect("postgres");
@@ -140,8 +148,5 @@ async fn read_only_commands_against_a_database_without_the_schema_say_so_and_mig
     .expect("count");
     assert_eq!(tables, 0, "a read-only command migrated the database");
     db.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .expect("drop");
+    admin.close().await;
 }

@@ -37,7 +37,7 @@ async fn publish_held(w: &TestWorker, routing_key: &str, msg: &serde_json::Value
 async fn disable_gateway(w: &TestWorker) {
     let url = format!("{}/token", w.gateway.uri());
     let secret = wallet_worker::domain::Secret::new(GATEWAY_SECRET);
-    gateways::upsert(&w.pool, GATEWAY_ID, &url, &secret, false)
+    gateways::upsert(&w.pool, &w.keys, GATEWAY_ID, &url, &secret, false)
         .await
         .unwrap();
 }

@@ -3,10 +3,11 @@
 
 #![allow(dead_code)]
 
+pub use crate::cleanup::Cleanup;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, Consumer};
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wallet_worker::config::{AmqpArgs, DbArgs, WorkerArgs};
+use wallet_worker::crypto::{DataKeys, Keyring};
 use wallet_worker::domain::Secret;
 use wallet_worker::gateway::{sign, verify};
 use wallet_worker::store::dead_letters::DeadLetter;
@@ -28,6 +30,20 @@ pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 pub const GATEWAY_ID: &str = "acme-pay";
 pub const GATEWAY_SECRET: &str = "whsec_test_gateway_secret_9f8e";
 pub const ADMIN_TOKEN: &str = "admin_test_token_5d4c3b";
+/// The data-encryption keys of every test worker and CLI run (each test has its own
+/// database, so one key serves them all): `WALLET_ENCRYPTION_KEYS` text.
+pub const TEST_KEYS: &str = "test-2026:diU5GxC3Y4v6G633hYTqyOr/WLz+ZmuUe2lKhC3Hn/Y=";
+
+pub fn test_keys() -> DataKeys {
+    DataKeys::parse(&Secret::new(TEST_KEYS)).expect("the test keys parse")
+}
+
+/// The keyring of `pool`'s database under [`TEST_KEYS`].
+pub async fn test_keyring(pool: &PgPool) -> Keyring {
+    wallet_worker::store::keys::keyring(pool, test_keys())
+        .await
+        .expect("keyring")
+}
 /// How long a test waits for something the worker should do.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -79,6 +95,8 @@ pub fn unique(prefix: &str) -> String {
 /// A worker running in this process with everything of its own.
 pub struct TestWorker {
     pub pool: PgPool,
+    /// The keyring of the worker's database: seals and opens what tests store by hand.
+    pub keys: Keyring,
     pub args: WorkerArgs,
     pub channel: Channel,
     pub connection: Connection,
@@ -91,8 +109,13 @@ pub struct TestWorker {
     pub admin_addr: SocketAddr,
     /// The last dead-letter row [`TestWorker::next_dead_letter`] returned.
     dead_letters_seen: std::sync::atomic::AtomicI64,
+    /// The metrics-only listener, when the test asked for one (`metrics_addr`).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Removes the test's database, exchange and queues when the worker is dropped,
+    /// however the test ended; tests add what else they create.
+    pub cleanup: Cleanup,
 }
 
 /// Worker arguments for a fresh database and fresh queues; tests tweak them.
@@ -112,6 +135,8 @@ pub fn test_args() -> WorkerArgs {
         retry_base_ms: 50,
         retry_max_ms: 400,
         admin_addr: "127.0.0.1:0".parse().expect("address"),
+        admin_token_file: None,
+        metrics_addr: None,
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
         circuit_threshold: 50,
         circuit_cool_down_ms: 1_000,
@@ -120,6 +145,7 @@ pub fn test_args() -> WorkerArgs {
         // Bulk tests save hundreds of cards per customer; the cap's own tests lower it.
         max_sources_per_customer: 1_000_000,
         clock: Default::default(),
+        keys: Some(test_keys()),
         inbox_retention_days: 30,
         order_retention_days: 90,
         dead_letter_retention_days: 30,
@@ -133,11 +159,23 @@ pub async fn spawn_worker() -> TestWorker {
 
 pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
     init_logs();
+    let cleanup = Cleanup::of_worker(&args);
     let gateway = MockServer::start().await;
-    let pool = wallet_worker::store::connect_and_migrate(&args.db.database_url, 2)
+    let pool =
+        wallet_worker::store::connect_and_migrate(&args.db.database_url, 2, args.keys.as_ref())
+            .await
+            .expect("test database");
+    let keys = args.keys.clone().unwrap_or_else(test_keys);
+    let keys = wallet_worker::store::keys::keyring(&pool, keys)
         .await
-        .expect("test database");
-    register_gateway(&pool, GATEWAY_ID, &format!("{}/token", gateway.uri())).await;
+        .expect("keyring");
+    register_gateway_with(
+        &keys,
+        &pool,
+        GATEWAY_ID,
+        &format!("{}/token", gateway.uri()),
+    )
+    .await;
     let connection = wallet_worker::broker::connect(AMQP_URL, "test")
         .await
         .expect("broker");
@@ -153,6 +191,7 @@ pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
     let events = event_consumer(&channel, &args).await;
     let worker = TestWorker {
         pool,
+        keys,
         args,
         channel,
         connection,
@@ -162,8 +201,10 @@ pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
         gateway,
         admin_addr: running.admin_addr,
         dead_letters_seen: Default::default(),
+        metrics_addr: running.metrics_addr,
         shutdown,
         task: Some(running.task),
+        cleanup,
     };
     worker.wait_until_ready().await;
     worker
@@ -231,9 +272,44 @@ async fn event_consumer(channel: &Channel, args: &WorkerArgs) -> Consumer {
 }
 
 pub async fn register_gateway(pool: &PgPool, id: &str, token_url: &str) {
-    wallet_worker::store::gateways::upsert(pool, id, token_url, &Secret::new(GATEWAY_SECRET), true)
+    register_gateway_with(&test_keyring(pool).await, pool, id, token_url).await;
+}
+
+/// [`register_gateway`], its secret sealed with `keys`.
+pub async fn register_gateway_with(keys: &Keyring, pool: &PgPool, id: &str, token_url: &str) {
+    let secret = Secret::new(GATEWAY_SECRET);
+    wallet_worker::store::gateways::upsert(pool, keys, id, token_url, &secret, true)
         .await
         .expect("gateway");
+}
+
+/// An outbox row as a crashed worker leaves it: committed (a minute ago, so the next
+/// sweep takes it), never published; its body sealed as the worker seals it.
+pub async fn leave_outbox_row(
+    pool: &PgPool,
+    event_id: &str,
+    routing_key: &str,
+    body: &Value,
+    trace: Option<(&str, &str)>,
+) {
+    let keys = test_keyring(pool).await;
+    let body = serde_json::to_vec(body).expect("json");
+    let at = wallet_worker::store::keys::OUTBOX.row("body", event_id);
+    let sealed = keys.seal(&body, at);
+    sqlx::query(
+        "INSERT INTO outbox (event_id, routing_key, causation_id, key_id, body, traceparent,
+                             tracestate, created_at)
+         VALUES ($1, $2, 'msg-before-crash', $3, $4, $5, $6, now() - interval '1 minute')",
+    )
+    .bind(event_id)
+    .bind(routing_key)
+    .bind(&*sealed.key_id)
+    .bind(&sealed.bytes)
+    .bind(trace.map(|t| t.0))
+    .bind(trace.map(|t| t.1))
+    .execute(pool)
+    .await
+    .expect("outbox row");
 }
 
 /// An outbound event as a pipeline would receive it.
@@ -458,7 +534,8 @@ impl TestWorker {
             .expect("count query")
     }
 
-    /// Stops the worker gracefully and removes the test's queues and exchange.
+    /// Stops the worker gracefully; dropping the harness then removes the test's
+    /// database, queues and exchange ([`Cleanup`]).
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
@@ -466,23 +543,15 @@ impl TestWorker {
                 .expect("worker task")
                 .expect("worker exits cleanly");
         }
-        let topology = wallet_worker::broker::Topology::new(
-            &self.args.amqp.exchange,
-            &self.args.amqp.queue,
-            self.args.retry_base_ms,
-            self.args.retry_max_ms,
-        );
-        for queue in topology.queues() {
-            let _ = self
-                .channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        let _ = self
-            .channel
-            .exchange_delete(self.args.amqp.exchange.as_str().into(), Default::default())
-            .await;
         self.pool.close().await;
+    }
+}
+
+impl Drop for TestWorker {
+    /// A test that failed leaves its worker running: stop it taking messages before the
+    /// clean-up deletes its queues (a worker still running could declare them again).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
@@ -736,6 +805,7 @@ pub async fn run_cli_with(database_url: &str, env: &[(&str, &str)], args: &[&str
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", database_url)
+        .env("WALLET_ENCRYPTION_KEYS", TEST_KEYS)
         .envs(env.iter().copied())
         .env("RUST_LOG", "trace")
         .output()

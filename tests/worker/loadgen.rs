@@ -114,6 +114,7 @@ async fn loadgen_against_a_running_worker_completes_every_message() {
 #[tokio::test]
 async fn loadgen_fails_clearly_when_no_worker_queue_is_bound() {
     let args = test_args();
+    let _cleanup = Cleanup::of_worker(&args);
     let config = LoadgenConfig {
         amqp_url: AMQP_URL.into(),
         exchange: args.amqp.exchange.clone(),
@@ -128,18 +129,12 @@ async fn loadgen_fails_clearly_when_no_worker_queue_is_bound() {
         .await
         .expect_err("nothing consumes");
     assert!(err.to_string().contains("no queue is bound"), "{err:#}");
-    let connection = wallet_worker::broker::connect(AMQP_URL, "test")
-        .await
-        .expect("broker");
-    let channel = connection.create_channel().await.expect("channel");
-    let _ = channel
-        .exchange_delete(args.amqp.exchange.as_str().into(), Default::default())
-        .await;
 }
 
 #[tokio::test]
 async fn demo_runs_end_to_end_on_its_own_queues_and_database() {
     let worker = test_args();
+    let _cleanup = Cleanup::of_worker(&worker);
     let args = wallet_worker::config::DemoArgs {
         worker: worker.clone(),
         count: 120,
@@ -148,12 +143,6 @@ async fn demo_runs_end_to_end_on_its_own_queues_and_database() {
         .await
         .expect("the demo succeeds");
 
-    let topology = wallet_worker::broker::Topology::new(
-        &worker.amqp.exchange,
-        &worker.amqp.queue,
-        worker.retry_base_ms,
-        worker.retry_max_ms,
-    );
     let pool = wallet_worker::store::connect_existing(&worker.db.database_url)
         .await
         .expect("the demo's database");
@@ -163,16 +152,4 @@ async fn demo_runs_end_to_end_on_its_own_queues_and_database() {
         .expect("count");
     assert_eq!(dead, 1, "the demo's malformed message, and nothing else");
     pool.close().await;
-    let connection = wallet_worker::broker::connect(AMQP_URL, "test")
-        .await
-        .expect("broker");
-    let channel = connection.create_channel().await.expect("channel");
-    for queue in topology.queues() {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), Default::default())
-            .await;
-    }
-    let _ = channel
-        .exchange_delete(worker.amqp.exchange.as_str().into(), Default::default())
-        .await;
 }

@@ -4,6 +4,7 @@
 mod access;
 mod accounting;
 mod browser;
+mod cleanup;
 mod helpers;
 mod pg_counter;
 mod process;
@@ -23,6 +24,7 @@ mod dead_letter_events;
 #[cfg(feature = "failpoints")]
 mod decisions;
 mod dlq;
+mod keys;
 mod loadgen;
 mod malformed;
 mod memory;
@@ -35,7 +37,10 @@ mod retention;
 mod retries;
 mod round_trips;
 mod save;
+mod secret_files;
 mod secrets;
 mod shutdown;
+mod tls;
 mod trace;
+mod upgrade;
 mod wallet_life;

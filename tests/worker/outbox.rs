@@ -5,25 +5,18 @@ use crate::helpers::*;
 #[tokio::test]
 async fn an_outbox_row_left_unpublished_by_a_crash_is_published_after_restart() {
     let args = test_args();
+    let _cleanup = Cleanup::of_worker(&args);
     // The state a crash leaves behind: committed, never published.
-    let pool = wallet_worker::store::connect_and_migrate(&args.db.database_url, 2)
-        .await
-        .unwrap();
+    let pool =
+        wallet_worker::store::connect_and_migrate(&args.db.database_url, 2, args.keys.as_ref())
+            .await
+            .unwrap();
     let body = serde_json::json!({
         "id": "evt-left-behind", "type": "wallet.saved", "occurred_at": "2026-11-27T16:00:00Z",
         "causation_id": "msg-before-crash",
         "data": { "order_id": "ord_x", "customer_id": "cus_x", "created": true,
                   "customer_payment_source": { "id": "AbCdEfGh12", "gateway_id": "acme-pay", "name": "n", "metadata": {}, "default": true } } });
-    sqlx::query(
-        "INSERT INTO outbox (event_id, routing_key, causation_id, body) VALUES ($1, $2, $3, $4)",
-    )
-    .bind("evt-left-behind")
-    .bind("wallet.saved")
-    .bind("msg-before-crash")
-    .bind(serde_json::to_vec(&body).unwrap())
-    .execute(&pool)
-    .await
-    .unwrap();
+    leave_outbox_row(&pool, "evt-left-behind", "wallet.saved", &body, None).await;
     pool.close().await;
 
     let mut w = spawn_worker_with(args).await;

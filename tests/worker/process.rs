@@ -1,5 +1,6 @@
 //! The worker as a real process (`wallet-worker run`), for tests that kill or signal it.
 
+use crate::helpers::TEST_KEYS;
 use std::process::Stdio;
 use tokio::process::{Child, Command};
 use wallet_worker::config::WorkerArgs;
@@ -25,6 +26,7 @@ impl WorkerProcess {
             .env("AMQP_URL", &args.amqp.amqp_url)
             .env("WALLET_EXCHANGE", &args.amqp.exchange)
             .env("WALLET_QUEUE", &args.amqp.queue)
+            .env("WALLET_ENCRYPTION_KEYS", TEST_KEYS)
             .env("WALLET_PREFETCH", args.prefetch.to_string())
             .env("WALLET_MAX_ATTEMPTS", args.max_attempts.to_string())
             .env("WALLET_RETRY_BASE_MS", args.retry_base_ms.to_string())

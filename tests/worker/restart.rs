@@ -47,9 +47,10 @@ async fn durable_event_queue(channel: &lapin::Channel, exchange: &str, name: &st
 
 #[tokio::test]
 async fn broker_restart_under_load_loses_nothing() {
-    let w = spawn_worker().await;
+    let mut w = spawn_worker().await;
     w.gateway_accepts().await;
     let events = format!("{}.observer", w.args.amqp.queue);
+    w.cleanup.queue(&events);
     durable_event_queue(&w.channel, &w.args.amqp.exchange, &events).await;
     let published = publish_saves(&w, "restart", 600).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;

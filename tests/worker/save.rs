@@ -34,17 +34,38 @@ async fn order_placed_with_the_flag_saves_the_source_and_publishes_wallet_saved(
         "no token in wallet.saved"
     );
 
-    let stored: (String, String) = sqlx::query_as(
-        "SELECT customer_token, payment_source_token FROM customer_payment_sources WHERE id = $1",
+    // Stored sealed: the row holds no token, and its sealed tokens open to the gateway's.
+    let (key_id, customer, source): (String, Vec<u8>, Vec<u8>) = sqlx::query_as(
+        "SELECT key_id, customer_token_sealed, payment_source_token_sealed
+         FROM customer_payment_sources WHERE id = $1",
     )
     .bind(id)
     .fetch_one(&w.pool)
     .await
     .expect("stored source");
+    let table = wallet_worker::store::keys::SOURCES;
+    let open = |sealed: &[u8], column| {
+        w.keys
+            .open_secret(&key_id, sealed, table.row(column, id))
+            .expect("the stored token opens")
+            .expose()
+            .to_owned()
+    };
     assert_eq!(
-        stored,
-        (customer_token_for("cus_1"), source_token_for("tok_1a2b3c"))
+        open(&customer, "customer_token"),
+        customer_token_for("cus_1")
     );
+    assert_eq!(
+        open(&source, "payment_source_token"),
+        source_token_for("tok_1a2b3c")
+    );
+    let row: String =
+        sqlx::query_scalar("SELECT s::text FROM customer_payment_sources s WHERE id = $1")
+            .bind(id)
+            .fetch_one(&w.pool)
+            .await
+            .expect("row as text");
+    assert!(!row.contains("tok_1a2b3c") && !row.contains(&customer_token_for("cus_1")));
     w.stop().await;
 }
 
@@ -344,6 +365,7 @@ async fn the_gateway_stub_verifies_the_signature_of_every_call() {
 async fn register_gateway_with_secret(w: &TestWorker, secret: &str) {
     wallet_worker::store::gateways::upsert(
         &w.pool,
+        &w.keys,
         GATEWAY_ID,
         &format!("{}/token", w.gateway.uri()),
         &wallet_worker::domain::Secret::new(secret),

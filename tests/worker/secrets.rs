@@ -140,6 +140,7 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
     // The CLI, as the real binary with everything logged.
     let db = w.args.db.database_url.clone();
     let mut cli = Vec::new();
+    let secret_env = [("WALLET_GATEWAY_SECRET", GATEWAY_SECRET)];
     for args in [
         vec!["wallet", "list", customer.as_str(), "--json"],
         vec!["wallet", "list", customer.as_str()],
@@ -151,8 +152,6 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
             "scan-gw",
             "--token-url",
             "http://example.com/token",
-            "--secret",
-            GATEWAY_SECRET,
         ],
         vec![
             "gateway",
@@ -160,11 +159,9 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
             "scan-gw",
             "--token-url",
             "http://127.0.0.1:1/token",
-            "--secret",
-            GATEWAY_SECRET,
         ],
     ] {
-        let out = run_cli(&db, &args).await;
+        let out = run_cli_with(&db, &secret_env, &args).await;
         cli.push((args.join(" "), format!("{}\n{}", out.stdout, out.stderr)));
     }
     assert!(
@@ -185,7 +182,7 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
         "{:?}\n{:?}\n{:?}\n{:?}",
         w.args,
         parse(raw).expect("the save parses"),
-        store::gateways::find(&w.pool, GATEWAY_ID)
+        store::gateways::find(&w.pool, &w.keys, GATEWAY_ID)
             .await
             .expect("gateway"),
         store::wallet::find_owned(&w.pool, &source_id, &customer)
@@ -229,6 +226,113 @@ async fn no_secret_reaches_logs_cli_output_metrics_or_dead_letter_headers() {
         ("admin token", ADMIN_TOKEN.to_owned()),
     ];
     let hits = leaks(&sinks, &secrets);
+    assert!(hits.is_empty(), "secrets leaked: {hits:#?}");
+    w.stop().await;
+}
+
+/// A token is a token whatever its JSON type: secret fields holding numbers, objects
+/// and arrays, in the payment source and in metadata (the order's and the gateway's),
+/// reach no log line, no event but `wallet.attached`, no dead-letter header, no CLI
+/// listing and no read API answer.
+#[tokio::test]
+async fn secret_fields_of_every_json_type_reach_no_output() {
+    let mut w = spawn_worker().await;
+    let answer = json!({ "success": true, "data": {
+        "customer_token": "cus_tok_typed", "payment_source_token": "pst_tok_typed",
+        "metadata": { "network_token": "nt_secret_9999", "client_secret": 123456789012u64, "funding": "credit" } } });
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&w.gateway)
+        .await;
+    let customer = unique("cus");
+    let mut outputs = Vec::new();
+    // The payment source token as a number, an object and an array: malformed, and
+    // the rejection names the field and what was expected, never the value.
+    for value in [
+        json!(4242424242424242u64),
+        json!({ "pan": "tok_obj_secret_1" }),
+        json!(["tok_arr_secret_2"]),
+    ] {
+        let mut msg = order_placed(&unique("ord"), &customer, "unused", true);
+        msg["data"]["order"]["payment_source"]["payment_source_token"] = value;
+        w.publish_unchecked("order.placed", &msg).await;
+        let dead = w.dead_lettered_event(msg["id"].as_str()).await;
+        assert_eq!(dead.data()["error"], "malformed");
+        assert!(
+            dead.data()["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("data.order.payment_source.payment_source_token: invalid type: "),
+            "{}",
+            dead.data()
+        );
+        outputs.push(("wallet.dead_lettered".to_owned(), dead.body.to_string()));
+        let letter = w.next_dead_letter().await;
+        let headers = render(&letter.properties.headers().clone().unwrap_or_default());
+        outputs.push(("dead-letter headers".to_owned(), headers));
+    }
+    // Secret fields of every type inside the order's metadata.
+    let mut msg = order_placed(&unique("ord"), &customer, "tok_typed", true);
+    msg["data"]["order"]["payment_source"]["metadata"] = json!({
+        "brand": "visa", "last4": "4242", "card_token": 5555444433332222u64,
+        "secret": { "k": "sec_obj_secret_3" }, "nested": { "api_token": ["tok_arr_secret_4"] } });
+    w.publish("order.placed", &msg).await;
+    let saved = w.event_caused_by(msg["id"].as_str().unwrap()).await;
+    assert_eq!(saved.routing_key, "wallet.saved");
+    let source = saved.data()["customer_payment_source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        saved.data()["customer_payment_source"]["metadata"]["funding"],
+        "credit"
+    );
+    outputs.push(("wallet.saved".to_owned(), saved.body.to_string()));
+    let attach = wallet_attach(&unique("ord"), "pending", &customer, &source);
+    w.publish("wallet.attach", &attach).await;
+    let attached = w.event_caused_by(attach["id"].as_str().unwrap()).await;
+    assert_eq!(
+        attached.data()["payment_source"]["payment_source_token"],
+        "pst_tok_typed"
+    );
+    // Only the two tokens it exists to carry: nothing from the metadata.
+    outputs.push((
+        "wallet.attached metadata".to_owned(),
+        attached.data()["payment_source"]["metadata"].to_string(),
+    ));
+
+    let db = w.args.db.database_url.clone();
+    for args in [
+        vec!["wallet", "list", customer.as_str(), "--json"],
+        vec!["wallet", "list", customer.as_str(), "--all"],
+        vec!["gateway", "list", "--json"],
+    ] {
+        let out = run_cli(&db, &args).await;
+        assert!(out.success, "{}", out.stderr);
+        outputs.push((args.join(" "), format!("{}{}", out.stdout, out.stderr)));
+    }
+    let listing = format!("/v1/customers/{customer}/customer_payment_sources?all=true");
+    let (status, api) = w
+        .admin_get(&listing, Some(&format!("Bearer {ADMIN_TOKEN}")))
+        .await;
+    assert!(status == 200 && api.contains(&source), "{api}");
+    outputs.push(("read API".to_owned(), api));
+    outputs.push(("logs".to_owned(), captured_logs()));
+    let secrets: Vec<(&str, String)> = [
+        "4242424242424242",
+        "tok_obj_secret_1",
+        "tok_arr_secret_2",
+        "5555444433332222",
+        "sec_obj_secret_3",
+        "tok_arr_secret_4",
+        "nt_secret_9999",
+        "123456789012",
+    ]
+    .into_iter()
+    .map(|s| (s, s.to_owned()))
+    .collect();
+    let hits = leaks(&outputs, &secrets);
     assert!(hits.is_empty(), "secrets leaked: {hits:#?}");
     w.stop().await;
 }

@@ -144,26 +144,18 @@ async fn an_invalid_traceparent_is_not_passed_on() {
 #[tokio::test]
 async fn an_outbox_row_left_by_a_crash_is_published_with_its_trace_context() {
     let args = test_args();
-    let pool = wallet_worker::store::connect_and_migrate(&args.db.database_url, 2)
-        .await
-        .unwrap();
+    let _cleanup = Cleanup::of_worker(&args);
+    let pool =
+        wallet_worker::store::connect_and_migrate(&args.db.database_url, 2, args.keys.as_ref())
+            .await
+            .unwrap();
     let body = serde_json::json!({
         "id": "evt-traced", "type": "wallet.default_set", "occurred_at": "2026-11-27T16:00:00Z",
         "causation_id": "msg-before-crash",
         "data": { "customer_id": "cus_x", "customer_payment_source_id": "AbCdEfGh12" } });
-    sqlx::query(
-        "INSERT INTO outbox (event_id, routing_key, causation_id, body, traceparent, tracestate)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind("evt-traced")
-    .bind("wallet.default_set")
-    .bind("msg-before-crash")
-    .bind(serde_json::to_vec(&body).unwrap())
-    .bind(inbound_traceparent())
-    .bind(TRACESTATE)
-    .execute(&pool)
-    .await
-    .unwrap();
+    let traceparent = inbound_traceparent();
+    let trace = Some((traceparent.as_str(), TRACESTATE));
+    leave_outbox_row(&pool, "evt-traced", "wallet.default_set", &body, trace).await;
     pool.close().await;
 
     let mut w = spawn_worker_with(args).await;

@@ -142,6 +142,7 @@ async fn set_gateway(w: &TestWorker, id: &str, enabled: bool) {
     let url = format!("{}/token", w.gateway.uri());
     wallet_worker::store::gateways::upsert(
         &w.pool,
+        &w.keys,
         id,
         &url,
         &Secret::new(GATEWAY_SECRET),
@@ -182,13 +183,18 @@ async fn removing_a_source_publishes_wallet_removed_and_the_source_is_gone_every
         "wallet.attach_rejected",
         "not_found",
     );
-    let tokens = w
-        .count(&format!(
-            "SELECT count(*) FROM customer_payment_sources
-             WHERE id = '{gone}' OR payment_source_token = '{}'",
-            source_token_for("tok_gone")
-        ))
-        .await;
+    let card = w.keys.fingerprint(
+        GATEWAY_ID,
+        &wallet_worker::domain::Secret::new(source_token_for("tok_gone")),
+    );
+    let tokens: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM customer_payment_sources WHERE id = $1 OR fingerprint = $2",
+    )
+    .bind(&gone)
+    .bind(card.0.as_slice())
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
     assert_eq!(tokens, 0, "the row and its tokens are deleted");
 
     // The same card saved again later is a new source.

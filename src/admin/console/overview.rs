@@ -5,6 +5,7 @@
 use super::layout::{self, Nav, Notice};
 use super::live::Live;
 use super::{Console, forbidden};
+use crate::gateway::shown_token_url;
 use crate::html::{LineChart, Series, escape, line_chart};
 use crate::store::dead_letters::gauge;
 use crate::store::{self, gateways};
@@ -197,7 +198,7 @@ async fn gateways_html(console: &Console) -> String {
             rows,
             r#"<tr data-gateway="{id}"><td><code>{id}</code></td><td>{url}</td><td>{enabled}</td><td><span class="badge {circuit}" data-circuit="{circuit}">{circuit}</span></td><td class="num">{failures}</td><td>{until}</td><td>{reset}</td></tr>"#,
             id = escape(&g.id),
-            url = escape(&public_url(&g.token_url)),
+            url = escape(&shown_token_url(&g.token_url)),
             enabled = if g.enabled { "yes" } else { "no" },
             circuit = g.circuit,
             failures = g.consecutive_failures,
@@ -209,21 +210,6 @@ async fn gateways_html(console: &Console) -> String {
     format!(
         r#"<h2>Gateways</h2><table class="grid" id="gateways"><thead><tr><th>Gateway</th><th>token_url</th><th>Enabled</th><th>Circuit</th><th class="num">Failures in a row</th><th>Open until</th><th></th></tr></thead><tbody>{rows}</tbody></table>"#
     )
-}
-
-/// A token_url without user info, query or fragment: whatever credentials someone put
-/// into it stay off the page.
-fn public_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut url) => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.set_query(None);
-            url.set_fragment(None);
-            url.to_string()
-        }
-        Err(_) => "(not a URL)".to_owned(),
-    }
 }
 
 /// `POST /ui/gateways/reset`.
@@ -252,18 +238,4 @@ pub async fn reset_circuit(
         }
     };
     Redirect::to(&format!("/ui/?{notice}")).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::public_url;
-
-    #[test]
-    fn token_urls_lose_their_credentials() {
-        assert_eq!(
-            public_url("https://user:pw@gw.example/token?key=k#f"),
-            "https://gw.example/token"
-        );
-        assert_eq!(public_url("::"), "(not a URL)");
-    }
 }

@@ -8,10 +8,13 @@
 use super::{dead_letters, nothing_matched, open};
 use crate::broker::{self, relay};
 use crate::config::{AmqpArgs, DbArgs};
+use crate::crypto::DataKeys;
+use crate::crypto::Keyring;
 use crate::domain::envelope::INBOUND_TYPES;
+use crate::store;
 use crate::store::dead_letters::replay::{self, By};
 use crate::store::dead_letters::{Cursor, DeadLetter, Filter, audit, query};
-use crate::store::outbox;
+use crate::store::outbox::{self, PendingEvent};
 use anyhow::{Context, bail};
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -111,16 +114,18 @@ pub async fn replay(
     if run.dry_run {
         return dry_run(&pool, filter).await;
     }
+    let keys = store::keys::keyring(&pool, DataKeys::required_from_env()?).await?;
     let (connection, _node) = broker::connect_any(&amqp.amqp_url, "dlq")
         .await
         .context("cannot reach RabbitMQ at AMQP_URL")?;
-    let replayed = replay_on(&pool, &connection, amqp, filter, run).await;
+    let replayed = replay_on(&pool, &keys, &connection, amqp, filter, run).await;
     let _ = connection.close(200, "done".into()).await;
     replayed
 }
 
 async fn replay_on(
     pool: &PgPool,
+    keys: &Keyring,
     connection: &Connection,
     amqp: &AmqpArgs,
     filter: &Filter,
@@ -128,7 +133,7 @@ async fn replay_on(
 ) -> anyhow::Result<()> {
     let channel = publisher(connection, &amqp.queue).await?;
     // What an earlier replay committed and never published goes first.
-    relay::sweep_stale(pool, &channel, &amqp.exchange)
+    relay::sweep_stale(pool, keys, &channel, &amqp.exchange)
         .await
         .context("cannot publish what an earlier replay left in the outbox")?;
     let target = serde_json::to_value(filter)?;
@@ -153,6 +158,7 @@ async fn replay_on(
     loop {
         let next = replay::batch(
             pool,
+            keys,
             by,
             filter,
             cursor.as_ref(),
@@ -216,11 +222,15 @@ impl Publisher<'_> {
         let mut tx = self.pool.begin().await?;
         let published = async {
             let locked = outbox::lock(&mut tx, &seqs).await?;
-            for chunk in locked.chunks(self.pacer.chunk()) {
+            let held: Vec<&PendingEvent> = batch
+                .events
+                .iter()
+                .filter(|e| locked.binary_search(&e.seq).is_ok())
+                .collect();
+            for chunk in held.chunks(self.pacer.chunk()) {
                 self.pacer.wait(chunk.len()).await;
                 relay::publish_all(self.channel, self.exchange, chunk).await?;
             }
-            let locked: Vec<i64> = locked.iter().map(|e| e.seq).collect();
             outbox::delete(&mut tx, &locked).await?;
             Ok::<_, anyhow::Error>(())
         }

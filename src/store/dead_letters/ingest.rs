@@ -5,6 +5,7 @@
 
 use super::NewDeadLetter;
 use super::groups::{self, Added};
+use crate::crypto::Keyring;
 use crate::domain::events::{self, Cause, DeadLettered};
 use crate::store::outbox::{self, PendingEvent};
 use sqlx::{PgConnection, PgPool};
@@ -20,9 +21,13 @@ pub struct Ingested {
 }
 
 /// Stores `letters`; those already stored add nothing.
-pub async fn ingest(pool: &PgPool, letters: &[NewDeadLetter]) -> sqlx::Result<Ingested> {
+pub async fn ingest(
+    pool: &PgPool,
+    keys: &Keyring,
+    letters: &[NewDeadLetter],
+) -> sqlx::Result<Ingested> {
     let mut tx = pool.begin().await?;
-    match store(&mut tx, letters).await {
+    match store(&mut tx, keys, letters).await {
         Ok(events) => {
             tx.commit().await?;
             Ok(events)
@@ -34,7 +39,11 @@ pub async fn ingest(pool: &PgPool, letters: &[NewDeadLetter]) -> sqlx::Result<In
     }
 }
 
-async fn store(conn: &mut PgConnection, letters: &[NewDeadLetter]) -> sqlx::Result<Ingested> {
+async fn store(
+    conn: &mut PgConnection,
+    keys: &Keyring,
+    letters: &[NewDeadLetter],
+) -> sqlx::Result<Ingested> {
     let mut new: HashSet<Vec<u8>> = insert(&mut *conn, letters).await?.into_iter().collect();
     let mut added: BTreeMap<String, Added> = BTreeMap::new();
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
@@ -60,7 +69,7 @@ async fn store(conn: &mut PgConnection, letters: &[NewDeadLetter]) -> sqlx::Resu
         announced.push(announcement(letter));
     }
     groups::add(&mut *conn, &added).await?;
-    let events = outbox::insert_all(conn, announced).await?;
+    let events = outbox::insert_all(conn, keys, announced).await?;
     Ok(Ingested { events, kinds })
 }
 

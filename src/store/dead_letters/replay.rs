@@ -6,6 +6,7 @@
 
 use super::groups;
 use super::{COLUMNS, Cursor, DeadLetter, Filter, time_text};
+use crate::crypto::Keyring;
 use crate::domain::dead_letter::REPLAYED_AT;
 use crate::store::outbox::{self, PendingEvent, Replay};
 use chrono::Utc;
@@ -37,6 +38,7 @@ pub struct By<'a> {
 /// key is one of `routable`. Rows another replay or purge holds are skipped.
 pub async fn batch(
     pool: &PgPool,
+    keys: &Keyring,
     by: By<'_>,
     filter: &Filter,
     after: Option<&Cursor>,
@@ -44,7 +46,7 @@ pub async fn batch(
     routable: &[&str],
 ) -> sqlx::Result<Batch> {
     let mut tx = pool.begin().await?;
-    match replay(&mut tx, by, filter, after, limit, routable).await {
+    match replay(&mut tx, keys, by, filter, after, limit, routable).await {
         Ok(batch) => {
             tx.commit().await?;
             Ok(batch)
@@ -58,6 +60,7 @@ pub async fn batch(
 
 async fn replay(
     conn: &mut PgConnection,
+    keys: &Keyring,
     by: By<'_>,
     filter: &Filter,
     after: Option<&Cursor>,
@@ -84,7 +87,7 @@ async fn replay(
             headers: replay_headers(&row.headers, &time_text(now)),
         })
         .collect();
-    let events = outbox::insert_replays(&mut *conn, replays).await?;
+    let events = outbox::insert_replays(&mut *conn, keys, replays).await?;
     let ids: Vec<i64> = replayed.iter().map(|row| row.id).collect();
     sqlx::query("UPDATE dead_letters SET replayed_at = $2, replayed_by = $3 WHERE id = ANY($1)")
         .bind(&ids)

@@ -305,7 +305,7 @@ async fn killed_after_commit(w: &TestWorker, id: &str) {
         actor: "killed",
         audit_id,
     };
-    let batch = replay::batch(&w.pool, by, &filter, None, 10, &INBOUND_TYPES)
+    let batch = replay::batch(&w.pool, &w.keys, by, &filter, None, 10, &INBOUND_TYPES)
         .await
         .unwrap();
     assert_eq!(batch.events.len(), 1);

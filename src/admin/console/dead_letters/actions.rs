@@ -120,7 +120,16 @@ async fn replay_all(console: &Console, filter: &Filter, actor: &str) -> sqlx::Re
     let by = By { actor, audit_id };
     let (mut replayed, mut failed, mut cursor) = (0, 0, None::<Cursor>);
     loop {
-        let batch = replay::batch(pool, by, filter, cursor.as_ref(), BATCH, &INBOUND_TYPES).await?;
+        let batch = replay::batch(
+            pool,
+            &console.admin.keys,
+            by,
+            filter,
+            cursor.as_ref(),
+            BATCH,
+            &INBOUND_TYPES,
+        )
+        .await?;
         let Some(next) = batch.next else { break };
         cursor = Some(next);
         replayed += batch.replayed.len() as u64;
