@@ -24,13 +24,17 @@ CREATE TABLE dead_letters (
     group_key        text NOT NULL,
     dead_lettered_at timestamptz NOT NULL,
     ingested_at      timestamptz NOT NULL DEFAULT now(),
-    -- The message as it came. body is byte for byte; properties are as `dlq list --json`
-    -- shows them; headers are the AMQP header table as typed JSON (a string stays a
-    -- string, any other value is {"<type>": value}) so a replay republishes them as
-    -- they were. Plain columns: nothing is indexed or searched inside them.
+    -- The message as it came, sealed (docs/interface.md, secrets: an order body carries
+    -- its payment source token, and any header may hold a secret): body byte for byte,
+    -- headers as the AMQP header table in typed JSON (a string stays a string, any
+    -- other value is {"<type>": value}) so a replay republishes them as they were. Both
+    -- are sealed under key_id and bound to the row's id; nothing is indexed or searched
+    -- inside them. properties (message id, type, content type, ...) are the AMQP
+    -- properties as `dlq list --json` shows them, in the clear.
+    key_id           text NOT NULL,
     body             bytea NOT NULL,
+    headers          bytea NOT NULL,
     properties       jsonb NOT NULL,
-    headers          jsonb NOT NULL,
     -- Set in the transaction that puts the message back into the outbox.
     replayed_at      timestamptz,
     replayed_by      text
@@ -38,6 +42,8 @@ CREATE TABLE dead_letters (
 
 CREATE UNIQUE INDEX dead_letters_dedupe ON dead_letters (dedupe_key);
 CREATE INDEX dead_letters_by_message_id ON dead_letters (message_id);
+-- `keys status`, `keys rotate` and `run` find the key ids in use with a skip scan.
+CREATE INDEX dead_letters_by_key ON dead_letters (key_id);
 -- The pruner's: how long a row has been kept (WALLET_DEAD_LETTER_RETENTION_DAYS).
 CREATE INDEX dead_letters_by_ingested_at ON dead_letters (ingested_at);
 
@@ -89,8 +95,9 @@ CREATE TABLE audit_log (
 );
 
 -- A replayed dead letter travels through the outbox like an event, but keeps its own
--- AMQP properties and headers (same forms as in dead_letters). NULL for events, whose
--- properties the relay makes up.
+-- AMQP properties and headers (same forms as in dead_letters; the headers sealed like
+-- the body, under the row's key_id). NULL for events, whose properties the relay makes
+-- up.
 ALTER TABLE outbox
     ADD COLUMN properties jsonb,
-    ADD COLUMN headers    jsonb;
+    ADD COLUMN headers    bytea;

@@ -10,6 +10,7 @@ mod table;
 pub use table::{details, table};
 
 use crate::config::{DbArgs, DlqCmd, DlqFilter, DlqNarrow, DlqSelect};
+use crate::crypto::DataKeys;
 use crate::store::dead_letters::query::{self, Count, MAX_PAGE, Summary};
 use crate::store::dead_letters::{Cursor, Filter};
 use crate::store::{self};
@@ -83,6 +84,12 @@ async fn open(db: &DbArgs) -> anyhow::Result<PgPool> {
     store::connect_existing(&db.database_url).await
 }
 
+/// The data-encryption keys that open stored bodies and headers (from the environment
+/// or its file, never the command line): every command that reads them needs them.
+fn keys() -> anyhow::Result<DataKeys> {
+    Ok(DataKeys::required_from_env()?)
+}
+
 async fn list(
     db: &DbArgs,
     filter: &Filter,
@@ -90,6 +97,7 @@ async fn list(
     after: Option<Cursor>,
     json: bool,
 ) -> anyhow::Result<()> {
+    let keys = keys()?;
     let pool = open(db).await?;
     let mut out = table::Output::new(json);
     let mut conn = pool.acquire().await?;
@@ -98,7 +106,7 @@ async fn list(
         let want = limit.map_or(MAX_PAGE, |limit| {
             (limit - shown).min(MAX_PAGE as u64) as i64
         });
-        let rows = query::page(&mut conn, filter, last.as_ref(), want)
+        let rows = query::page(&mut conn, &keys, filter, last.as_ref(), want)
             .await
             .context("cannot list dead letters")?;
         ended = (rows.len() as i64) < want;
@@ -148,8 +156,9 @@ pub fn last_line(shown: u64, rest: Count, filtered: bool, last: Option<&Cursor>)
 }
 
 async fn show(db: &DbArgs, key: &str) -> anyhow::Result<()> {
+    let keys = keys()?;
     let pool = open(db).await?;
-    let letters = query::show(&pool, key)
+    let letters = query::show(&pool, &keys, key)
         .await
         .context("cannot read the dead-letter store")?;
     if letters.is_empty() {

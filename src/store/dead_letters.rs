@@ -20,6 +20,8 @@ pub mod purge;
 pub mod query;
 pub mod replay;
 
+use super::keys::DEAD_LETTERS;
+use crate::crypto::DataKeys;
 use crate::domain::TraceContext;
 use crate::domain::failure_group::FailureGroup;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -62,8 +64,9 @@ impl fmt::Debug for NewDeadLetter {
     }
 }
 
-/// A stored dead letter. `Debug` leaves the body out: it may hold payment tokens.
-#[derive(Clone, sqlx::FromRow)]
+/// A stored dead letter, its body and headers opened. `Debug` leaves the body out: it
+/// may hold payment tokens.
+#[derive(Clone)]
 pub struct DeadLetter {
     pub id: i64,
     pub message_id: Option<String>,
@@ -96,10 +99,72 @@ impl fmt::Debug for DeadLetter {
     }
 }
 
-/// The columns of [`DeadLetter`], in its order.
+/// A dead letter as stored: body and headers sealed under `key_id`.
+#[derive(sqlx::FromRow)]
+pub struct Stored {
+    id: i64,
+    message_id: Option<String>,
+    routing_key: Option<String>,
+    error: String,
+    detail: String,
+    attempts: Option<i32>,
+    order_id: Option<String>,
+    customer_id: Option<String>,
+    correlation_id: Option<String>,
+    group_key: String,
+    dead_lettered_at: DateTime<Utc>,
+    ingested_at: DateTime<Utc>,
+    replayed_at: Option<DateTime<Utc>>,
+    replayed_by: Option<String>,
+    key_id: String,
+    body: Vec<u8>,
+    headers: Vec<u8>,
+    properties: Value,
+}
+
+impl Stored {
+    /// Opens body and headers. One that does not open (its key missing, or the row
+    /// altered) is a decode error naming the row and the key, never a value.
+    pub fn open(self, keys: &DataKeys) -> sqlx::Result<DeadLetter> {
+        let id = self.id.to_string();
+        let open = |column, sealed: &[u8]| {
+            keys.open(&self.key_id, sealed, DEAD_LETTERS.row(column, &id))
+                .map_err(|err| sqlx::Error::Decode(err.into()))
+        };
+        let body = open("body", &self.body)?.to_vec();
+        let headers = serde_json::from_slice(&open("headers", &self.headers)?)
+            .map_err(|err| sqlx::Error::Decode(err.into()))?;
+        Ok(DeadLetter {
+            id: self.id,
+            message_id: self.message_id,
+            routing_key: self.routing_key,
+            error: self.error,
+            detail: self.detail,
+            attempts: self.attempts,
+            order_id: self.order_id,
+            customer_id: self.customer_id,
+            correlation_id: self.correlation_id,
+            group_key: self.group_key,
+            dead_lettered_at: self.dead_lettered_at,
+            ingested_at: self.ingested_at,
+            replayed_at: self.replayed_at,
+            replayed_by: self.replayed_by,
+            body,
+            properties: self.properties,
+            headers,
+        })
+    }
+}
+
+/// Opens every row of a page.
+pub fn open_all(rows: Vec<Stored>, keys: &DataKeys) -> sqlx::Result<Vec<DeadLetter>> {
+    rows.into_iter().map(|row| row.open(keys)).collect()
+}
+
+/// The columns of [`Stored`].
 pub const COLUMNS: &str = "id, message_id, routing_key, error, detail, attempts, \
     order_id, customer_id, correlation_id, group_key, dead_lettered_at, ingested_at, \
-    replayed_at, replayed_by, body, properties, headers";
+    replayed_at, replayed_by, key_id, body, headers, properties";
 
 /// Which dead letters (not replayed yet) a command takes: those matching every
 /// criterion given; none given: all of them.

@@ -510,12 +510,13 @@ impl TestWorker {
         );
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let row: Option<DeadLetter> = sqlx::query_as(&sql)
+            let row: Option<wallet_worker::store::dead_letters::Stored> = sqlx::query_as(&sql)
                 .bind(seen)
                 .fetch_optional(&self.pool)
                 .await
                 .expect("dead-letter query");
             if let Some(row) = row {
+                let row: DeadLetter = row.open(self.keys.data_keys()).expect("it opens");
                 self.dead_letters_seen.store(row.id, Ordering::SeqCst);
                 return StoredDeadLetter::of(row);
             }

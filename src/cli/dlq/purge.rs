@@ -4,6 +4,7 @@
 
 use super::{dead_letters, nothing_matched, open};
 use crate::config::DbArgs;
+use crate::crypto::DataKeys;
 use crate::store::dead_letters::{Cursor, Filter, audit, purge, query};
 use anyhow::{Context, bail};
 use sqlx::PgPool;
@@ -44,7 +45,7 @@ pub async fn purge(
     }
     let pool = open(db).await?;
     if dry_run {
-        return dry_run_of(&pool, filter).await;
+        return dry_run_of(&pool, &super::keys()?, filter).await;
     }
     if confirm == Confirm::Ask && !confirmed(&pool).await? {
         bail!("nothing purged");
@@ -82,11 +83,11 @@ async fn confirmed(pool: &PgPool) -> anyhow::Result<bool> {
 }
 
 /// Prints what a purge would delete, page by page; changes nothing.
-async fn dry_run_of(pool: &PgPool, filter: &Filter) -> anyhow::Result<()> {
+async fn dry_run_of(pool: &PgPool, keys: &DataKeys, filter: &Filter) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
     let (mut n, mut cursor) = (0u64, None);
     loop {
-        let page = query::page(&mut conn, filter, cursor.as_ref(), query::MAX_PAGE).await?;
+        let page = query::page(&mut conn, keys, filter, cursor.as_ref(), query::MAX_PAGE).await?;
         let Some(last) = page.last() else { break };
         cursor = Some(Cursor::of(last));
         for letter in &page {

@@ -112,9 +112,9 @@ pub async fn replay(
 ) -> anyhow::Result<()> {
     let pool = open(db).await?;
     if run.dry_run {
-        return dry_run(&pool, filter).await;
+        return dry_run(&pool, &super::keys()?, filter).await;
     }
-    let keys = store::keys::keyring(&pool, DataKeys::required_from_env()?).await?;
+    let keys = store::keys::keyring(&pool, super::keys()?).await?;
     let (connection, _node) = broker::connect_any(&amqp.amqp_url, "dlq")
         .await
         .context("cannot reach RabbitMQ at AMQP_URL")?;
@@ -281,11 +281,11 @@ impl Pacer {
 }
 
 /// Prints what a replay would do, reading page by page; changes nothing.
-async fn dry_run(pool: &PgPool, filter: &Filter) -> anyhow::Result<()> {
+async fn dry_run(pool: &PgPool, keys: &DataKeys, filter: &Filter) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
     let (mut tally, mut cursor) = (Tally::default(), None);
     loop {
-        let page = query::page(&mut conn, filter, cursor.as_ref(), query::MAX_PAGE).await?;
+        let page = query::page(&mut conn, keys, filter, cursor.as_ref(), query::MAX_PAGE).await?;
         let Some(last) = page.last() else { break };
         cursor = Some(Cursor::of(last));
         for letter in &page {

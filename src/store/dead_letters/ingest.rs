@@ -7,6 +7,7 @@ use super::NewDeadLetter;
 use super::groups::{self, Added};
 use crate::crypto::Keyring;
 use crate::domain::events::{self, Cause, DeadLettered};
+use crate::store::keys::DEAD_LETTERS;
 use crate::store::outbox::{self, PendingEvent};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashSet};
@@ -44,7 +45,10 @@ async fn store(
     keys: &Keyring,
     letters: &[NewDeadLetter],
 ) -> sqlx::Result<Ingested> {
-    let mut new: HashSet<Vec<u8>> = insert(&mut *conn, letters).await?.into_iter().collect();
+    let mut new: HashSet<Vec<u8>> = insert(&mut *conn, keys, letters)
+        .await?
+        .into_iter()
+        .collect();
     let mut added: BTreeMap<String, Added> = BTreeMap::new();
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut announced = Vec::new();
@@ -73,32 +77,38 @@ async fn store(
     Ok(Ingested { events, kinds })
 }
 
-/// Inserts the rows whose dedupe key is new; returns those keys.
-async fn insert(conn: &mut PgConnection, letters: &[NewDeadLetter]) -> sqlx::Result<Vec<Vec<u8>>> {
+/// Inserts the rows whose dedupe key is new, bodies and headers sealed; returns those
+/// keys.
+async fn insert(
+    conn: &mut PgConnection,
+    keys: &Keyring,
+    letters: &[NewDeadLetter],
+) -> sqlx::Result<Vec<Vec<u8>>> {
+    let ids = next_ids(&mut *conn, letters.len()).await?;
+    let (bodies, headers) = seal(keys, &ids, letters);
     let column = |f: fn(&NewDeadLetter) -> Option<&str>| -> Vec<Option<&str>> {
         letters.iter().map(f).collect()
     };
-    let keys: Vec<&[u8]> = letters.iter().map(|l| l.dedupe_key.as_slice()).collect();
     let errors: Vec<&str> = letters.iter().map(|l| l.error.as_str()).collect();
     let details: Vec<&str> = letters.iter().map(|l| l.detail.as_str()).collect();
     let attempts: Vec<Option<i32>> = letters.iter().map(|l| l.attempts).collect();
     let groups: Vec<&str> = letters.iter().map(|l| l.group.key.as_str()).collect();
     let times: Vec<_> = letters.iter().map(|l| l.dead_lettered_at).collect();
-    let bodies: Vec<&[u8]> = letters.iter().map(|l| l.body.as_slice()).collect();
     let properties: Vec<&serde_json::Value> = letters.iter().map(|l| &l.properties).collect();
-    let headers: Vec<&serde_json::Value> = letters.iter().map(|l| &l.headers).collect();
+    let dedupe: Vec<&[u8]> = letters.iter().map(|l| l.dedupe_key.as_slice()).collect();
     sqlx::query_scalar(
         "INSERT INTO dead_letters
              (dedupe_key, message_id, routing_key, error, detail, attempts, order_id,
               customer_id, correlation_id, group_key, dead_lettered_at, body, properties,
-              headers)
-         SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[],
+              headers, id, key_id)
+         SELECT *, $16 FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[],
                               $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
-                              $11::timestamptz[], $12::bytea[], $13::jsonb[], $14::jsonb[])
+                              $11::timestamptz[], $12::bytea[], $13::jsonb[], $14::bytea[],
+                              $15::bigint[]) AS u
          ON CONFLICT (dedupe_key) DO NOTHING
          RETURNING dedupe_key",
     )
-    .bind(&keys)
+    .bind(&dedupe)
     .bind(column(|l| l.message_id.as_deref()))
     .bind(column(|l| l.routing_key.as_deref()))
     .bind(&errors)
@@ -112,8 +122,33 @@ async fn insert(conn: &mut PgConnection, letters: &[NewDeadLetter]) -> sqlx::Res
     .bind(&bodies)
     .bind(&properties)
     .bind(&headers)
+    .bind(&ids)
+    .bind(keys.active_id())
     .fetch_all(conn)
     .await
+}
+
+/// `n` row ids from the table's sequence: each sealed value is bound to its row's id,
+/// so the ids come before the insert. (Those of rows already stored go unused.)
+async fn next_ids(conn: &mut PgConnection, n: usize) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('dead_letters', 'id')) FROM generate_series(1, $1)",
+    )
+    .bind(i64::try_from(n).unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await
+}
+
+/// Each letter's body and headers sealed for the row `ids[i]`.
+fn seal(keys: &Keyring, ids: &[i64], letters: &[NewDeadLetter]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut bodies, mut headers) = (Vec::new(), Vec::new());
+    for (letter, id) in letters.iter().zip(ids) {
+        let id = id.to_string();
+        bodies.push(keys.seal(&letter.body, DEAD_LETTERS.row("body", &id)).bytes);
+        let text = serde_json::to_vec(&letter.headers).unwrap_or_default();
+        headers.push(keys.seal(&text, DEAD_LETTERS.row("headers", &id)).bytes);
+    }
+    (bodies, headers)
 }
 
 /// `wallet.dead_lettered` for a new dead letter (docs/messages.md,

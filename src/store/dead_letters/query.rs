@@ -2,7 +2,8 @@
 //! more match, one dead letter, and the summary. Each is one indexed query (or two in
 //! one snapshot); memory holds at most a page.
 
-use super::{COLUMNS, Cursor, DeadLetter, Filter, time_text};
+use super::{COLUMNS, Cursor, DeadLetter, Filter, Stored, open_all, time_text};
+use crate::crypto::DataKeys;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -20,6 +21,7 @@ pub const SHOW_AT_MOST: i64 = 20;
 /// Up to `limit` (at most [`MAX_PAGE`]) dead letters matching `filter`, after `after`.
 pub async fn page(
     conn: &mut PgConnection,
+    keys: &DataKeys,
     filter: &Filter,
     after: Option<&Cursor>,
     limit: i64,
@@ -28,7 +30,7 @@ pub async fn page(
     filter.push_where(&mut sql, after);
     sql.push(" ORDER BY dead_lettered_at, id LIMIT ")
         .push_bind(limit.clamp(1, MAX_PAGE));
-    sql.build_query_as().fetch_all(conn).await
+    open_all(sql.build_query_as().fetch_all(conn).await?, keys)
 }
 
 /// How many dead letters match `filter` after `after`.
@@ -110,9 +112,9 @@ pub async fn rest(
 
 /// The dead letters whose message id is `key`, or the one whose row id it is, oldest
 /// first (replayed ones included), at most [`SHOW_AT_MOST`].
-pub async fn show(pool: &PgPool, key: &str) -> sqlx::Result<Vec<DeadLetter>> {
+pub async fn show(pool: &PgPool, keys: &DataKeys, key: &str) -> sqlx::Result<Vec<DeadLetter>> {
     let row_id: Option<i64> = key.parse().ok();
-    sqlx::query_as(&format!(
+    let rows: Vec<Stored> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM dead_letters WHERE message_id = $1 OR id = $2
          ORDER BY id LIMIT $3"
     ))
@@ -120,7 +122,8 @@ pub async fn show(pool: &PgPool, key: &str) -> sqlx::Result<Vec<DeadLetter>> {
     .bind(row_id)
     .bind(SHOW_AT_MOST)
     .fetch_all(pool)
-    .await
+    .await?;
+    open_all(rows, keys)
 }
 
 /// Dead letters not replayed yet whose message id starts with one of `prefixes`, by

@@ -5,8 +5,8 @@
 //! a relay sweep's) business, after the commit.
 
 use super::groups;
-use super::{COLUMNS, Cursor, DeadLetter, Filter, time_text};
-use crate::crypto::Keyring;
+use super::{COLUMNS, Cursor, DeadLetter, Filter, open_all, time_text};
+use crate::crypto::{DataKeys, Keyring};
 use crate::domain::dead_letter::REPLAYED_AT;
 use crate::store::outbox::{self, PendingEvent, Replay};
 use chrono::Utc;
@@ -67,7 +67,7 @@ async fn replay(
     limit: i64,
     routable: &[&str],
 ) -> sqlx::Result<Batch> {
-    let rows = lock(&mut *conn, filter, after, limit).await?;
+    let rows = lock(&mut *conn, keys.data_keys(), filter, after, limit).await?;
     let next = rows.last().map(Cursor::of);
     let (replayed, not_replayable): (Vec<DeadLetter>, Vec<DeadLetter>) =
         rows.into_iter().partition(|row| {
@@ -109,6 +109,7 @@ async fn replay(
 /// The next `limit` matching rows after `after`, locked; rows locked elsewhere skipped.
 async fn lock(
     conn: &mut PgConnection,
+    keys: &DataKeys,
     filter: &Filter,
     after: Option<&Cursor>,
     limit: i64,
@@ -118,7 +119,7 @@ async fn lock(
     sql.push(" ORDER BY dead_lettered_at, id LIMIT ")
         .push_bind(limit)
         .push(" FOR UPDATE SKIP LOCKED");
-    sql.build_query_as().fetch_all(conn).await
+    open_all(sql.build_query_as().fetch_all(conn).await?, keys)
 }
 
 /// The headers a replayed message carries: its own, without the worker's `x-wallet-*`

@@ -65,7 +65,16 @@ pub async fn list(
     let after = query.after.as_deref().and_then(Cursor::parse);
     let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
     let page = match console.admin.pool.acquire().await {
-        Ok(mut conn) => query::page(&mut conn, &filter, after.as_ref(), limit + 1).await,
+        Ok(mut conn) => {
+            query::page(
+                &mut conn,
+                console.admin.keys.data_keys(),
+                &filter,
+                after.as_ref(),
+                limit + 1,
+            )
+            .await
+        }
         Err(err) => Err(err),
     };
     let body = match page {

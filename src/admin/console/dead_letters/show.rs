@@ -22,7 +22,13 @@ pub struct ShowQuery {
 pub async fn show(State(console): State<Console>, Query(query): Query<ShowQuery>) -> Response {
     let title = format!("Dead letter {}", query.id);
     let notice = Notice::default();
-    let letters = match query::show(&console.admin.pool, &query.id).await {
+    let letters = match query::show(
+        &console.admin.pool,
+        console.admin.keys.data_keys(),
+        &query.id,
+    )
+    .await
+    {
         Ok(letters) => letters,
         Err(err) => {
             tracing::error!(
