@@ -1,24 +1,22 @@
 //! Masks secrets in dead letters before they are displayed (docs/interface.md, secrets): a
-//! body may carry a `payment_source_token`, a header may be named after a token, and no
-//! output (CLI, console) ever shows one. The store keeps and a replay republishes the
-//! original bytes; only what people see is masked.
+//! body may carry a `payment_source_token` (or any other secret field, of any JSON
+//! type), a header may be named after a token, and no output (CLI, console) ever shows
+//! one. The store keeps (sealed) and a replay republishes the original bytes; only
+//! what people see is masked.
 
+use super::secret::is_secret_field;
 use serde_json::Value;
-
-/// Fields whose values are secrets wherever they appear in a body.
-pub const SECRET_FIELDS: [&str; 3] = ["payment_source_token", "customer_token", "secret"];
 
 /// What a masked value is shown as.
 pub const MASK: &str = "[redacted]";
 
-/// Whether a header's value is shown masked whatever it holds: the body's secret field
-/// names, and anything that names itself a token, secret, password or authorization.
+/// Whether a header's value is shown masked whatever it holds: anything that names
+/// itself a token, secret, password or authorization.
 pub fn is_secret_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    SECRET_FIELDS.iter().any(|field| name.contains(field))
-        || ["token", "secret", "password", "authorization"]
-            .iter()
-            .any(|word| name.contains(word))
+    ["token", "secret", "password", "authorization"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 /// A header's value as shown: masked under a secret-looking name, else with the secret
@@ -30,8 +28,10 @@ pub fn header_value(name: &str, text: &str) -> String {
     String::from_utf8_lossy(&redact(text.as_bytes())).into_owned()
 }
 
-/// The body with the value of every secret field masked. Text, whitespace and invalid
-/// bytes elsewhere stay as they were, so a malformed body is still shown as it came.
+/// The body with the value of every secret field masked, whatever its JSON type (a
+/// string keeps its quotes around the mask; a number, object or array becomes the
+/// string `"[redacted]"`). Text, whitespace and invalid bytes elsewhere stay as they
+/// were, so a malformed body is still shown as it came.
 pub fn redact(body: &[u8]) -> Vec<u8> {
     let textual = redact_text(body);
     // A key spelled with escapes (`payment\u005fsource_token`) slips past the textual
@@ -46,27 +46,32 @@ pub fn redact(body: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Masks `"field": value` wherever it occurs, JSON or not.
+/// Masks `"field": value` wherever a secret field's name occurs as a key, JSON or not.
 fn redact_text(body: &[u8]) -> Vec<u8> {
     let mut out = body.to_vec();
-    for field in SECRET_FIELDS {
-        let needle = format!("\"{field}\"");
-        let mut from = 0;
-        while let Some(found) = find(&out[from..], needle.as_bytes()) {
-            let key_end = from + found + needle.len();
-            let colon = skip_whitespace(&out, key_end);
-            if out.get(colon) != Some(&b':') {
-                from = key_end;
-                continue;
-            }
-            let start = skip_whitespace(&out, colon + 1);
-            let (span, replacement) = match out.get(start) {
-                Some(b'"') => (start + 1..string_end(&out, start + 1), MASK.to_owned()),
-                _ => (start..scalar_end(&out, start), format!("\"{MASK}\"")),
-            };
-            from = span.start + replacement.len();
-            out.splice(span, replacement.into_bytes());
+    let mut at = 0;
+    while let Some(found) = out
+        .get(at..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'"'))
+    {
+        let open = at + found;
+        let close = string_end(&out, open + 1).min(out.len());
+        let colon = skip_whitespace(&out, close + 1);
+        let is_key = close < out.len() && out.get(colon) == Some(&b':');
+        if !(is_key && is_secret_field(&String::from_utf8_lossy(&out[open + 1..close]))) {
+            at = close + 1;
+            continue;
         }
+        let start = skip_whitespace(&out, colon + 1);
+        let (span, replacement) = match out.get(start) {
+            Some(b'"') => (start + 1..string_end(&out, start + 1), MASK.to_owned()),
+            Some(b'{' | b'[') => (start..container_end(&out, start), format!("\"{MASK}\"")),
+            _ => (start..scalar_end(&out, start), format!("\"{MASK}\"")),
+        };
+        let span_end = span.start + replacement.len();
+        out.splice(span, replacement.into_bytes());
+        // Past the mask (and its closing quote, if any).
+        at = span_end + 1;
     }
     out
 }
@@ -77,7 +82,7 @@ fn mask_json(value: &mut Value) -> bool {
         Value::Object(map) => {
             let mut changed = false;
             for (key, value) in map.iter_mut() {
-                if SECRET_FIELDS.contains(&key.as_str()) {
+                if is_secret_field(key) {
                     if value.as_str() != Some(MASK) {
                         *value = Value::String(MASK.to_owned());
                         changed = true;
@@ -95,10 +100,25 @@ fn mask_json(value: &mut Value) -> bool {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+/// Index just past the object or array starting at `at` (strings inside skipped), or
+/// the end of a cut body.
+fn container_end(bytes: &[u8], mut at: usize) -> usize {
+    let mut depth = 0usize;
+    while let Some(byte) = bytes.get(at) {
+        match byte {
+            b'"' => at = string_end(bytes, at + 1),
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return at + 1;
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    bytes.len()
 }
 
 fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
@@ -172,5 +192,37 @@ mod tests {
         let escaped = shown(br#"{"payment\u005fsource_token":"tok_esc"}"#);
         assert!(!escaped.contains("tok_esc"), "{escaped}");
         assert_eq!(shown(b"\xff\xfe plain"), "\u{fffd}\u{fffd} plain");
+    }
+
+    #[test]
+    fn every_secret_field_is_masked_whatever_its_json_type() {
+        // Not JSON (a trailing comma): only the textual pass sees it.
+        let body = br#"{"card_token": 4242424242424242, "client_secret": {"k": "cs_1", "n": [1]},
+            "apiToken": ["at_1", {"x": "at_2"}], "password": "pw_1", "authorization": true,
+            "secret": -1.5e3, "kept": "visible",}"#;
+        let text = shown(body);
+        for value in [
+            "4242424242424242",
+            "cs_1",
+            "at_1",
+            "at_2",
+            "pw_1",
+            "true",
+            "1.5e3",
+        ] {
+            assert!(!text.contains(value), "{value} in {text}");
+        }
+        assert!(text.contains(r#""kept": "visible""#), "{text}");
+        // JSON: the parsed pass agrees.
+        let json = br#"{"data": {"payment_source_token": {"a": 1}, "customer_token": [7, 8]}}"#;
+        assert_eq!(
+            shown(json),
+            r#"{"data": {"payment_source_token": "[redacted]", "customer_token": "[redacted]"}}"#
+        );
+        // A cut body: the value runs to its end.
+        assert_eq!(
+            shown(br#"{"secret": {"a": "s_1""#),
+            r#"{"secret": "[redacted]""#
+        );
     }
 }

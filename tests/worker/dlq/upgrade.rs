@@ -203,3 +203,58 @@ pub async fn announced_ids(
     }
     copies
 }
+
+/// A database that a version without the dead-letter store migrated (every migration
+/// but 0007, which came in with a lower number than the sealing migrations): the
+/// read-only commands call it out of date, and `migrate` (what `run` does) adds 0007.
+#[tokio::test]
+async fn a_database_migrated_without_0007_gets_it_applied() {
+    let args = test_args();
+    let mut cleanup = Cleanup::of_worker(&args);
+    let url = args.db.database_url.clone();
+    cleanup.database_of(&url);
+    let pool = wallet_worker::store::connect_and_migrate(&url, 2, Some(&test_keys()))
+        .await
+        .expect("migrated");
+    for sql in [
+        "DROP TABLE dead_letters, dead_letter_groups, audit_log",
+        "ALTER TABLE outbox DROP COLUMN properties, DROP COLUMN headers",
+        "DELETE FROM _sqlx_migrations WHERE version = 7",
+    ] {
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+    }
+    let latest: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(latest, 9, "as main left it");
+    pool.close().await;
+    let err = wallet_worker::store::connect_existing(&url)
+        .await
+        .expect_err("0007 is missing");
+    assert!(
+        err.to_string().contains("older than this wallet-worker"),
+        "{err:#}"
+    );
+
+    let pool = wallet_worker::store::connect_and_migrate(&url, 2, Some(&test_keys()))
+        .await
+        .expect("migrated again");
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2, 3, 4, 5, 7, 8, 9]);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&pool)
+        .await
+        .expect("the store exists");
+    assert_eq!(stored, 0);
+    pool.close().await;
+    wallet_worker::store::connect_existing(&url)
+        .await
+        .expect("up to date")
+        .close()
+        .await;
+}
