@@ -5,6 +5,7 @@
 mod intake;
 #[cfg(feature = "failpoints")]
 mod kill;
+mod leaks;
 mod purge;
 mod replay;
 mod upgrade;
