@@ -136,6 +136,7 @@ async fn a_replay_killed_midway_with_its_worker_still_gives_each_message_one_eff
         ])
         .env("DATABASE_URL", &w.args.db.database_url)
         .env("AMQP_URL", AMQP_URL)
+        .env("WALLET_ENCRYPTION_KEYS", TEST_KEYS)
         .env("WALLET_EXCHANGE", &w.args.amqp.exchange)
         .env("WALLET_QUEUE", &w.args.amqp.queue)
         .env_remove("RUST_LOG")
