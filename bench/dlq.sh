@@ -38,6 +38,9 @@ WORK="$(mktemp -d /tmp/wallet-dlq-bench.XXXXXX)"
 export WALLET_QUEUE="bench-dlq-$STAMP" WALLET_EXCHANGE="bench-dlq-x-$STAMP"
 export DATABASE_URL="$PG/wallet_bench_dlq_$STAMP"
 export WALLET_ADMIN_TOKEN="bench-token-$STAMP" RUST_LOG=warn
+# A fresh data-encryption key: the store seals every dead letter's body and headers.
+WALLET_ENCRYPTION_KEYS="bench:$(head -c 32 /dev/urandom | base64)"
+export WALLET_ENCRYPTION_KEYS
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 export WALLET_ADMIN_ADDR="127.0.0.1:$PORT"
 WORKER_PID=""
