@@ -196,3 +196,73 @@ async fn no_secret_of_a_dead_letter_reaches_any_output_or_the_stored_rows() {
     assert!(hits.is_empty(), "secrets leaked: {hits:#?}");
     w.stop().await;
 }
+
+/// Dead letters are in the sealed list: `keys rotate`'s batches re-seal their bodies
+/// and headers (and an outbox event's absent headers stay absent), after which the old
+/// key can go and every dead letter still opens; a row copied to another id does not.
+#[tokio::test]
+async fn dead_letters_rotate_to_a_new_key_and_stay_bound_to_their_row() {
+    use wallet_worker::crypto::DataKeys;
+    use wallet_worker::domain::Secret;
+    use wallet_worker::store::dead_letters::query;
+    use wallet_worker::store::keys::{self, DEAD_LETTERS, OUTBOX};
+    let mut w = spawn_worker().await;
+    let mut msg = order_placed(&unique("ord"), &unique("cus"), "unused", true);
+    msg["data"]["order"]["payment_source"]["payment_source_token"] = json!(4242424242424242u64);
+    let id = msg["id"].as_str().unwrap().to_owned();
+    w.publish_unchecked("order.placed", &msg).await;
+    w.dead_lettered_event(Some(&id)).await;
+    // An event's outbox row (no headers), dated ahead so no relay sweep takes it.
+    let keyring = test_keyring(&w.pool).await;
+    let sealed = keyring.seal(b"{}", OUTBOX.row("body", "evt-rotate"));
+    sqlx::query(
+        "INSERT INTO outbox (event_id, routing_key, key_id, body, created_at)
+         VALUES ('evt-rotate', 'wallet.saved', $1, $2, now() + interval '1 hour')",
+    )
+    .bind(&*sealed.key_id)
+    .bind(&sealed.bytes)
+    .execute(&w.pool)
+    .await
+    .unwrap();
+
+    let new = DataKeys::generate_entry("k-new");
+    let both = Secret::new(format!("{},{TEST_KEYS}", new.expose()));
+    let keyring = keys::keyring(&w.pool, DataKeys::parse(&both).unwrap())
+        .await
+        .unwrap();
+    for table in [&DEAD_LETTERS, &OUTBOX] {
+        let n = keys::rotate_batch(&w.pool, &keyring, table, "test-2026", 100)
+            .await
+            .expect("rotates");
+        assert!(n >= 1, "{}: {n}", table.table);
+    }
+    let only_new = DataKeys::parse(&new).unwrap();
+    let letters = query::show(&w.pool, &only_new, &id).await.expect("opens");
+    assert_eq!(letters.len(), 1);
+    let body: Value = serde_json::from_slice(&letters[0].body).unwrap();
+    assert_eq!(body["id"], id.as_str());
+    let event_headers: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT headers FROM outbox WHERE event_id = 'evt-rotate'")
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    assert_eq!(event_headers, None);
+
+    // The sealed body of this row, copied to another row, does not open there.
+    let other = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO dead_letters (dedupe_key, error, detail, group_key, dead_lettered_at,
+                                   key_id, body, headers, properties)
+         SELECT '\\x00', error, detail, group_key, dead_lettered_at, key_id, body, headers,
+                properties
+         FROM dead_letters WHERE message_id = $1 RETURNING id",
+    )
+    .bind(&id)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    let err = query::show(&w.pool, &only_new, &other.to_string())
+        .await
+        .expect_err("bound to its row");
+    assert!(err.to_string().contains("does not open"), "{err:#}");
+    w.stop().await;
+}
