@@ -124,7 +124,10 @@ async fn no_secret_of_a_dead_letter_reaches_any_output_or_the_stored_rows() {
 
     for id in &ids {
         let dead = w.dead_lettered_event(Some(id)).await;
-        outputs.push((format!("wallet.dead_lettered of {id}"), dead.body.to_string()));
+        outputs.push((
+            format!("wallet.dead_lettered of {id}"),
+            dead.body.to_string(),
+        ));
     }
     let errors: i64 = w
         .count("SELECT count(*) FROM dead_letters WHERE error = 'order_not_found'")
@@ -148,13 +151,27 @@ async fn no_secret_of_a_dead_letter_reaches_any_output_or_the_stored_rows() {
         assert!(out.success, "{args:?}: {}", out.stderr);
         outputs.push((args.join(" "), format!("{}\n{}", out.stdout, out.stderr)));
     }
-    let shown = &outputs.iter().find(|(name, _)| name.starts_with("dlq show")).unwrap().1;
+    let shown = &outputs
+        .iter()
+        .find(|(name, _)| name.starts_with("dlq show"))
+        .unwrap()
+        .1;
     assert!(shown.contains("[redacted]"), "dlq show masks: {shown}");
-    let listed = &outputs.iter().find(|(name, _)| name == "dlq list --json").unwrap().1;
-    assert!(ids.iter().all(|id| listed.contains(id.as_str())), "{listed}");
+    let listed = &outputs
+        .iter()
+        .find(|(name, _)| name == "dlq list --json")
+        .unwrap()
+        .1;
+    assert!(
+        ids.iter().all(|id| listed.contains(id.as_str())),
+        "{listed}"
+    );
 
     // The console: the groups, the lists, each dead letter, the history.
-    let basic = format!("Basic {}", BASE64_STANDARD.encode(format!("ops:{ADMIN_TOKEN}")));
+    let basic = format!(
+        "Basic {}",
+        BASE64_STANDARD.encode(format!("ops:{ADMIN_TOKEN}"))
+    );
     let mut pages = vec![
         "/ui/dlq".to_owned(),
         "/ui/dlq/list".to_owned(),
@@ -171,11 +188,10 @@ async fn no_secret_of_a_dead_letter_reaches_any_output_or_the_stored_rows() {
 
     // The stored rows, every column as Postgres prints it.
     for table in ["dead_letters", "dead_letter_groups", "audit_log", "outbox"] {
-        let rows: Vec<String> =
-            sqlx::query_scalar(&format!("SELECT t::text FROM {table} t"))
-                .fetch_all(&w.pool)
-                .await
-                .expect(table);
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {table} t"))
+            .fetch_all(&w.pool)
+            .await
+            .expect(table);
         outputs.push((format!("stored {table}"), rows.join("\n")));
     }
     outputs.push(("worker log".to_owned(), captured_logs()));
