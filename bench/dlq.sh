@@ -173,7 +173,15 @@ t0="$(now_ms)"
   >"$WORK/replay.out" 2>"$WORK/replay.err"
 replay_ms=$(( $(now_ms) - t0 ))
 kill "$sampler"; wait "$sampler" 2>/dev/null || true
-in_queue="$(rabbitmqctl -q list_queues name messages | awk -v q="$WALLET_QUEUE" '$1 == q { print $2 }')"
+# A quorum queue's count lags its publishes by a few seconds: read until it holds still.
+queued() { rabbitmqctl -q list_queues name messages | awk -v q="$WALLET_QUEUE" '$1 == q { print $2 }'; }
+in_queue="$(queued)"
+for _ in $(seq 30); do
+  sleep 2
+  now="$(queued)"
+  [[ "$now" == "$in_queue" && "$now" -ge "$selected" ]] && break
+  in_queue="$now"
+done
 {
   echo
   echo "| replay \`--error gateway_unavailable --rate $RATE\` | result | target (ratio) |"
