@@ -1,19 +1,21 @@
-//! Fills `<queue>.dlq` with realistic dead letters, fast, for `bench/dlq.sh`: bodies
-//! shaped like the inbound messages, the `x-wallet-*` headers the worker writes (or,
-//! for one in ten, only the `x-death` a quorum queue's delivery limit writes), and
-//! dead-lettered-at times one millisecond apart. Publishes with confirms, a window of
-//! them in flight.
+//! Fills `<queue>.dlq`, the worker's dead-letter intake, with realistic dead letters,
+//! fast, for `bench/dlq.sh`: bodies shaped like the inbound messages, the `x-wallet-*`
+//! headers the worker writes (or, for one in ten, only the `x-death` a quorum queue's
+//! delivery limit writes), and dead-lettered-at times one millisecond apart. It first
+//! declares the worker's topology exactly as `run` does, so a worker started afterwards
+//! finds a deployment with a backlog (an upgrade) and ingests it. Publishes with
+//! confirms, a window of them in flight.
 //!
 //! ```text
-//! cargo run --release --example fill_dlq -- --queue bench-dlq --count 100000
+//! cargo run --release --example fill_dlq -- --queue bench-dlq --exchange bench-x --count 100000
 //! ```
 
 use clap::Parser;
 use lapin::PublisherConfirm;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use std::collections::VecDeque;
-use wallet_worker::broker::{self, headers, publish};
+use wallet_worker::broker::{self, Topology, headers, publish};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -23,16 +25,15 @@ struct Args {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     amqp_url: String,
-    /// The worker's queue; dead letters go to `<queue>.dlq`, declared if missing.
+    /// The worker's queue; dead letters go to `<queue>.dlq`.
     #[arg(long)]
     queue: String,
     #[arg(long)]
     count: u64,
-    /// Also declare this topic exchange and `<queue>` as a quorum queue bound to every
-    /// inbound type, so a replay has somewhere to go (a worker that is not running).
+    /// The worker's exchange.
     #[arg(long)]
-    exchange: Option<String>,
-    /// Delete `<queue>`, `<queue>.dlq` and the exchange instead of filling.
+    exchange: String,
+    /// Delete the topology's queues and the exchange instead of filling.
     #[arg(long)]
     teardown: bool,
     /// Confirms awaited at most at once.
@@ -54,30 +55,21 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let connection = broker::connect(&args.amqp_url, "fill-dlq").await?;
     let channel = connection.create_channel().await?;
-    let dlq = format!("{}.dlq", args.queue);
+    // The worker's default retry levels: the same queues as its `run` declares.
+    let topology = Topology::new(&args.exchange, &args.queue, 1000, 600_000);
+    let dlq = topology.dead_letter_queue();
     if args.teardown {
-        for queue in [&args.queue, &dlq] {
+        for queue in topology.queues() {
             let _ = channel
                 .queue_delete(queue.as_str().into(), Default::default())
                 .await;
         }
-        if let Some(exchange) = &args.exchange {
-            let _ = channel
-                .exchange_delete(exchange.as_str().into(), Default::default())
-                .await;
-        }
+        let _ = channel
+            .exchange_delete(args.exchange.as_str().into(), Default::default())
+            .await;
         return Ok(());
     }
-    if let Some(exchange) = &args.exchange {
-        sink(&channel, exchange, &args.queue).await?;
-    }
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(dlq.as_str().into(), durable, FieldTable::default())
-        .await?;
+    topology.declare(&connection).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -119,41 +111,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = connection.close(200, "filled".into()).await;
     println!("published {} dead letters to {dlq}", args.count);
-    Ok(())
-}
-
-/// The exchange and a quorum queue bound to every inbound type.
-async fn sink(channel: &lapin::Channel, exchange: &str, queue: &str) -> lapin::Result<()> {
-    let durable = lapin::options::ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            exchange.into(),
-            lapin::ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    let mut quorum = FieldTable::default();
-    quorum.insert("x-queue-type".into(), headers::long_string("quorum"));
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel.queue_declare(queue.into(), durable, quorum).await?;
-    for key in wallet_worker::domain::envelope::INBOUND_TYPES {
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
     Ok(())
 }
 

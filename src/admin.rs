@@ -4,7 +4,7 @@
 
 mod console;
 
-use crate::broker::{BrokerLink, Topology};
+use crate::broker::BrokerLink;
 use crate::crypto::Keyring;
 use crate::domain::{Clock, Secret};
 use crate::metrics as m;
@@ -35,16 +35,14 @@ pub struct AdminState {
     pub token: Option<Secret>,
     /// The clock of the wallet rules (what is expired).
     pub clock: Clock,
-    /// `AMQP_URL` (it holds a password): the console's dead-letter operations open
-    /// connections of their own, as the `dlq` command does.
-    pub amqp_url: Secret,
-    /// The worker's exchange and queues: where the dead letters are and replays go.
-    pub topology: Topology,
     /// Commits waiting, for the commit watchdog.
     pub commits: CommitWatch,
     /// How long a commit may wait before the worker reports itself unready.
     pub commit_stall: std::time::Duration,
-    /// Knows which keys stored rows needed and the worker lacks.
+    /// The relay of this worker: the console's replays hand it what they committed.
+    pub committed: tokio::sync::mpsc::UnboundedSender<Vec<crate::store::outbox::PendingEvent>>,
+    /// Opens the dead letters the console shows; knows which keys stored rows needed
+    /// and the worker lacks.
     pub keys: Keyring,
 }
 
@@ -178,6 +176,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     Readiness::check(&state).await;
+    crate::store::dead_letters::gauge::refresh(&state.pool).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -189,6 +189,9 @@ pub struct WorkerArgs {
     /// Seconds a commit may wait before `/readyz` reports the worker's commits stalled.
     #[arg(long, env = "WALLET_COMMIT_STALL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub commit_stall_secs: u64,
+    /// Days a dead letter is kept in the dead-letter store after it arrived there.
+    #[arg(long, env = "WALLET_DEAD_LETTER_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub dead_letter_retention_days: u32,
     /// Milliseconds between two retention passes (tests shorten it).
     #[arg(long, env = "WALLET_RETENTION_INTERVAL_MS", default_value_t = 600_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval_ms: u64,
@@ -333,58 +336,78 @@ pub struct WalletChangeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCmd {
-    /// List dead letters in queue order, without removing or reordering them.
+    /// List dead letters waiting in the dead-letter store, oldest first.
     List {
         #[command(flatten)]
-        amqp: AmqpArgs,
-        /// Show at most this many (the first in queue order that match).
-        #[arg(long, default_value_t = 100, conflicts_with = "all")]
+        db: DbArgs,
+        /// Show at most this many (the first that match, oldest first).
+        #[arg(long, default_value_t = 100, conflicts_with = "all", value_parser = clap::value_parser!(u64).range(1..))]
         limit: u64,
         /// Show every matching dead letter.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
         filter: DlqFilter,
-        /// Print JSON for scripts (an array; the count of those not shown goes to stderr).
+        /// Continue a listing after this cursor (the last line of a listing names it).
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
+        /// Print JSON for scripts (an array; the line on what is not shown goes to stderr).
         #[arg(long)]
         json: bool,
     },
-    /// Show one dead letter: headers, properties and body.
+    /// Show a dead letter in full: headers, properties and body (tokens masked).
     Show {
         #[command(flatten)]
-        amqp: AmqpArgs,
+        db: DbArgs,
+        /// The message id (every dead letter of that message: one per life), or a row id
+        /// as `dlq list` shows it.
         message_id: String,
     },
-    /// Count dead letters by error kind and by type, with the oldest and newest.
+    /// Count dead letters by error kind, type and failure group, with the oldest and newest.
     Summary {
         #[command(flatten)]
-        amqp: AmqpArgs,
+        db: DbArgs,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
-    /// Republish dead letters to their original routing key with attempts reset.
+    /// Put dead letters back into the outbox, to their original routing key with attempts reset.
     Replay {
+        #[command(flatten)]
+        db: DbArgs,
         #[command(flatten)]
         amqp: AmqpArgs,
         #[command(flatten)]
         select: DlqSelect,
-        /// Only those dead-lettered at or after this time (RFC 3339).
-        #[arg(long)]
-        since: Option<chrono::DateTime<chrono::Utc>>,
-        /// Republish at most this many per second.
+        #[command(flatten)]
+        filter: DlqNarrow,
+        /// Publish at most this many per second.
         #[arg(long, value_parser = positive_rate)]
         rate: Option<f64>,
         /// Only print what would be replayed.
         #[arg(long)]
         dry_run: bool,
+        /// Who replays, for the audit log.
+        #[arg(long, env = "USER", default_value = "unknown", hide_env_values = true)]
+        actor: String,
     },
-    /// Delete dead letters.
+    /// Delete dead letters from the store.
     Purge {
         #[command(flatten)]
-        amqp: AmqpArgs,
+        db: DbArgs,
         #[command(flatten)]
         select: DlqSelect,
+        #[command(flatten)]
+        filter: DlqNarrow,
+        /// Only print what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Purge `--all` without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Who purges, for the audit log.
+        #[arg(long, env = "USER", default_value = "unknown", hide_env_values = true)]
+        actor: String,
     },
 }
 
@@ -397,13 +420,32 @@ pub struct DlqFilter {
     /// Only this message type (e.g. `wallet.save`).
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// Only this failure group (its key, as `dlq summary` shows it).
+    #[arg(long)]
+    pub group: Option<String>,
+    #[command(flatten)]
+    pub narrow: DlqNarrow,
+}
+
+/// Filters that narrow any selection of dead letters.
+#[derive(Debug, Clone, Args)]
+pub struct DlqNarrow {
     /// Only those dead-lettered at or after this time (RFC 3339).
     #[arg(long)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only those dead-lettered before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only those of this order.
+    #[arg(long)]
+    pub order: Option<String>,
+    /// Only those of this customer.
+    #[arg(long)]
+    pub customer: Option<String>,
 }
 
 /// Which dead letters a replay or purge takes: exactly one of `--all`, `--id`,
-/// `--type`, `--error`.
+/// `--type`, `--error`, `--group`.
 #[derive(Debug, Clone, Args)]
 #[group(required = true, multiple = false)]
 pub struct DlqSelect {
@@ -419,6 +461,9 @@ pub struct DlqSelect {
     /// The dead letters of this error kind (e.g. `order_not_found`).
     #[arg(long)]
     pub error: Option<String>,
+    /// The dead letters of this failure group (its key, as `dlq summary` shows it).
+    #[arg(long)]
+    pub group: Option<String>,
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {

@@ -4,9 +4,12 @@
 //! Names in use, each configured as `return(MESSAGE_ID)` to act on one message:
 //! `commit.before` (hold the message between its handler and its commit),
 //! `delivery.panic` (its handler panics on every delivery) and `delivery.crash` (the
-//! process aborts on every delivery); and `committer.panic` (configured as `panic`: a
-//! commit loop dies); `plaintext.sealed` as `return(TABLE)` aborts the process after
-//! sealing a batch of that table's plaintext rows (an upgrade killed mid-way).
+//! process aborts on every delivery); `committer.panic` (configured as `panic`: a
+//! commit loop dies); `intake.batch` (configured as `return(MS)`: the dead-letter intake
+//! waits that long before each batch) and `intake.after_commit` (configured as
+//! `return`: the process aborts after storing an intake batch, before acking it);
+//! `plaintext.sealed` as `return(TABLE)` aborts the process after sealing a batch of
+//! that table's plaintext rows (an upgrade killed mid-way).
 
 /// Waits here while the fail point `name` is configured as `return(ID)` with `id`.
 /// Tests use it to hold a message between its handler's reads and its commit;
@@ -72,6 +75,30 @@ pub fn crash_for(name: &str, id: &str) {
     }
     #[cfg(not(feature = "failpoints"))]
     let _ = (name, id);
+}
+
+/// Waits `MS` milliseconds when the fail point `name` is configured as `return(MS)`: a
+/// loop slowed down, so a test can stop the process in the middle of it.
+pub async fn delay(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(Some(ms)) = fail::eval(name, |arg| arg)
+        && let Ok(ms) = ms.parse()
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
+/// Aborts the process when the fail point `name` is configured as `return`: a crash at
+/// exactly that place (between a commit and its ack, say).
+pub fn crash_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if fail::eval(name, |_| ()).is_some() {
+        std::process::abort();
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
 }
 
 #[cfg(feature = "failpoints")]

@@ -11,6 +11,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dead_letter_view;
 pub mod domain;
 pub mod faults;
 pub mod gateway;

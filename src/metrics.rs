@@ -28,10 +28,15 @@ pub const IN_FLIGHT: &str = "wallet_deliveries_in_flight";
 pub const CIRCUIT_OPEN: &str = "wallet_gateway_circuit_open";
 /// Rows deleted by the retention pruner, by `table`.
 pub const RETENTION_PRUNED: &str = "wallet_retention_pruned_total";
-/// Ready messages in the dead-letter queue, sampled every few seconds.
+/// Ready messages in the dead-letter intake queue `<queue>.dlq`, sampled every few
+/// seconds: what the intake has not stored yet.
 pub const DLQ_DEPTH: &str = "wallet_dlq_depth";
 /// Messages waiting in Postgres for a delayed retry, sampled by the scheduler.
 pub const DELAYED: &str = "wallet_delayed_messages";
+/// Dead letters in the store not replayed yet, by `kind` (the alerting signal).
+pub const DEAD_LETTERS_STORED: &str = "wallet_dead_letters";
+/// Dead letters the intake stored (new rows), by `kind`.
+pub const DEAD_LETTERS_INGESTED: &str = "wallet_dead_letters_ingested_total";
 /// 1 while connected to the broker.
 pub const BROKER_CONNECTED: &str = "wallet_broker_connected";
 /// 1 while the database answers (checked with readiness).
@@ -47,9 +52,24 @@ pub const REDELIVERIES: &str = "wallet_redeliveries_total";
 /// Publishes of a dead letter (or its announcement) tried again after the broker refused
 /// or did not confirm them, by `target` (`dead_letter`).
 pub const PUBLISH_RETRIES: &str = "wallet_settle_publish_retries_total";
+
+/// The label of a stored dead letter's error kind: an [`ErrorKind`]'s own name, or
+/// `other` for one the worker does not know (labels never carry arbitrary input).
+pub fn dead_letter_kind(kind: &str) -> &'static str {
+    ErrorKind::parse(kind).map_or("other", ErrorKind::as_str)
+}
+
+/// Every `kind` label of the dead-letter store's series.
+pub fn dead_letter_kinds() -> impl Iterator<Item = &'static str> {
+    ErrorKind::ALL
+        .into_iter()
+        .map(ErrorKind::as_str)
+        .chain(["other"])
+}
+
 /// Every `task` of [`PANICS`]: the supervised long-lived tasks (see
 /// [`crate::supervisor::Supervisor::spawn`], which insists on this list) and `delivery`.
-pub const PANIC_TASKS: [&str; 7] = [
+pub const PANIC_TASKS: [&str; 8] = [
     "delivery",
     "scheduler",
     "committer",
@@ -57,6 +77,7 @@ pub const PANIC_TASKS: [&str; 7] = [
     "acker",
     "gateway-watcher",
     "pruner",
+    "intake",
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -94,12 +115,20 @@ fn zero_series() {
             metrics::counter!(RETRIES, "kind" => kind.as_str()).increment(0);
         }
     }
+    for kind in dead_letter_kinds() {
+        metrics::counter!(DEAD_LETTERS_INGESTED, "kind" => kind).increment(0);
+    }
     metrics::counter!(PUBLISH_RETRIES, "target" => "dead_letter").increment(0);
     metrics::counter!(REDELIVERIES).increment(0);
     for task in PANIC_TASKS {
         metrics::counter!(PANICS, "task" => task).increment(0);
     }
-    for table in ["processed_messages", "orders", "unfinished_deliveries"] {
+    for table in [
+        "processed_messages",
+        "orders",
+        "unfinished_deliveries",
+        "dead_letters",
+    ] {
         metrics::counter!(RETENTION_PRUNED, "table" => table).increment(0);
     }
     metrics::counter!(EVENTS_PUBLISHED).increment(0);
@@ -134,10 +163,21 @@ fn describe() {
         RETENTION_PRUNED,
         "Rows deleted by the retention pruner, by table"
     );
-    describe_gauge!(DLQ_DEPTH, "Ready messages in the dead-letter queue");
+    describe_gauge!(
+        DLQ_DEPTH,
+        "Ready messages in the dead-letter intake queue, not stored yet"
+    );
     describe_gauge!(
         DELAYED,
         "Messages waiting in the database for a delayed retry"
+    );
+    describe_gauge!(
+        DEAD_LETTERS_STORED,
+        "Dead letters in the store not replayed yet, by kind"
+    );
+    describe_counter!(
+        DEAD_LETTERS_INGESTED,
+        "Dead letters the intake stored, by kind"
     );
     describe_gauge!(BROKER_CONNECTED, "1 while connected to the broker");
     describe_gauge!(DATABASE_UP, "1 while the database answers");

@@ -3,13 +3,13 @@
 
 use crate::admin::{self, AdminState};
 use crate::broker::consumer;
+use crate::broker::intake::{self, Intake};
 use crate::broker::nodes::Unanswered;
 use crate::broker::shared::{ConsumerSettings, Shared};
 use crate::broker::topology::TopologyError;
 use crate::broker::{BrokerLink, Node, Nodes, Topology, dlq_depth, relay, scheduler};
 use crate::config::WorkerArgs;
 use crate::crypto::{DataKeys, Keyring};
-use crate::domain::Secret;
 use crate::gateway::{ClientSettings, GatewayClient};
 use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
 use crate::metrics as m;
@@ -67,6 +67,8 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     let link = BrokerLink::default();
     let supervisor = Supervisor::default();
     let admin_stop = CancellationToken::new();
+    // Committed events travel in memory to the relay of the current broker session.
+    let (events_committed, committed_events) = mpsc::unbounded_channel();
     let admin_state = AdminState {
         pool: pool.clone(),
         broker: link.clone(),
@@ -76,13 +78,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         clock: args.clock.clone(),
         commits: commits.clone(),
         commit_stall: Duration::from_secs(args.commit_stall_secs),
-        amqp_url: Secret::new(args.amqp.amqp_url.clone()),
-        topology: Topology::new(
-            &args.amqp.exchange,
-            &args.amqp.queue,
-            args.retry_base_ms,
-            args.retry_max_ms,
-        ),
+        committed: events_committed.clone(),
         keys: keys.clone(),
     };
     let (admin_addr, admin_task) =
@@ -92,13 +88,16 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().map(|(addr, _)| *addr);
-    // Committed events travel in memory to the relay of the current broker session.
-    let (events_committed, committed_events) = mpsc::unbounded_channel();
     let relay_pool = store::relay_pool(&args.db.database_url, timeouts)?;
     let relay = Relay {
         pool: relay_pool.clone(),
         keys: keys.clone(),
         committed: Arc::new(Mutex::new(committed_events)),
+    };
+    let intake = Intake {
+        pool: pool.clone(),
+        keys: keys.clone(),
+        committed: events_committed.clone(),
     };
     let gateways = Arc::new(GatewayDirectory::new(
         pool.clone(),
@@ -156,7 +155,8 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         args.inbox_retention_days,
         args.order_retention_days,
         Duration::from_millis(args.retention_interval_ms),
-    );
+    )
+    .keeping_dead_letters(args.dead_letter_retention_days);
     let pruner = retention::spawn(pool.clone(), retention, &supervisor, shutdown.clone());
     let task = tokio::spawn(async move {
         // A dead internal task ends the worker: its messages go back to the broker
@@ -165,6 +165,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
             Nodes::parse(&args.amqp.amqp_url),
             shared,
             relay,
+            intake,
             link,
             shutdown.clone(),
         );
@@ -231,6 +232,7 @@ async fn reconnect_loop(
     nodes: Nodes,
     shared: Arc<Shared>,
     relay: Relay,
+    intake: Intake,
     link: BrokerLink,
     shutdown: CancellationToken,
 ) -> Option<String> {
@@ -269,7 +271,7 @@ async fn reconnect_loop(
         link.connected(&node);
         metrics::gauge!(m::BROKER_CONNECTED).set(1.0);
         tracing::info!(queue = %shared.topology.queue, node = %node, "connected to the broker; consuming");
-        if let Err(err) = session(&connection, &shared, &relay, &shutdown).await {
+        if let Err(err) = session(&connection, &shared, &relay, &intake, &shutdown).await {
             tracing::warn!(error = format!("{err:#}"), node = %node, "broker session ended");
         }
         link.disconnected();
@@ -318,12 +320,14 @@ async fn connect(
     Err(unanswered.into_error())
 }
 
-/// One connection's life: the consumer session and the outbox relay side by side. The
-/// relay outlives the consumer so the events of the last commits are flushed.
+/// One connection's life: the consumer session, the dead-letter intake and the outbox
+/// relay side by side. The relay outlives the other two so the events of their last
+/// commits are flushed.
 async fn session(
     connection: &lapin::Connection,
     shared: &Arc<Shared>,
     relay: &Relay,
+    intake: &Intake,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let relay_channel = connection.create_channel().await?;
@@ -352,18 +356,23 @@ async fn session(
         }
     });
     let dlq = shared.topology.dead_letter_queue();
-    let dlq_depth = dlq_depth::spawn(connection, dlq, dlq_depth::INTERVAL).await?;
+    let dlq_depth = dlq_depth::spawn(connection, dlq.clone(), dlq_depth::INTERVAL).await?;
     let stop_scheduler = CancellationToken::new();
     let scheduler_task =
         spawn_scheduler(connection, shared, &stop_scheduler, &stop_consuming).await?;
-    let consumed = consumer::run_session(connection, shared.clone(), stop_consuming).await;
+    let intake_task = spawn_intake(connection, shared, intake, dlq, &stop_consuming).await?;
+    let consumed = consumer::run_session(connection, shared.clone(), stop_consuming.clone()).await;
+    // The consumer may have ended on its own (its channel failed): the intake too.
+    stop_consuming.cancel();
+    let ingested = intake_task.await?;
     dlq_depth.abort();
     stop_scheduler.cancel();
     let _ = scheduler_task.await;
     stop_relay.cancel();
     let relayed = relay_task.await?;
     consumed?;
-    // `None`: the relay panicked; the supervisor is stopping the worker.
+    // `None`: a task panicked; the supervisor is stopping the worker.
+    ingested.transpose()?;
     relayed.transpose()?;
     Ok(())
 }
@@ -389,6 +398,27 @@ async fn spawn_scheduler(
             tracing::warn!("the retry scheduler lost its channel; restarting the session");
             stop_consuming.cancel();
         }
+    }))
+}
+
+/// Starts the intake of `dlq` on a channel of its own. If it fails, the session starts
+/// over (like a relay that lost its channel): dead letters must not pile up unread.
+async fn spawn_intake(
+    connection: &lapin::Connection,
+    shared: &Shared,
+    intake: &Intake,
+    dlq: String,
+    stop: &CancellationToken,
+) -> lapin::Result<JoinHandle<Option<lapin::Result<()>>>> {
+    let channel = connection.create_channel().await?;
+    let (intake, stop) = (intake.clone(), stop.clone());
+    Ok(shared.supervisor.spawn("intake", async move {
+        let result = intake::run(channel, &dlq, &intake, stop.clone()).await;
+        if let Err(err) = &result {
+            tracing::warn!(error = format!("{err:#}"), queue = %dlq, "the dead-letter intake lost its channel; restarting the session");
+            stop.cancel();
+        }
+        result
     }))
 }
 

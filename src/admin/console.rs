@@ -2,10 +2,11 @@
 //! asset compiled into the binary, nothing fetched from elsewhere.
 //!
 //! * [`overview`]: throughput and latency by message type, in flight, outbox backlog,
-//!   dead-letter depth (refreshed every few seconds by `console.js`), and the gateways
-//!   with their circuits and a reset button.
-//! * [`dead_letters`]: the dead letters grouped by error kind and type, a paged list with
-//!   filters, one dead letter in full (its secrets masked), replay and purge.
+//!   dead letters waiting (refreshed every few seconds by `console.js`), and the
+//!   gateways with their circuits and a reset button.
+//! * [`dead_letters`]: the dead letters of the store in failure groups and by error kind
+//!   and type, a paged list with filters, one dead letter in full (its secrets masked),
+//!   replay and purge, and the history of replays and purges.
 //!
 //! Security: off (404) without an admin token; otherwise the token is the HTTP Basic
 //! password (401 with a `Basic` challenge without it); every action is a POST whose
@@ -60,6 +61,8 @@ pub fn router(admin: &AdminState) -> Router<AdminState> {
         .route("/ui/live", get(overview::live))
         .route("/ui/gateways/reset", post(overview::reset_circuit))
         .route("/ui/dlq", get(dead_letters::page))
+        .route("/ui/dlq/list", get(dead_letters::list))
+        .route("/ui/dlq/history", get(dead_letters::history))
         .route("/ui/dlq/show", get(dead_letters::show))
         .route("/ui/dlq/replay", post(dead_letters::replay))
         .route("/ui/dlq/purge", post(dead_letters::purge))

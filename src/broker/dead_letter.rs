@@ -1,14 +1,13 @@
 //! Dead letters: the message, body byte for byte and properties kept, goes to the
-//! dead-letter queue with the `x-wallet-*` headers (docs/operations.md, failure handling); once the broker
-//! confirmed it, `wallet.dead_lettered` tells the pipeline (docs/messages.md, events), so nobody
-//! waits for an outcome that will not come.
+//! dead-letter queue with the `x-wallet-*` headers (docs/operations.md, failure handling).
+//! The intake ([`super::intake`]) stores it and announces it with `wallet.dead_lettered`
+//! (docs/messages.md, events) in one transaction, so the event exists exactly when the
+//! stored dead letter does.
 
 use super::headers::{self, ATTEMPTS, DEAD_LETTERED_AT, ERROR, ERROR_DETAIL, ORIGINAL_ROUTING_KEY};
-use super::publish::{PublishError, json_properties, publish_confirmed};
+use super::publish::{PublishError, publish_confirmed};
 use super::topology::Topology;
 use crate::domain::ErrorKind;
-use crate::domain::events::{self, Cause, DeadLettered};
-use crate::telemetry::propagation;
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Channel};
 
@@ -26,10 +25,10 @@ pub struct DeadLetter<'a> {
     pub order_id: Option<&'a str>,
 }
 
-/// Publishes the dead letter to the dead-letter queue, confirmed. The caller then
-/// publishes its event with [`announce`]; each step is retried on its own, so a failed
-/// announcement never doubles the dead letter.
-pub async fn park(
+/// Publishes the dead letter to the dead-letter queue, confirmed. On an error the
+/// caller hands the delivery back, so it is dead-lettered again (at least once; the
+/// intake stores it once).
+pub async fn publish(
     channel: &Channel,
     topology: &Topology,
     body: &[u8],
@@ -57,43 +56,4 @@ pub async fn park(
     let props = headers::rebuild(properties, headers, None);
     let queue = topology.dead_letter_queue();
     publish_confirmed(channel, "", &queue, body, props, true).await
-}
-
-/// Publishes `wallet.dead_lettered` for `why`, confirmed.
-pub async fn announce(
-    channel: &Channel,
-    topology: &Topology,
-    why: &DeadLetter<'_>,
-) -> Result<(), PublishError> {
-    let cause = Cause {
-        id: why.message_id,
-        correlation_id: why.correlation_id,
-    };
-    let event = events::outbound(
-        cause,
-        "wallet.dead_lettered",
-        DeadLettered {
-            message_id: why.message_id.map(str::to_owned),
-            message_type: why.routing_key.to_owned(),
-            error: why.kind.as_str().to_owned(),
-            detail: why.detail.to_owned(),
-            attempts: why.attempts,
-            order_id: why.order_id.map(str::to_owned),
-        },
-    );
-    let mut properties = json_properties(&event.id, event.routing_key);
-    if let Some(correlation_id) = why.correlation_id {
-        properties = properties.with_correlation_id(correlation_id.into());
-    }
-    // Published here, in the delivery's span: its trace goes on like the outbox's.
-    properties = headers::with_trace(properties, propagation::current().as_ref());
-    publish_confirmed(
-        channel,
-        &topology.exchange,
-        event.routing_key,
-        &event.body,
-        properties,
-        false,
-    )
-    .await
 }

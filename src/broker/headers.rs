@@ -12,7 +12,7 @@ pub const ATTEMPTS: &str = "x-wallet-attempts";
 pub const ORIGINAL_ROUTING_KEY: &str = "x-wallet-original-routing-key";
 pub const DEAD_LETTERED_AT: &str = "x-wallet-dead-lettered-at";
 /// Set by `dlq replay`: the message may have been handled before.
-pub const REPLAYED_AT: &str = "x-wallet-replayed-at";
+pub use crate::domain::dead_letter::REPLAYED_AT;
 /// Times the message panicked the worker (poison detection).
 pub const PANICS: &str = "x-wallet-panics";
 /// Set by quorum queues: deliveries of this message that ended without a settlement.

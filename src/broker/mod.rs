@@ -1,14 +1,15 @@
 //! RabbitMQ: topology, the consumer loop (verdict → ack / retry / dead-letter, in
-//! [`settle`]), the delayed-retry [`scheduler`], the publisher with confirms, the outbox relay and dead-letter
-//! operations.
+//! [`settle`]), the delayed-retry [`scheduler`], the publisher with confirms, the outbox
+//! relay and the dead-letter intake.
 
 pub mod acker;
+pub mod amqp_json;
 pub mod consumer;
 pub mod dead_letter;
 pub mod delivery;
-pub mod dlq;
 pub mod dlq_depth;
 pub mod headers;
+pub mod intake;
 pub mod nodes;
 pub mod publish;
 pub mod relay;

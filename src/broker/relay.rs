@@ -4,14 +4,16 @@
 //! only means the event is published again). A sweep every second publishes rows older
 //! than a few seconds: those of a crashed process or of a lost broker connection.
 //! Publication is at least once; every event carries its own id for consumers to dedupe,
-//! and the trace context stored with it as `traceparent` / `tracestate` headers.
+//! and the trace context stored with it as `traceparent` / `tracestate` headers. A
+//! replayed dead letter left in the outbox by a `dlq replay` that died is published
+//! by the same sweep, with its own properties and headers.
 //!
 //! A nacked, returned or unconfirmed batch is published again with backoff on the same
 //! channel (docs/operations.md, broker trouble): only a channel that is gone ends the
 //! relay, and with it the broker session.
 
-use super::headers;
 use super::publish::{self, PublishError};
+use super::{amqp_json, headers};
 use crate::crypto::Keyring;
 use crate::metrics as m;
 use crate::store::outbox::{self, PendingEvent};
@@ -131,7 +133,7 @@ pub async fn publish_and_forget(
 /// Publishes rows nobody is publishing (see [`STALE_AFTER`]). Database trouble, or a
 /// broker that refuses or does not confirm, only postpones the sweep to the next tick;
 /// a channel that is gone ends the relay.
-async fn sweep_stale(
+pub async fn sweep_stale(
     pool: &PgPool,
     keys: &Keyring,
     channel: &Channel,
@@ -191,19 +193,32 @@ async fn sweep_batch(
     }
 }
 
+/// What a row is published with: an event's properties, or a replayed message's own
+/// (docs/operations.md, replay).
+fn properties(event: &PendingEvent) -> lapin::BasicProperties {
+    if let Some(stored) = &event.properties {
+        let headers = amqp_json::headers_from_json(
+            event.headers.as_ref().unwrap_or(&serde_json::Value::Null),
+        );
+        return amqp_json::properties_from_json(stored, headers);
+    }
+    let mut properties = publish::json_properties(&event.event_id, &event.routing_key);
+    if let Some(correlation_id) = &event.correlation_id {
+        properties = properties.with_correlation_id(correlation_id.as_str().into());
+    }
+    headers::with_trace(properties, event.trace().as_ref())
+}
+
 /// Publishes the whole batch, then waits for all confirms: one round trip, not one each.
-async fn publish_all(
+pub async fn publish_all<E: std::borrow::Borrow<PendingEvent>>(
     channel: &Channel,
     exchange: &str,
-    events: &[PendingEvent],
+    events: &[E],
 ) -> Result<(), PublishError> {
     let mut confirms = Vec::with_capacity(events.len());
     for event in events {
-        let mut properties = publish::json_properties(&event.event_id, &event.routing_key);
-        if let Some(correlation_id) = &event.correlation_id {
-            properties = properties.with_correlation_id(correlation_id.as_str().into());
-        }
-        properties = headers::with_trace(properties, event.trace().as_ref());
+        let event = event.borrow();
+        let properties = properties(event);
         let confirm = channel
             .basic_publish(
                 exchange.into(),
@@ -217,7 +232,7 @@ async fn publish_all(
     }
     let confirmations = try_join_all(confirms.into_iter().map(publish::confirmed)).await?;
     for (confirmation, event) in confirmations.into_iter().zip(events) {
-        publish::check(confirmation, &event.routing_key)?;
+        publish::check(confirmation, &event.borrow().routing_key)?;
     }
     metrics::counter!(m::EVENTS_PUBLISHED).increment(events.len() as u64);
     Ok(())

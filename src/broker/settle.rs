@@ -115,7 +115,8 @@ async fn schedule(shared: &Shared, delivery: &Delivery, routing_key: &str, retry
     pending.committed();
 }
 
-/// The dead letter, then its announcement: each confirmed, each retried on its own.
+/// The dead letter to `.dlq`, confirmed, retried until it is; the intake stores it and
+/// announces it with `wallet.dead_lettered`.
 async fn park(
     shared: &Shared,
     publish: &Channel,
@@ -136,11 +137,7 @@ async fn park(
     let topology = &shared.topology;
     let (body, properties) = (&delivery.data, &delivery.properties);
     until_confirmed(publish, "dead_letter", || {
-        dead_letter::park(publish, topology, body, properties, &why)
-    })
-    .await?;
-    until_confirmed(publish, "dead_letter", || {
-        dead_letter::announce(publish, topology, &why)
+        dead_letter::publish(publish, topology, body, properties, &why)
     })
     .await
 }

@@ -2,16 +2,18 @@
 //! serves a gateway-sim in-process, registers it as gateway `sim`, runs the worker and a
 //! short load test, adds a malformed message and a foreign attach so a dead letter and a
 //! refusal show, stops the worker gracefully and summarises. Counts are of this run only
-//! (its own message ids, queue-depth deltas), so leftovers from earlier runs don't skew it.
+//! (its own message ids), so leftovers from earlier runs don't skew it.
 
 use crate::config::{AmqpArgs, DemoArgs};
 use crate::crypto::DataKeys;
 use crate::domain::Secret;
 use crate::gateway::{SimConfig, SimStats, sim};
-use crate::loadgen::{self, DeadLetterCount, LoadgenConfig, Message, Report, Session};
+use crate::loadgen::{self, LoadgenConfig, Message, Report, Session};
+use crate::store::dead_letters::query;
 use crate::store::{self, gateways};
 use crate::worker;
 use anyhow::{Context, bail};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,8 +74,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
+    let database_url = worker.db.database_url.clone();
     let running = worker::start(worker, shutdown.clone()).await?;
-    let outcome = exercise(&amqp, running.admin_addr, count).await;
+    let outcome = exercise(&amqp, &database_url, running.admin_addr, count).await;
     shutdown.cancel();
     running.task.await??;
     stop_sim.cancel();
@@ -146,22 +149,19 @@ fn write_private(path: &Path, text: &Secret) -> std::io::Result<()> {
     }
 }
 
-/// Dead letters of this run: the new depth of the DLQ and this run's ones by kind.
+/// Dead letters of this run in the dead-letter store, by error kind.
 struct DeadLetters {
-    new_in_queue: u32,
-    ours: DeadLetterCount,
+    ours: BTreeMap<String, u64>,
 }
 
 /// Steps (d) and (e): the load test, then a malformed message and a foreign attach.
 async fn exercise(
     amqp: &AmqpArgs,
+    database_url: &str,
     admin: SocketAddr,
     count: u64,
 ) -> anyhow::Result<(Report, Report, DeadLetters)> {
     wait_until_ready(admin).await?;
-    // Measured once the worker declared it; old dead letters are not this run's.
-    let dlq = format!("{}.dlq", amqp.queue);
-    let dlq_before = loadgen::queue_depth(&amqp.amqp_url, &dlq).await?;
     let config = LoadgenConfig {
         amqp_url: amqp.amqp_url.clone(),
         exchange: amqp.exchange.clone(),
@@ -197,19 +197,17 @@ async fn exercise(
     session.publish(&malformed).await?;
     let extras = session.finish(PATIENCE, 0).await?;
 
+    // The malformed message announces nothing to wait for: wait for its stored row.
+    let pool = store::pool(database_url, 1)?;
+    let prefixes = [load.run_id.clone(), run];
     let deadline = Instant::now() + PATIENCE;
-    let mut depth = loadgen::queue_depth(&amqp.amqp_url, &dlq).await?;
-    while depth <= dlq_before && Instant::now() < deadline {
+    let mut ours = query::by_error_of_ids(&pool, &prefixes).await?;
+    while ours.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        depth = loadgen::queue_depth(&amqp.amqp_url, &dlq).await?;
+        ours = query::by_error_of_ids(&pool, &prefixes).await?;
     }
-    let prefixes = [load.run_id.as_str(), run.as_str()];
-    let ours = loadgen::count_dead_letters(&amqp.amqp_url, &dlq, &prefixes).await?;
-    let dead = DeadLetters {
-        new_in_queue: depth.saturating_sub(dlq_before),
-        ours,
-    };
-    Ok((load, extras, dead))
+    pool.close().await;
+    Ok((load, extras, DeadLetters { ours }))
 }
 
 /// The worker is ready once its admin server says the broker and database are up
@@ -266,16 +264,10 @@ fn print_summary(
     for (reason, n) in &refusals {
         println!("    {reason:<36}{n:>6}");
     }
-    let kinds: Vec<String> = dead
-        .ours
-        .by_kind
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
+    let kinds: Vec<String> = dead.ours.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!(
-        "  dead letters    {:>6}  new in {}.dlq; from this run: {}",
-        dead.new_in_queue,
-        amqp.queue,
+        "  dead letters    {:>6}  in the dead-letter store from this run: {}",
+        dead.ours.values().sum::<u64>(),
         if kinds.is_empty() {
             "none".to_owned()
         } else {

@@ -1,16 +1,20 @@
-//! Domain types: secrets, limits, the envelope and the typed commands. Pure: no I/O,
-//! and nothing from the rest of the crate.
+//! Domain types: secrets, limits, the envelope, the typed commands and what a dead
+//! letter is (its failure group, its masked form). Pure: no I/O, and nothing from the
+//! rest of the crate.
 
 pub mod clock;
 pub mod commands;
+pub mod dead_letter;
 pub mod envelope;
 pub mod error_kind;
 pub mod events;
 pub mod expiry;
+pub mod failure_group;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod ids;
 pub mod limits;
+pub mod redact;
 pub mod rejection;
 pub mod secret;
 pub mod trace;

@@ -3,7 +3,6 @@
 //! `causation_id`, and reports throughput and latency percentiles. The CLI, the demo,
 //! the tests and benchmarks all call [`run`].
 
-mod dead_letters;
 mod message;
 mod report;
 mod report_html;
@@ -12,7 +11,6 @@ mod timeline;
 mod tracker;
 mod traffic;
 
-pub use dead_letters::{DeadLetterCount, count_dead_letters, queue_depth};
 pub use message::Message;
 pub use report::{Latency, Report};
 pub use report_html::render as report_html;

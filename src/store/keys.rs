@@ -14,6 +14,10 @@ pub struct SealedTable {
     pub table: &'static str,
     pub key_column: &'static str,
     pub id_column: &'static str,
+    /// The SQL type of `id_column`: ids travel as text and are cast back, so the
+    /// lookup by id uses the table's index.
+    id_type: &'static str,
+    /// Sealed columns, any of which may be NULL in a row (nothing sealed there).
     pub columns: &'static [(&'static str, &'static str)],
     /// Indexed by key id: its key ids are read with a skip scan, not a full scan.
     indexed: bool,
@@ -39,6 +43,7 @@ pub const SOURCES: SealedTable = SealedTable {
     table: "customer_payment_sources",
     key_column: "key_id",
     id_column: "id",
+    id_type: "text",
     columns: &[
         ("customer_token_sealed", "customer_token"),
         ("payment_source_token_sealed", "payment_source_token"),
@@ -49,6 +54,7 @@ pub const ORDERS: SealedTable = SealedTable {
     table: "orders",
     key_column: "token_key_id",
     id_column: "id",
+    id_type: "text",
     columns: &[("payment_source_token_sealed", "payment_source_token")],
     indexed: true,
 };
@@ -56,6 +62,7 @@ pub const GATEWAYS: SealedTable = SealedTable {
     table: "gateways",
     key_column: "secret_key_id",
     id_column: "id",
+    id_type: "text",
     columns: &[("secret_sealed", "secret")],
     indexed: false,
 };
@@ -63,29 +70,52 @@ pub const OUTBOX: SealedTable = SealedTable {
     table: "outbox",
     key_column: "key_id",
     id_column: "event_id",
-    columns: &[("body", "body")],
+    id_type: "text",
+    // A replayed dead letter's headers are sealed too; an event has none (NULL).
+    columns: &[("body", "body"), ("headers", "headers")],
     indexed: false,
 };
 pub const DELAYED: SealedTable = SealedTable {
     table: "delayed_messages",
     key_column: "key_id",
     id_column: "id",
+    id_type: "text",
     columns: &[("body", "body")],
     indexed: false,
+};
+/// Dead letters (docs/operations.md, the dead-letter store): their bodies and headers,
+/// bound to the row id (known before the insert: the ingest draws ids from the
+/// sequence first).
+pub const DEAD_LETTERS: SealedTable = SealedTable {
+    table: "dead_letters",
+    key_column: "key_id",
+    id_column: "id",
+    id_type: "bigint",
+    columns: &[("body", "body"), ("headers", "headers")],
+    indexed: true,
 };
 pub const FINGERPRINT_KEY: SealedTable = SealedTable {
     table: "fingerprint_key",
     key_column: "key_id",
     id_column: "id",
+    id_type: "text",
     columns: &[("wrapped", "fingerprint_key")],
     indexed: false,
 };
 
 /// Every table with sealed values: `keys status` counts them, `keys rotate` re-seals
-/// them, `run` checks their key ids are held. A new one (dead-letter bodies, say) seals
-/// with `Keyring::seal(body, TABLE.row("body", id))`, stores the key id beside the value
+/// them, `run` checks their key ids are held. A new one seals with
+/// `Keyring::seal(value, TABLE.row(column, id))`, stores the key id beside the value
 /// and is added here.
-pub const SEALED: [SealedTable; 6] = [SOURCES, ORDERS, GATEWAYS, OUTBOX, DELAYED, FINGERPRINT_KEY];
+pub const SEALED: [SealedTable; 7] = [
+    SOURCES,
+    ORDERS,
+    GATEWAYS,
+    OUTBOX,
+    DELAYED,
+    FINGERPRINT_KEY,
+    DEAD_LETTERS,
+];
 
 /// The keyring of `data`: loads the fingerprint key, or makes it (once, whoever comes
 /// first) wrapped under the active key.
@@ -233,11 +263,16 @@ pub async fn rotate_batch(
     let mut tx = pool.begin().await?;
     let rows = lock_sealed(&mut tx, table, old, limit).await?;
     let mut ids = Vec::with_capacity(rows.len());
-    let mut columns: Vec<Vec<Vec<u8>>> = vec![Vec::with_capacity(rows.len()); table.columns.len()];
+    let mut columns: Vec<Vec<Option<Vec<u8>>>> =
+        vec![Vec::with_capacity(rows.len()); table.columns.len()];
     for (id, values) in &rows {
         for ((sealed, (_, name)), resealed) in values.iter().zip(table.columns).zip(&mut columns) {
+            let Some(sealed) = sealed else {
+                resealed.push(None);
+                continue;
+            };
             let plaintext = keys.open(old, sealed, table.row(name, id))?;
-            resealed.push(keys.seal(&plaintext, table.row(name, id)).bytes);
+            resealed.push(Some(keys.seal(&plaintext, table.row(name, id)).bytes));
         }
         ids.push(id.as_str());
     }
@@ -255,10 +290,11 @@ pub async fn rotate_batch(
         let sql = format!(
             "UPDATE {t} SET {key} = $1, {assignments}
              FROM UNNEST($3::text[], {unnest}) AS u(id, {names})
-             WHERE {t}.{id}::text = u.id AND {t}.{key} = $2",
+             WHERE {t}.{id} = u.id::{id_type} AND {t}.{key} = $2",
             t = table.table,
             key = table.key_column,
             id = table.id_column,
+            id_type = table.id_type,
             assignments = assignments.join(", "),
             unnest = unnest.join(", "),
             names = names.join(", "),
@@ -283,7 +319,7 @@ async fn lock_sealed(
     table: &SealedTable,
     key_id: &str,
     limit: i64,
-) -> sqlx::Result<Vec<(String, Vec<Vec<u8>>)>> {
+) -> sqlx::Result<Vec<(String, Vec<Option<Vec<u8>>>)>> {
     let columns: Vec<&str> = table.columns.iter().map(|(column, _)| *column).collect();
     let sql = format!(
         "SELECT {id}::text AS id, {columns} FROM {t} WHERE {key} = $1
@@ -302,7 +338,7 @@ async fn lock_sealed(
         .map(|row| {
             let values = columns
                 .iter()
-                .map(|column| row.try_get::<Vec<u8>, _>(*column))
+                .map(|column| row.try_get::<Option<Vec<u8>>, _>(*column))
                 .collect::<sqlx::Result<Vec<_>>>()?;
             Ok((row.try_get("id")?, values))
         })

@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod committer;
 pub mod delayed;
+pub mod dead_letters;
 pub mod effects;
 pub mod gateways;
 pub mod inbox;
@@ -123,10 +124,10 @@ pub async fn connect_existing_since(url: &str, version: i64) -> anyhow::Result<P
         bail!("database {name} does not exist; `wallet-worker migrate` creates it");
     }
     let pool = pool(url, 2)?;
-    let applied: Option<i64> = sqlx::query_scalar(
-        "SELECT max(version) FROM _sqlx_migrations WHERE success",
+    let applied: Vec<i64> = sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE success",
     )
-    .fetch_one(&pool)
+    .fetch_all(&pool)
     .await
     .map_err(|err| match &err {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
@@ -136,7 +137,13 @@ pub async fn connect_existing_since(url: &str, version: i64) -> anyhow::Result<P
         }
         _ => anyhow::Error::new(err).context("cannot read the database schema version"),
     })?;
-    if applied < Some(version) {
+    // Every migration up to `version`, not only the latest: one merged in with a lower
+    // number (0007, the dead-letter store) is missing from a database that a version
+    // without it migrated up to 0009.
+    if MIGRATOR
+        .iter()
+        .any(|m| m.version <= version && !applied.contains(&m.version))
+    {
         bail!(
             "the schema of database {name} is older than this wallet-worker; run `wallet-worker migrate`"
         );

@@ -1,6 +1,6 @@
-//! Retention (docs/operations.md, failure handling): a background pruner that forgets processed message ids
-//! older than the dedupe window and orders untouched for the order window, while the
-//! worker runs.
+//! Retention (docs/operations.md, storage retention): a background pruner that forgets
+//! processed message ids older than the dedupe window, orders untouched for the order
+//! window and dead letters kept longer than theirs, while the worker runs.
 //!
 //! Each batch is one short transaction: lock up to [`BATCH`] of the oldest expired
 //! rows with `FOR UPDATE SKIP LOCKED` and delete them by `ctid`. Several workers prune
@@ -10,6 +10,7 @@
 //! rescan the rows it already removed, and a pause between batches leaves the
 //! database to the messages.
 
+use super::dead_letters;
 use crate::metrics as m;
 use crate::supervisor::Supervisor;
 use chrono::{DateTime, Utc};
@@ -28,6 +29,8 @@ pub struct RetentionSettings {
     pub inbox: chrono::Duration,
     /// Orders are kept this long after their last change.
     pub orders: chrono::Duration,
+    /// Dead letters are kept this long in the store after their ingestion.
+    pub dead_letters: chrono::Duration,
     /// Between two passes.
     pub interval: Duration,
     /// Between two batches of a pass.
@@ -39,11 +42,23 @@ impl RetentionSettings {
         Self {
             inbox: chrono::Duration::days(inbox_days.into()),
             orders: chrono::Duration::days(order_days.into()),
+            dead_letters: chrono::Duration::days(DEFAULT_DEAD_LETTER_DAYS.into()),
             interval,
             pause: Duration::from_millis(100),
         }
     }
+
+    /// Keeps dead letters `days` days instead of the default.
+    pub fn keeping_dead_letters(self, days: u32) -> Self {
+        Self {
+            dead_letters: chrono::Duration::days(days.into()),
+            ..self
+        }
+    }
 }
+
+/// `WALLET_DEAD_LETTER_RETENTION_DAYS` unless set.
+pub const DEFAULT_DEAD_LETTER_DAYS: u32 = 30;
 
 /// A table the pruner trims, and its age column.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +68,7 @@ enum Table {
     /// The poison ledger (migration 0010): a row whose message never came back within
     /// the dedupe window means nothing any more.
     Unfinished,
+    DeadLetters,
 }
 
 impl Table {
@@ -61,13 +77,16 @@ impl Table {
             Self::Inbox => "processed_messages",
             Self::Orders => "orders",
             Self::Unfinished => "unfinished_deliveries",
+            Self::DeadLetters => "dead_letters",
         }
     }
 
     /// Deletes one batch of rows aged before `$1` and not before `$2`, oldest first;
-    /// returns how many and the newest time deleted.
-    fn batch_sql(self) -> &'static str {
-        match self {
+    /// returns how many and the newest time deleted. Dead letters need more than one
+    /// statement (see [`Self::batch`]).
+    fn batch_sql(self) -> Option<&'static str> {
+        Some(match self {
+            Self::DeadLetters => return None,
             Self::Inbox => {
                 "WITH gone AS (
                    DELETE FROM processed_messages
@@ -104,13 +123,35 @@ impl Table {
                    RETURNING last_started)
                  SELECT count(*), max(last_started) FROM gone"
             }
-        }
+        })
     }
 
     fn window(self, settings: &RetentionSettings) -> chrono::Duration {
         match self {
             Self::Inbox | Self::Unfinished => settings.inbox,
             Self::Orders => settings.orders,
+            Self::DeadLetters => settings.dead_letters,
+        }
+    }
+
+    /// Deletes one batch (see [`Self::batch_sql`]); dead letters also leave their
+    /// failure groups, in the same transaction.
+    async fn batch(
+        self,
+        pool: &PgPool,
+        cutoff: DateTime<Utc>,
+        from: DateTime<Utc>,
+    ) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
+        match self.batch_sql() {
+            Some(sql) => {
+                sqlx::query_as(sql)
+                    .bind(cutoff)
+                    .bind(from)
+                    .bind(BATCH)
+                    .fetch_one(pool)
+                    .await
+            }
+            None => dead_letters::prune::batch(pool, cutoff, from, BATCH).await,
         }
     }
 }
@@ -121,6 +162,7 @@ pub struct Pruned {
     pub inbox: u64,
     pub orders: u64,
     pub unfinished: u64,
+    pub dead_letters: u64,
 }
 
 /// Prunes every `settings.interval` until `shutdown`; a failed pass (database away) is
@@ -143,6 +185,7 @@ pub fn spawn(
                         inbox = pruned.inbox,
                         orders = pruned.orders,
                         unfinished_deliveries = pruned.unfinished,
+                        dead_letters = pruned.dead_letters,
                         "retention pass done"
                     );
                 }
@@ -166,32 +209,27 @@ pub async fn prune(
     stop: &CancellationToken,
 ) -> sqlx::Result<Pruned> {
     let now = Utc::now();
-    let pass =
-        |table: Table| prune_table(pool, table, now - table.window(settings), settings, stop);
     Ok(Pruned {
-        inbox: pass(Table::Inbox).await?,
-        orders: pass(Table::Orders).await?,
-        unfinished: pass(Table::Unfinished).await?,
+        inbox: prune_table(pool, Table::Inbox, now, settings, stop).await?,
+        orders: prune_table(pool, Table::Orders, now, settings, stop).await?,
+        unfinished: prune_table(pool, Table::Unfinished, now, settings, stop).await?,
+        dead_letters: prune_table(pool, Table::DeadLetters, now, settings, stop).await?,
     })
 }
 
 async fn prune_table(
     pool: &PgPool,
     table: Table,
-    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
     settings: &RetentionSettings,
     stop: &CancellationToken,
 ) -> sqlx::Result<u64> {
+    let cutoff = now - table.window(settings);
     // 0001-01-01: before any row, and within Postgres' range (chrono's MIN is not).
     let mut from = DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or(cutoff);
     let mut total = 0;
     while !stop.is_cancelled() {
-        let (deleted, newest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(table.batch_sql())
-            .bind(cutoff)
-            .bind(from)
-            .bind(BATCH)
-            .fetch_one(pool)
-            .await?;
+        let (deleted, newest) = table.batch(pool, cutoff, from).await?;
         let deleted = u64::try_from(deleted).unwrap_or_default();
         total += deleted;
         metrics::counter!(m::RETENTION_PRUNED, "table" => table.name()).increment(deleted);

@@ -96,6 +96,9 @@ async fn read_only_commands_against_a_missing_database_fail_in_one_line_and_crea
         vec!["wallet", "list", "cus_1"],
         vec!["wallet", "list", "cus_1", "--all", "--json"],
         vec!["gateway", "list"],
+        vec!["dlq", "list"],
+        vec!["dlq", "show", "m-1"],
+        vec!["dlq", "summary", "--json"],
     ] {
         let out = run_cli(&url, &args).await;
         assert!(!out.success, "{args:?} succeeded");
@@ -127,13 +130,15 @@ async fn read_only_commands_against_a_database_without_the_schema_say_so_and_mig
         .await
         .expect("create");
     let url = format!("{PG_BASE}/{name}");
-    let out = run_cli(&url, &["wallet", "list", "cus_1"]).await;
-    assert!(!out.success);
-    assert!(
-        out.stderr.contains("no wallet-worker schema"),
-        "{}",
-        out.stderr
-    );
+    for args in [["wallet", "list", "cus_1"], ["dlq", "show", "m-1"]] {
+        let out = run_cli(&url, &args).await;
+        assert!(!out.success);
+        assert!(
+            out.stderr.contains("no wallet-worker schema"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
     let db = sqlx::PgPool::connect(&url).await.expect("db");
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",

@@ -5,6 +5,7 @@
 mod report;
 
 use crate::browser::Browser;
+use crate::dlq::{Dead, put};
 use crate::helpers::*;
 use lapin::BasicProperties;
 use reqwest::StatusCode;
@@ -58,6 +59,38 @@ async fn dead_letter_malformed(w: &TestWorker, token: &str) -> String {
     id
 }
 
+/// Dead letters of two more causes, as the worker writes them: five orders whose gateway
+/// never answered, two attaches that hit the broker's delivery limit.
+async fn more_dead_letters(w: &TestWorker) {
+    let ids: Vec<String> = (0..7).map(|i| unique(&format!("msg_more{i}"))).collect();
+    let details: Vec<String> = (0..5)
+        .map(|i| format!("gateway acme-pay answered 503 for order ord-{i}"))
+        .collect();
+    let dead: Vec<Dead<'_>> = (0..7)
+        .map(|i| Dead {
+            id: &ids[i],
+            kind: if i < 5 {
+                "order.placed"
+            } else {
+                "wallet.attach"
+            },
+            error: if i < 5 {
+                "gateway_unavailable"
+            } else {
+                "delivery_limit"
+            },
+            detail: if i < 5 {
+                &details[i]
+            } else {
+                "dead-lettered by the broker from wallet-worker (delivery_limit)"
+            },
+            at: "2026-11-27T16:00:00.000Z",
+            data: serde_json::json!({ "order": { "id": format!("ord-{i}") } }),
+        })
+        .collect();
+    put(w, &dead).await;
+}
+
 async fn place_order(w: &TestWorker, order_id: &str, customer_id: &str) {
     w.publish(
         "order.placed",
@@ -95,6 +128,7 @@ async fn console_in_a_browser_shows_a_dead_letter_replays_it_and_counts_its_outc
     let save_id = dead_letter_save(&w, "ord_console_late").await;
     let token = "tok_console_secret_7781";
     let bad_id = dead_letter_malformed(&w, token).await;
+    more_dead_letters(&w).await;
     place_order(&w, "ord_console_late", "cus_console").await;
     let browser = Browser::start().await;
     let mut pages = Vec::new();
@@ -110,24 +144,32 @@ async fn console_in_a_browser_shows_a_dead_letter_replays_it_and_counts_its_outc
         .click()
         .await
         .unwrap();
-    browser
-        .find(&format!(r#"tr[data-message-id="{save_id}"]"#))
-        .await;
-    browser
-        .find(&format!(r#"tr[data-message-id="{bad_id}"]"#))
-        .await;
+    // The failure groups, largest first, and the totals by error kind and type.
     let count = |row: &str| format!(r#"{row} td[data-count]"#);
-    let not_found = browser
-        .find(&count(r#"#by-error tr[data-error="order_not_found"]"#))
+    let unavailable = browser
+        .find(&count(r#"#by-error tr[data-error="gateway_unavailable"]"#))
         .await;
-    assert_eq!(not_found.text().await.unwrap(), "1");
-    let malformed = browser
-        .find(&count(r#"#by-error tr[data-error="malformed"]"#))
-        .await;
-    assert_eq!(malformed.text().await.unwrap(), "1");
+    assert_eq!(unavailable.text().await.unwrap(), "5");
+    for kind in ["order_not_found", "malformed"] {
+        let row = format!(r#"#by-error tr[data-error="{kind}"]"#);
+        assert_eq!(browser.find(&count(&row)).await.text().await.unwrap(), "1");
+    }
+    assert_eq!(browser.count("#groups tr[data-group]").await, 4);
+    let largest = browser.find("#groups tr[data-group] td.num").await;
+    assert_eq!(largest.text().await.unwrap(), "5", "largest group first");
     pages.push(browser.source().await);
+    browser.screenshot("console-dlq-groups").await;
 
-    // The malformed one in full: its token masked.
+    // The malformed one's group, its list, then the dead letter in full: its token masked.
+    let group_of =
+        |id: &str| format!("SELECT group_key FROM dead_letters WHERE message_id = '{id}'");
+    let group: String = sqlx::query_scalar(&group_of(&bad_id))
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+    let link = format!(r#"#groups tr[data-group="{group}"] td.detail a"#);
+    browser.find(&link).await.click().await.unwrap();
+    assert_eq!(browser.path().await, "/ui/dlq/list");
     let show = format!(r#"tr[data-message-id="{bad_id}"] a.button"#);
     browser.find(&show).await.click().await.unwrap();
     let body = browser.find("pre[data-body]").await.text().await.unwrap();
@@ -136,8 +178,10 @@ async fn console_in_a_browser_shows_a_dead_letter_replays_it_and_counts_its_outc
     assert!(source.contains("x-wallet-error"), "headers are shown");
     pages.push(source);
 
-    // The late save: shown, replayed, gone from the list.
-    browser.goto(&url(&w, "/ui/dlq")).await;
+    // The late save: listed by its error kind, shown, replayed, gone from the groups.
+    browser
+        .goto(&url(&w, "/ui/dlq/list?error=order_not_found"))
+        .await;
     let show = format!(r#"tr[data-message-id="{save_id}"] a.button"#);
     browser.find(&show).await.click().await.unwrap();
     let body = browser.find("pre[data-body]").await.text().await.unwrap();
@@ -152,28 +196,41 @@ async fn console_in_a_browser_shows_a_dead_letter_replays_it_and_counts_its_outc
     let notice = browser.find(r#"[data-notice="replayed"]"#).await;
     assert_eq!(notice.text().await.unwrap(), "Replayed 1 dead letter.");
     assert_eq!(browser.path().await, "/ui/dlq");
-    let row = format!(r#"tr[data-message-id="{save_id}"]"#);
     assert_eq!(
-        browser.count(&row).await,
+        browser
+            .count(r#"#by-error tr[data-error="order_not_found"]"#)
+            .await,
         0,
-        "the replayed one left the queue"
+        "the replayed one left the groups"
     );
     browser
-        .find(&format!(r#"tr[data-message-id="{bad_id}"]"#))
+        .find(&format!(r#"#groups tr[data-group="{group}"]"#))
         .await;
     pages.push(browser.source().await);
     let saved = w.event_caused_by(&save_id).await;
     assert_eq!(saved.routing_key, "wallet.saved");
+    // Who did it, in the history.
+    browser
+        .find(r#"header nav a[href="/ui/dlq/history"]"#)
+        .await
+        .click()
+        .await
+        .unwrap();
+    let replayed = browser
+        .find(r#"#history tr[data-action="dlq.replay"][data-actor="ops"] td[data-count]"#)
+        .await;
+    assert_eq!(replayed.text().await.unwrap(), "1");
+    pages.push(browser.source().await);
 
-    // Its outcome counted on the overview (sampled every 2 s), and the one dead
-    // letter left (the queue's depth is sampled every 5 s).
+    // Its outcome counted on the overview (sampled every 2 s), and the dead letters
+    // left in the store (counted every 5 s).
     let outcome = r#"#by-type tr[data-type="wallet.save"] [data-outcome="saved"]"#;
     let depth = r#"[data-card="dead-letters"] .value"#;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         browser.goto(&url(&w, "/ui/")).await;
         if browser.count(outcome).await == 1
-            && browser.find(depth).await.text().await.unwrap() == "1"
+            && browser.find(depth).await.text().await.unwrap() == "8"
         {
             let counted = browser
                 .find(outcome)

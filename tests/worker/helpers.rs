@@ -21,6 +21,7 @@ use wallet_worker::config::{AmqpArgs, DbArgs, WorkerArgs};
 use wallet_worker::crypto::{DataKeys, Keyring};
 use wallet_worker::domain::Secret;
 use wallet_worker::gateway::{sign, verify};
+use wallet_worker::store::dead_letters::DeadLetter;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -116,6 +117,8 @@ pub struct TestWorker {
     dead_letter_events: Vec<Event>,
     pub gateway: MockServer,
     pub admin_addr: SocketAddr,
+    /// The last dead-letter row [`TestWorker::next_dead_letter`] returned.
+    dead_letters_seen: std::sync::atomic::AtomicI64,
     /// The metrics-only listener, when the test asked for one (`metrics_addr`).
     pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
@@ -155,6 +158,7 @@ pub fn test_args() -> WorkerArgs {
         keys: Some(test_keys()),
         inbox_retention_days: 30,
         order_retention_days: 90,
+        dead_letter_retention_days: 30,
         retention_interval_ms: 600_000,
         db_statement_timeout_ms: 15_000,
         db_lock_timeout_ms: 5_000,
@@ -209,6 +213,7 @@ pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
         dead_letter_events: Vec::new(),
         gateway,
         admin_addr: running.admin_addr,
+        dead_letters_seen: Default::default(),
         metrics_addr: running.metrics_addr,
         shutdown,
         task: Some(running.task),
@@ -456,6 +461,25 @@ impl TestWorker {
         }
     }
 
+    /// The next `wallet.dead_lettered` event, whichever message it announces; outcome
+    /// events read meanwhile stay for later calls.
+    pub async fn dead_lettered_event_any(&mut self) -> Event {
+        if !self.dead_letter_events.is_empty() {
+            return self.dead_letter_events.remove(0);
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let event = self
+                .read_any_event(deadline)
+                .await
+                .expect("a wallet.dead_lettered event within the patience window");
+            if event.routing_key == "wallet.dead_lettered" {
+                return event;
+            }
+            self.stashed.push(event);
+        }
+    }
+
     /// The event caused by `message_id`; others read meanwhile stay for later calls.
     pub async fn event_caused_by(&mut self, message_id: &str) -> Event {
         let caused = |event: &Event| event.body["causation_id"] == message_id;
@@ -488,27 +512,33 @@ impl TestWorker {
         }
     }
 
-    /// Waits for the next dead letter and takes it off the dead-letter queue.
-    pub async fn next_dead_letter(&self) -> lapin::message::Delivery {
-        let dlq = format!("{}.dlq", self.args.amqp.queue);
-        let channel = self.connection.create_channel().await.expect("channel");
-        let mut consumer = channel
-            .basic_consume(
-                dlq.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume dlq");
-        let delivery = tokio::time::timeout(PATIENCE, consumer.next())
-            .await
-            .expect("a dead letter within the patience window")
-            .expect("dlq stream open")
-            .expect("dlq delivery");
-        delivery.ack(BasicAckOptions::default()).await.expect("ack");
-        let _ = channel.close(200, "done".into()).await;
-        delivery
+    /// Waits for the next dead letter the worker stored (each returned once, in the
+    /// order the store took them).
+    pub async fn next_dead_letter(&self) -> StoredDeadLetter {
+        use std::sync::atomic::Ordering;
+        let seen = self.dead_letters_seen.load(Ordering::SeqCst);
+        let sql = format!(
+            "SELECT {} FROM dead_letters WHERE id > $1 ORDER BY id LIMIT 1",
+            wallet_worker::store::dead_letters::COLUMNS
+        );
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let row: Option<wallet_worker::store::dead_letters::Stored> = sqlx::query_as(&sql)
+                .bind(seen)
+                .fetch_optional(&self.pool)
+                .await
+                .expect("dead-letter query");
+            if let Some(row) = row {
+                let row: DeadLetter = row.open(self.keys.data_keys()).expect("it opens");
+                self.dead_letters_seen.store(row.id, Ordering::SeqCst);
+                return StoredDeadLetter::of(row);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no dead letter stored within the patience window"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -704,38 +734,21 @@ impl TestWorker {
         )
     }
 
-    /// Ready messages in the dead-letter queue (a passive declare).
+    /// Dead letters waiting in the store (not replayed).
     pub async fn dead_letter_count(&self) -> u32 {
-        let channel = self.connection.create_channel().await.expect("channel");
-        let queue = channel
-            .queue_declare(
-                self.topology().dead_letter_queue().as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("the dead-letter queue exists");
-        let _ = channel.close(200, "counted".into()).await;
-        queue.message_count()
+        let n = self
+            .count("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
+            .await;
+        u32::try_from(n).expect("a count")
     }
 
-    /// Polls until the dead-letter queue holds exactly `n` ready messages.
+    /// Polls until the store holds exactly `n` dead letters waiting.
     pub async fn wait_for_dead_letters(&self, n: u32) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let count = self.dead_letter_count().await;
-            if count == n {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "dead-letter queue holds {count}, expected {n}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_for_count(
+            "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL",
+            i64::from(n),
+        )
+        .await;
     }
 
     /// Polls until `sql` (a `count(*)`) returns `n`.
@@ -760,6 +773,27 @@ impl TestWorker {
                 "{sql} gave {count}, expected {n}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A dead letter as the store keeps it: its message rebuilt from the stored body,
+/// properties and headers (what a replay publishes, and what `.dlq` held), and the row.
+pub struct StoredDeadLetter {
+    /// The body, byte for byte.
+    pub data: Vec<u8>,
+    pub properties: BasicProperties,
+    pub row: DeadLetter,
+}
+
+impl StoredDeadLetter {
+    pub fn of(row: DeadLetter) -> Self {
+        use wallet_worker::broker::amqp_json;
+        let headers = amqp_json::headers_from_json(&row.headers);
+        Self {
+            data: row.body.clone(),
+            properties: amqp_json::properties_from_json(&row.properties, headers),
+            row,
         }
     }
 }

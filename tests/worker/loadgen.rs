@@ -143,14 +143,13 @@ async fn demo_runs_end_to_end_on_its_own_queues_and_database() {
         .await
         .expect("the demo succeeds");
 
-    let topology = wallet_worker::broker::Topology::new(
-        &worker.amqp.exchange,
-        &worker.amqp.queue,
-        worker.retry_base_ms,
-        worker.retry_max_ms,
-    );
-    let dead = loadgen::queue_depth(AMQP_URL, &topology.dead_letter_queue())
+    let pool = wallet_worker::store::connect_existing(&worker.db.database_url)
         .await
-        .expect("depth");
+        .expect("the demo's database");
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(dead, 1, "the demo's malformed message, and nothing else");
+    pool.close().await;
 }

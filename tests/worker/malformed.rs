@@ -7,7 +7,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::AMQPValue;
 use serde_json::json;
 
-fn header(delivery: &lapin::message::Delivery, name: &str) -> String {
+fn header(delivery: &StoredDeadLetter, name: &str) -> String {
     match delivery
         .properties
         .headers()
@@ -59,8 +59,11 @@ async fn assert_dead_lettered(w: &TestWorker, routing_key: &str, body: &[u8], fi
 async fn each_malformed_case_is_dead_lettered_with_headers_and_body_intact() {
     let w = spawn_worker().await;
     let valid = order_placed("ord_m", "cus_m", "tok_m", false);
+    // Each case is a message of its own (an id of its own): the store keeps one dead
+    // letter per message and life.
     let with = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut v = valid.clone();
+        v["id"] = json!(unique("msg"));
         f(&mut v);
         serde_json::to_vec(&v).unwrap()
     };
@@ -120,6 +123,7 @@ async fn each_malformed_case_is_dead_lettered_with_headers_and_body_intact() {
     )
     .await;
     let mut huge = valid.clone();
+    huge["id"] = json!(unique("msg"));
     huge["data"]["order"]["number"] = json!("9".repeat(300 * 1024));
     assert_dead_lettered(
         &w,

@@ -1,6 +1,6 @@
-//! Retention (docs/operations.md, failure handling): the pruner forgets processed message ids past the dedupe
-//! window and orders untouched past theirs, and nothing younger; a redelivery after
-//! the window is treated as new.
+//! Retention (docs/operations.md, storage retention): the pruner forgets processed
+//! message ids past the dedupe window, orders untouched past theirs and dead letters
+//! kept past theirs, and nothing younger; a redelivery after the window is treated as new.
 
 use crate::helpers::*;
 
@@ -112,6 +112,59 @@ async fn pruning_in_batches_from_several_workers_deletes_each_old_row_once() {
     assert_eq!(
         w.count("SELECT count(*) FROM processed_messages").await,
         101
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn dead_letters_kept_past_their_window_are_pruned_and_leave_their_groups() {
+    let mut args = test_args();
+    args.retention_interval_ms = 50;
+    args.dead_letter_retention_days = 10;
+    let w = spawn_worker_with(args).await;
+    crate::dlq::fill(&w, 6).await;
+    // A replayed one stays as history until it is as old: d-02 is replayed, and dies
+    // again (its order never comes) as a new dead letter.
+    let replay = crate::dlq::dlq_cli(&w, &["replay", "--id", "d-02"]).await;
+    assert!(replay.success, "{}", replay.stderr);
+    w.wait_for_count(
+        "SELECT count(*) FROM dead_letters WHERE message_id = 'd-02' AND replayed_at IS NULL",
+        1,
+    )
+    .await;
+    // Kept in the store just past and just within the window (10 days here).
+    sqlx::query(
+        "UPDATE dead_letters SET ingested_at = now() - interval '10 days 1 hour'
+         WHERE message_id IN ('d-00', 'd-03') OR (message_id = 'd-02' AND replayed_at IS NOT NULL)",
+    )
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE dead_letters SET ingested_at = now() - interval '9 days 23 hours'
+         WHERE message_id = 'd-01'",
+    )
+    .execute(&w.pool)
+    .await
+    .unwrap();
+
+    w.wait_for_count("SELECT count(*) FROM dead_letters", 4)
+        .await;
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT message_id FROM dead_letters ORDER BY message_id")
+            .fetch_all(&w.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, ["d-01", "d-02", "d-04", "d-05"]);
+    let (groups, waiting): (i64, i64) =
+        sqlx::query_as("SELECT count(*), sum(count)::bigint FROM dead_letter_groups")
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (groups, waiting),
+        (4, 4),
+        "the pruned ones left their groups"
     );
     w.stop().await;
 }

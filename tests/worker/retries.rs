@@ -6,7 +6,7 @@ use lapin::types::AMQPValue;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
+fn header(delivery: &StoredDeadLetter, name: &str) -> Option<String> {
     match delivery.properties.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::LongLongInt(n) => Some(n.to_string()),

@@ -53,6 +53,32 @@ pub fn password_matches(headers: &HeaderMap, token: &Secret) -> bool {
     bool::from(decoded[colon + 1..].ct_eq(token.expose().as_bytes()))
 }
 
+/// The HTTP Basic user name of the request (any is accepted; it names who acted in the
+/// audit log): at most 64 printable characters, `console` when empty.
+pub fn user_name(headers: &HeaderMap) -> String {
+    let decoded = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .and_then(|(_, encoded)| BASE64_STANDARD.decode(encoded.trim()).ok())
+        .map(Zeroizing::new);
+    let name: String = decoded
+        .as_ref()
+        .and_then(|d| d.iter().position(|b| *b == b':').map(|colon| &d[..colon]))
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    if name.trim().is_empty() {
+        "console".to_owned()
+    } else {
+        name
+    }
+}
+
 /// Whether the request's `Origin` is the site it was sent to: a browser sends `Origin`
 /// with every POST, and a page of another site cannot make it ours.
 pub fn same_origin(headers: &HeaderMap) -> bool {
@@ -117,6 +143,20 @@ mod tests {
         let bearer = headers(&[(header::AUTHORIZATION, "Bearer s3cret")]);
         assert!(!password_matches(&bearer, &token));
         assert!(!password_matches(&HeaderMap::new(), &token));
+    }
+
+    #[test]
+    fn the_user_name_is_what_comes_before_the_password() {
+        let basic = |creds: &str| {
+            headers(&[(
+                header::AUTHORIZATION,
+                &format!("Basic {}", BASE64_STANDARD.encode(creds)),
+            )])
+        };
+        assert_eq!(user_name(&basic("ops:s3cret")), "ops");
+        assert_eq!(user_name(&basic(":s3cret")), "console");
+        assert_eq!(user_name(&basic("a\nb:x")), "ab", "no control characters");
+        assert_eq!(user_name(&HeaderMap::new()), "console");
     }
 
     #[test]

@@ -1,166 +1,68 @@
-//! The dead letters: grouped by error kind and by type (`dlq summary`) and a page of
-//! them with filters (`dlq list`); one in full with its secrets masked ([`show`]);
-//! replay and purge by id, error kind or type ([`actions`]). Each request opens a broker
-//! connection of its own and goes through [`crate::broker::dlq`], so memory stays bounded
-//! by a page, and a console user and the `dlq` command never see each other's half-done
-//! pass (the second one is told to try again).
+//! The dead letters, from the dead-letter store (docs/operations.md, the dead-letter
+//! store): the failure groups with their counts and first and last seen, and the totals
+//! by error kind and type, each replayed or purged in one action; a filtered list with
+//! keyset pages ([`list`]); one dead letter in full with its secrets masked ([`show`]);
+//! replay and purge ([`actions`]); what operators did ([`history`]). Each page view is
+//! one indexed query on the store and nothing on the broker, so it costs milliseconds
+//! whatever the number of dead letters, and any number of people can look at once.
 
 mod actions;
+mod history;
+mod list;
 mod show;
 
 pub use actions::{purge, replay};
+pub use history::history;
+pub use list::list;
 pub use show::show;
 
 use super::Console;
 use super::layout::{self, Nav, Notice, or_dash};
-use crate::broker::dlq::{self, DeadLetterEntry, DlqError, ListReport, Selection, Summary};
 use crate::html::{escape, query_value};
+use crate::store::dead_letters::query::{self, OTHER, Summary, UNKNOWN};
 use axum::extract::{Query, State};
 use axum::response::Html;
-use lapin::Connection;
-use serde::Deserialize;
 use std::fmt::Write as _;
 
-/// Dead letters on a page unless `?limit=` says otherwise, and the most it may say.
-const PAGE: u64 = 50;
-const MAX_PAGE: u64 = 500;
+/// Failure groups the page shows, largest first.
+const GROUPS_SHOWN: usize = 200;
 
-/// Why a dead-letter request could not be served, as a notice code.
-#[derive(Debug, Clone, Copy)]
-enum Problem {
-    Busy,
-    Missing,
-    Broker,
-}
-
-impl Problem {
-    fn code(self) -> &'static str {
-        match self {
-            Self::Busy => "busy",
-            Self::Missing => "missing",
-            Self::Broker => "broker",
-        }
-    }
-}
-
-impl From<DlqError> for Problem {
-    fn from(err: DlqError) -> Self {
-        match err {
-            DlqError::Busy(_) => Self::Busy,
-            DlqError::Missing(_) => Self::Missing,
-            other => {
-                tracing::error!(
-                    error = format!("{:#}", anyhow::Error::new(other)),
-                    "console: dead-letter operation failed"
-                );
-                Self::Broker
-            }
-        }
-    }
-}
-
-async fn connect(console: &Console) -> Result<Connection, Problem> {
-    match crate::broker::connect_any(console.admin.amqp_url.expose(), "console").await {
-        Ok((connection, _node)) => Ok(connection),
+/// `GET /ui/dlq`: the groups.
+pub async fn page(State(console): State<Console>, Query(notice): Query<Notice>) -> Html<String> {
+    let body = match query::summary(&console.admin.pool).await {
+        Ok(summary) => [
+            cards(&summary),
+            totals(&console, &summary),
+            groups(&console, &summary),
+        ]
+        .concat(),
         Err(err) => {
             tracing::error!(
                 error = format!("{err:#}"),
-                "console: cannot reach the broker"
+                "console: cannot read the dead-letter store"
             );
-            Err(Problem::Broker)
+            Notice::showing("database").html()
         }
-    }
-}
-
-async fn close(connection: Connection) {
-    let _ = connection.close(200, "done".into()).await;
-}
-
-/// `GET /ui/dlq?type=&error=&offset=&limit=`.
-#[derive(Debug, Default, Deserialize)]
-pub struct ListQuery {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    error: Option<String>,
-    #[serde(default)]
-    offset: u64,
-    limit: Option<u64>,
-}
-
-/// What a page of dead letters shows.
-struct Listing {
-    summary: Summary,
-    entries: Vec<DeadLetterEntry>,
-    report: ListReport,
-}
-
-pub async fn page(
-    State(console): State<Console>,
-    Query(query): Query<ListQuery>,
-    Query(notice): Query<Notice>,
-) -> Html<String> {
-    let filter = Selection {
-        kind: query.kind.clone().filter(|k| !k.is_empty()),
-        error: query.error.clone().filter(|e| !e.is_empty()),
-        ..Selection::default()
     };
-    let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
-    let body = match read(&console, &filter, query.offset, limit).await {
-        Ok(listing) => [
-            summary_html(&console, &listing.summary),
-            filter_html(&listing.summary, &filter),
-            list_html(&console, &listing, &filter, query.offset, limit),
-        ]
-        .concat(),
-        Err(problem) => Notice::showing(problem.code()).html(),
-    };
-    let queue = console.admin.topology.dead_letter_queue();
     let body = format!(
-        r#"<p class="hint">Queue <code>{}</code>. Reading it leaves it as it was; replay republishes to the worker's exchange, acked only once the broker confirmed.</p>{body}"#,
-        escape(&queue)
+        r#"<p class="hint">Dead letters waiting in the store, grouped by cause. Replay puts them back on their routing key through the outbox; purge deletes them. <a href="/ui/dlq/list">List them all</a> · <a href="/ui/dlq/history">history of replays and purges</a></p>{body}"#
     );
     layout::page("Dead letters", Nav::DeadLetters, &notice, &body)
 }
 
-/// The summary, then the page: two passes, each leaving the queue as it was.
-async fn read(
-    console: &Console,
-    filter: &Selection,
-    offset: u64,
-    limit: u64,
-) -> Result<Listing, Problem> {
-    let connection = connect(console).await?;
-    let topology = &console.admin.topology;
-    let mut entries = Vec::new();
-    let mut seen = 0;
-    let passes = async {
-        let summary = dlq::summary(&connection, topology).await?;
-        let keep = |entry| {
-            if seen >= offset {
-                entries.push(entry);
-            }
-            seen += 1;
-        };
-        let report = dlq::list(&connection, topology, filter, Some(offset + limit), keep).await?;
-        Ok::<_, DlqError>((summary, report))
-    }
-    .await;
-    close(connection).await;
-    let (summary, report) = passes?;
-    Ok(Listing {
-        summary,
-        entries,
-        report,
-    })
-}
-
-fn summary_html(console: &Console, summary: &Summary) -> String {
-    let mut out = format!(
-        r#"<div class="cards"><div class="card" data-card="dlq-total"><div class="label">In the queue</div><div class="value">{total}</div></div><div class="card"><div class="label">Oldest</div><div class="value small">{oldest}</div></div><div class="card"><div class="label">Newest</div><div class="value small">{newest}</div></div></div><div class="two">"#,
+fn cards(summary: &Summary) -> String {
+    format!(
+        r#"<div class="cards"><div class="card" data-card="dlq-total"><div class="label">Waiting</div><div class="value">{total}</div></div><div class="card"><div class="label">Oldest</div><div class="value small">{oldest}</div></div><div class="card"><div class="label">Newest</div><div class="value small">{newest}</div></div><div class="card"><div class="label">Failure groups</div><div class="value">{groups}</div></div></div>"#,
         total = summary.total,
         oldest = or_dash(summary.oldest.as_deref()),
         newest = or_dash(summary.newest.as_deref()),
-    );
+        groups = summary.by_group.len(),
+    )
+}
+
+/// The totals by error kind and by type, each with its replay and purge.
+fn totals(console: &Console, summary: &Summary) -> String {
+    let mut out = String::from(r#"<div class="two">"#);
     for (title, table, field, counts) in [
         ("By error kind", "by-error", "error", &summary.by_error),
         ("By type", "by-dlq-type", "type", &summary.by_type),
@@ -169,20 +71,23 @@ fn summary_html(console: &Console, summary: &Summary) -> String {
         rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let mut body = String::new();
         for (key, n) in rows {
-            let selectable = key != dlq::UNKNOWN && key != dlq::OTHER;
-            let name = if selectable {
-                format!(
-                    r#"<a href="/ui/dlq?{field}={q}"><code>{k}</code></a>"#,
-                    q = query_value(key),
-                    k = escape(key)
+            let selectable = key != UNKNOWN && key != OTHER;
+            let (name, actions) = if selectable {
+                (
+                    format!(
+                        r#"<a href="/ui/dlq/list?{field}={q}"><code>{k}</code></a>"#,
+                        q = query_value(key),
+                        k = escape(key)
+                    ),
+                    group_actions(
+                        console,
+                        field,
+                        key,
+                        &format!("{n} dead letters with {field} {key}"),
+                    ),
                 )
             } else {
-                format!("<code>{}</code>", escape(key))
-            };
-            let actions = if selectable {
-                group_actions(console, field, key, *n)
-            } else {
-                String::new()
+                (format!("<code>{}</code>", escape(key)), String::new())
             };
             let _ = write!(
                 body,
@@ -202,15 +107,47 @@ fn summary_html(console: &Console, summary: &Summary) -> String {
     out
 }
 
-/// Replay and purge of every dead letter with this error kind or type.
-fn group_actions(console: &Console, field: &str, key: &str, n: u64) -> String {
-    let what = if field == "error" { "error" } else { "type" };
+/// The failure groups, largest first.
+fn groups(console: &Console, summary: &Summary) -> String {
+    let mut rows = String::new();
+    for group in summary.by_group.iter().take(GROUPS_SHOWN) {
+        let kind = group.kind.as_deref().unwrap_or(UNKNOWN);
+        let what = format!("{} dead letters of group {}", group.count, group.label);
+        let _ = write!(
+            rows,
+            r#"<tr data-group="{key}"><td class="detail"><a href="/ui/dlq/list?group={key}">{label}</a></td><td><code>{error}</code></td><td><code>{kind}</code></td><td class="num" data-count="{n}">{n}</td><td>{first}</td><td>{last}</td><td class="actions">{actions}</td></tr>"#,
+            key = escape(&group.group),
+            label = escape(&group.label),
+            error = escape(&group.error),
+            kind = escape(kind),
+            n = group.count,
+            first = escape(&group.first_seen),
+            last = escape(&group.last_seen),
+            actions = group_actions(console, "group", &group.group, &what),
+        );
+    }
+    if summary.by_group.is_empty() {
+        rows.push_str(r#"<tr><td colspan="7">No dead letters.</td></tr>"#);
+    }
+    let more = summary.by_group.len().saturating_sub(GROUPS_SHOWN);
+    let more = if more > 0 {
+        format!(r#"<p class="hint">{more} smaller groups not shown.</p>"#)
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<h2>Failure groups</h2><p class="hint">Dead letters with the same error kind, type and detail (ids and numbers aside).</p><table class="grid" id="groups"><thead><tr><th>Cause</th><th>Error</th><th>Type</th><th class="num">Count</th><th>First seen</th><th>Last seen</th><th></th></tr></thead><tbody>{rows}</tbody></table>{more}"#
+    )
+}
+
+/// Replay and purge of every dead letter whose `field` (`error`, `type`, `group`) is `key`.
+fn group_actions(console: &Console, field: &str, key: &str, what: &str) -> String {
     let replay = layout::action(
         "/ui/dlq/replay",
         &[(field, key)],
         "Replay all",
         "small",
-        Some(&format!("Replay all {n} dead letters with {what} {key}?")),
+        Some(&format!("Replay all {what}?")),
         &console.form_token,
     );
     let purge = layout::action(
@@ -218,107 +155,8 @@ fn group_actions(console: &Console, field: &str, key: &str, n: u64) -> String {
         &[(field, key)],
         "Purge all",
         "small danger",
-        Some(&format!(
-            "Purge all {n} dead letters with {what} {key}? They are gone for good."
-        )),
+        Some(&format!("Purge all {what}? They are gone for good.")),
         &console.form_token,
     );
     format!("{replay}{purge}")
-}
-
-/// The keys a selection can name (not the summary's catch-alls).
-fn selectable(counts: &std::collections::BTreeMap<String, u64>) -> Vec<&String> {
-    counts
-        .keys()
-        .filter(|k| *k != dlq::UNKNOWN && *k != dlq::OTHER)
-        .collect()
-}
-
-fn filter_html(summary: &Summary, filter: &Selection) -> String {
-    let options = |keys: Vec<&String>, chosen: Option<&String>| {
-        let mut out = r#"<option value="">any</option>"#.to_owned();
-        for key in keys {
-            let selected = if Some(key) == chosen { " selected" } else { "" };
-            let _ = write!(
-                out,
-                r#"<option value="{k}"{selected}>{k}</option>"#,
-                k = escape(key)
-            );
-        }
-        out
-    };
-    format!(
-        r#"<h2>List</h2><form class="filters" method="get" action="/ui/dlq"><label>Type <select name="type">{types}</select></label> <label>Error <select name="error">{errors}</select></label> <button type="submit">Filter</button> <a href="/ui/dlq">clear</a></form>"#,
-        types = options(selectable(&summary.by_type), filter.kind.as_ref()),
-        errors = options(selectable(&summary.by_error), filter.error.as_ref()),
-    )
-}
-
-fn list_html(
-    console: &Console,
-    listing: &Listing,
-    filter: &Selection,
-    offset: u64,
-    limit: u64,
-) -> String {
-    let mut rows = String::new();
-    for entry in &listing.entries {
-        let id = &entry.message_id;
-        let actions = if id == "-" {
-            String::new()
-        } else {
-            format!(
-                r#"<a class="button small" href="/ui/dlq/show?id={q}">Show</a>{buttons}"#,
-                q = query_value(id),
-                buttons = layout::dead_letter_actions(id, true, &console.form_token),
-            )
-        };
-        let _ = write!(
-            rows,
-            r#"<tr data-message-id="{id}"><td class="num">{position}</td><td><code>{id}</code></td><td>{kind}</td><td>{error}</td><td class="num">{attempts}</td><td>{at}</td><td class="num">{bytes}</td><td class="detail">{detail}</td><td class="actions">{actions}</td></tr>"#,
-            id = escape(id),
-            position = entry.position,
-            kind = or_dash(entry.routing_key.as_deref()),
-            error = or_dash(entry.error.as_deref()),
-            attempts = entry
-                .attempts
-                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
-            at = or_dash(entry.dead_lettered_at.as_deref()),
-            bytes = entry.body_size(),
-            detail = or_dash(entry.error_detail.as_deref()),
-        );
-    }
-    let report = &listing.report;
-    let matching = report.shown + report.more;
-    let shown = listing.entries.len() as u64;
-    if shown == 0 {
-        rows.push_str(r#"<tr><td colspan="9">No dead letters here.</td></tr>"#);
-    }
-    let from = if shown == 0 { 0 } else { offset + 1 };
-    let page_link = |offset: u64, text: &str| {
-        let mut href = format!("/ui/dlq?offset={offset}&limit={limit}");
-        if let Some(kind) = &filter.kind {
-            let _ = write!(href, "&type={}", query_value(kind));
-        }
-        if let Some(error) = &filter.error {
-            let _ = write!(href, "&error={}", query_value(error));
-        }
-        format!(
-            r#"<a class="button small" href="{}">{text}</a>"#,
-            escape(&href)
-        )
-    };
-    let mut pager = format!(
-        r#"<span data-matching="{matching}">{from}–{to} of {matching}</span> "#,
-        to = offset + shown,
-    );
-    if offset > 0 {
-        pager.push_str(&page_link(offset.saturating_sub(limit), "← previous"));
-    }
-    if report.more > 0 {
-        pager.push_str(&page_link(offset + limit, "next →"));
-    }
-    format!(
-        r#"<table class="grid" id="dead-letters"><thead><tr><th class="num">#</th><th>Message id</th><th>Type</th><th>Error</th><th class="num">Attempts</th><th>Dead-lettered at</th><th class="num">Bytes</th><th>Detail</th><th></th></tr></thead><tbody>{rows}</tbody></table><p class="pager">{pager}</p>"#
-    )
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub enum Nav {
     Overview,
     DeadLetters,
+    History,
 }
 
 /// A whole page.
@@ -36,7 +37,7 @@ pub fn page(title: &str, nav: Nav, notice: &Notice, body: &str) -> Html<String> 
 <body>
 <header class="top">
 <span class="brand">wallet-worker</span>
-<nav>{overview}{dead_letters}</nav>
+<nav>{overview}{dead_letters}{history}</nav>
 <span class="version">v{version}</span>
 </header>
 <main>
@@ -49,6 +50,7 @@ pub fn page(title: &str, nav: Nav, notice: &Notice, body: &str) -> Html<String> 
         title = escape(title),
         overview = link(Nav::Overview, "/ui/", "Overview"),
         dead_letters = link(Nav::DeadLetters, "/ui/dlq", "Dead letters"),
+        history = link(Nav::History, "/ui/dlq/history", "History"),
         version = env!("CARGO_PKG_VERSION"),
         notice = notice.html(),
     ))
@@ -133,7 +135,7 @@ pub struct Notice {
     n: Option<u64>,
     /// Selected but not replayed.
     failed: Option<u64>,
-    /// `busy`, `missing`, `broker`, `database`, `nothing` or `unknown_gateway`.
+    /// `database`, `nothing` or `unknown_gateway`.
     problem: Option<String>,
 }
 
@@ -165,18 +167,11 @@ impl Notice {
         };
         let failed = self.failed.filter(|f| *f > 0).map(|f| {
             format!(
-                " {} could not be replayed and stay in the queue.",
+                " {} could not be replayed (no queue of the worker takes their type) and stay in the store.",
                 letters(f)
             )
         });
         let problem = match self.problem.as_deref() {
-            Some("busy") => Some(
-                "Another dead-letter operation is running (the console or the dlq command); try again when it is done.",
-            ),
-            Some("missing") => {
-                Some("There is no dead-letter queue yet: has the worker connected to the broker?")
-            }
-            Some("broker") => Some("The broker did not answer; see the worker's logs."),
             Some("database") => Some("The database did not answer; see the worker's logs."),
             Some("nothing") => Some("No dead letter matched; nothing changed."),
             Some("unknown_gateway") => Some("No such gateway."),

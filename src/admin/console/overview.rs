@@ -7,6 +7,7 @@ use super::live::Live;
 use super::{Console, forbidden};
 use crate::gateway::shown_token_url;
 use crate::html::{LineChart, Series, escape, line_chart};
+use crate::store::dead_letters::gauge;
 use crate::store::{self, gateways};
 use axum::Form;
 use axum::extract::{Query, State};
@@ -29,7 +30,12 @@ pub async fn live(State(console): State<Console>) -> Html<String> {
 async fn live_html(console: &Console) -> String {
     let live = console.live.now();
     let mut out = status(console).await;
-    out.push_str(&cards(&live));
+    // Read from the store at each refresh (one small query), not from a sampled gauge.
+    let waiting = gauge::by_kind(&console.admin.pool)
+        .await
+        .ok()
+        .map(|counts| counts.values().sum::<i64>());
+    out.push_str(&cards(&live, waiting));
     out.push_str(&throughput_chart(&live));
     out.push_str(&by_type(&live));
     out.push_str(&gateways_html(console).await);
@@ -63,10 +69,11 @@ async fn status(console: &Console) -> String {
     )
 }
 
-fn cards(live: &Live) -> String {
-    let depth = live
-        .dlq_depth
-        .map_or_else(|| "-".to_owned(), |d| format!("{d:.0}"));
+/// The figures; `waiting` is the dead letters in the store (`None`: unknown).
+fn cards(live: &Live, waiting: Option<i64>) -> String {
+    let number = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+    let stored = waiting.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let depth = number(live.dlq_depth);
     let written: u64 = live.dead_letters.iter().map(|(_, n)| n).sum();
     let card = |id: &str, label: &str, value: &str, note: &str| {
         format!(
@@ -96,8 +103,10 @@ fn cards(live: &Live) -> String {
         card(
             "dead-letters",
             "Dead letters",
-            &format!(r#"<a href="/ui/dlq">{depth}</a>"#),
-            &format!("in the queue · {written} written since start"),
+            &format!(r#"<a href="/ui/dlq">{stored}</a>"#),
+            &format!(
+                "waiting in the store · {depth} in the intake · {written} written since start"
+            ),
         ),
         "</div>".to_owned(),
     ]

@@ -1,17 +1,24 @@
 //! `POST /ui/dlq/replay` and `/ui/dlq/purge`: the dead letters with one message id,
-//! error kind or type (never "all"), then back to the list with what was done.
+//! error kind, type or failure group (never "all"), batch by batch as the CLI does,
+//! recorded in the audit log under the HTTP Basic user name; then back to the groups
+//! with what was done. A replay's batches go to this worker's relay, which publishes
+//! them at once.
 
-use super::{Problem, close, connect};
 use crate::admin::console::layout::Notice;
-use crate::admin::console::{Console, forbidden};
-use crate::broker::dlq::{self, ReplayOptions, Selection};
+use crate::admin::console::{Console, auth, forbidden};
+use crate::domain::envelope::INBOUND_TYPES;
+use crate::store::dead_letters::replay::{self, By};
+use crate::store::dead_letters::{Cursor, Filter, audit, purge};
 use axum::Form;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-/// `POST /ui/dlq/replay` and `/ui/dlq/purge`: one of `id`, `error` or `type`.
+/// Dead letters per transaction.
+const BATCH: i64 = 500;
+
+/// `POST /ui/dlq/replay` and `/ui/dlq/purge`: one of `id`, `error`, `type`, `group`.
 #[derive(Debug, Deserialize)]
 pub struct ActionForm {
     form_token: String,
@@ -19,18 +26,30 @@ pub struct ActionForm {
     error: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
+    group: Option<String>,
 }
 
 impl ActionForm {
     /// The dead letters the form names: exactly one criterion, never "all".
-    fn selection(&self) -> Option<Selection> {
+    fn selection(&self) -> Option<Filter> {
         let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
-        match (given(&self.id), given(&self.error), given(&self.kind)) {
-            (Some(id), None, None) => Some(Selection::ids([id])),
-            (None, Some(error), None) => Some(Selection::of_error(&error)),
-            (None, None, Some(kind)) => Some(Selection::of_type(&kind)),
-            _ => None,
+        let named = [
+            given(&self.id),
+            given(&self.error),
+            given(&self.kind),
+            given(&self.group),
+        ];
+        if named.iter().flatten().count() != 1 {
+            return None;
         }
+        let [id, error, kind, group] = named;
+        Some(Filter {
+            ids: id.into_iter().collect(),
+            error,
+            kind,
+            group,
+            ..Filter::default()
+        })
     }
 }
 
@@ -48,7 +67,7 @@ impl IntoResponse for Refused {
             Self::NotOurs => forbidden(),
             Self::Unclear => (
                 StatusCode::BAD_REQUEST,
-                "name the dead letters by exactly one of id, error or type\n",
+                "name the dead letters by exactly one of id, error, type or group\n",
             )
                 .into_response(),
         }
@@ -56,70 +75,113 @@ impl IntoResponse for Refused {
 }
 
 /// Checks the form, or says why it is refused.
-fn checked(console: &Console, form: &ActionForm) -> Result<Selection, Refused> {
+fn checked(console: &Console, form: &ActionForm) -> Result<Filter, Refused> {
     if !console.form_is_ours(&form.form_token) {
         return Err(Refused::NotOurs);
     }
     form.selection().ok_or(Refused::Unclear)
 }
 
-pub async fn replay(State(console): State<Console>, Form(form): Form<ActionForm>) -> Response {
-    let selection = match checked(&console, &form) {
-        Ok(selection) => selection,
+pub async fn replay(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let filter = match checked(&console, &form) {
+        Ok(filter) => filter,
         Err(refused) => return refused.into_response(),
     };
-    let replayed = match connect(&console).await {
-        Ok(connection) => {
-            let topology = &console.admin.topology;
-            let options = ReplayOptions::default();
-            let report = dlq::replay(&connection, topology, &selection, options, |_| {}).await;
-            close(connection).await;
-            report.map_err(Problem::from)
-        }
-        Err(problem) => Err(problem),
-    };
-    let notice = match replayed {
-        Ok(report) if report.replayed + report.failed == 0 => Notice::problem("nothing"),
-        Ok(report) => {
+    let actor = auth::user_name(&headers);
+    let notice = match replay_all(&console, &filter, &actor).await {
+        Ok((0, 0)) => Notice::problem("nothing"),
+        Ok((replayed, failed)) => {
             tracing::info!(
-                ?selection,
-                replayed = report.replayed,
-                failed = report.failed,
+                ?filter,
+                replayed,
+                failed,
+                actor,
                 "console: dead letters replayed"
             );
-            Notice::done("replayed", report.replayed, report.failed)
+            Notice::done("replayed", replayed, failed)
         }
-        Err(problem) => Notice::problem(problem.code()),
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "console: replay failed");
+            Notice::problem("database")
+        }
     };
     Redirect::to(&format!("/ui/dlq?{notice}")).into_response()
 }
 
-pub async fn purge(State(console): State<Console>, Form(form): Form<ActionForm>) -> Response {
-    let selection = match checked(&console, &form) {
-        Ok(selection) => selection,
+/// Replays batch by batch; returns (replayed, not replayable).
+async fn replay_all(console: &Console, filter: &Filter, actor: &str) -> sqlx::Result<(u64, u64)> {
+    let pool = &console.admin.pool;
+    let target = serde_json::to_value(filter).unwrap_or_default();
+    let audit_id = audit::open(pool, actor, audit::Via::Console, "dlq.replay", &target).await?;
+    let by = By { actor, audit_id };
+    let (mut replayed, mut failed, mut cursor) = (0, 0, None::<Cursor>);
+    loop {
+        let batch = replay::batch(
+            pool,
+            &console.admin.keys,
+            by,
+            filter,
+            cursor.as_ref(),
+            BATCH,
+            &INBOUND_TYPES,
+        )
+        .await?;
+        let Some(next) = batch.next else { break };
+        cursor = Some(next);
+        replayed += batch.replayed.len() as u64;
+        failed += batch.not_replayable.len() as u64;
+        if !batch.events.is_empty() {
+            // A relay gone away leaves them to a sweep.
+            let _ = console.admin.committed.send(batch.events);
+        }
+    }
+    audit::finish(pool, audit_id).await?;
+    Ok((replayed, failed))
+}
+
+pub async fn purge(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let filter = match checked(&console, &form) {
+        Ok(filter) => filter,
         Err(refused) => return refused.into_response(),
     };
-    let purged = match connect(&console).await {
-        Ok(connection) => {
-            let report = dlq::purge(&connection, &console.admin.topology, &selection).await;
-            close(connection).await;
-            report.map_err(Problem::from)
+    let actor = auth::user_name(&headers);
+    let notice = match purge_all(&console, &filter, &actor).await {
+        Ok(0) => Notice::problem("nothing"),
+        Ok(purged) => {
+            tracing::info!(?filter, purged, actor, "console: dead letters purged");
+            Notice::done("purged", purged, 0)
         }
-        Err(problem) => Err(problem),
-    };
-    let notice = match purged {
-        Ok(report) if report.purged == 0 => Notice::problem("nothing"),
-        Ok(report) => {
-            tracing::info!(
-                ?selection,
-                purged = report.purged,
-                "console: dead letters purged"
-            );
-            Notice::done("purged", report.purged, 0)
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "console: purge failed");
+            Notice::problem("database")
         }
-        Err(problem) => Notice::problem(problem.code()),
     };
     Redirect::to(&format!("/ui/dlq?{notice}")).into_response()
+}
+
+async fn purge_all(console: &Console, filter: &Filter, actor: &str) -> sqlx::Result<u64> {
+    let pool = &console.admin.pool;
+    let target = serde_json::to_value(filter).unwrap_or_default();
+    let audit_id = audit::open(pool, actor, audit::Via::Console, "dlq.purge", &target).await?;
+    let (mut purged, mut cursor) = (0, None::<Cursor>);
+    loop {
+        let (n, next) = purge::batch(pool, audit_id, filter, cursor.as_ref(), 2 * BATCH).await?;
+        purged += n;
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    audit::finish(pool, audit_id).await?;
+    Ok(purged)
 }
 
 #[cfg(test)]
@@ -128,20 +190,19 @@ mod tests {
 
     #[test]
     fn a_form_names_exactly_one_criterion() {
-        let form = |id: Option<&str>, error: Option<&str>, kind: Option<&str>| ActionForm {
+        let form = |id: Option<&str>, error: Option<&str>, group: Option<&str>| ActionForm {
             form_token: String::new(),
             id: id.map(Into::into),
             error: error.map(Into::into),
-            kind: kind.map(Into::into),
+            kind: Some(String::new()),
+            group: group.map(Into::into),
         };
-        assert_eq!(
-            form(Some("m1"), None, Some("")).selection(),
-            Some(Selection::ids(["m1"]))
-        );
-        assert_eq!(
-            form(None, Some("malformed"), None).selection(),
-            Some(Selection::of_error("malformed"))
-        );
+        let ids = form(Some("m1"), None, None).selection().unwrap();
+        assert_eq!(ids.ids, ["m1"]);
+        let group = form(None, None, Some("0123456789abcdef"))
+            .selection()
+            .unwrap();
+        assert_eq!(group.group.as_deref(), Some("0123456789abcdef"));
         assert_eq!(form(None, None, None).selection(), None);
         assert_eq!(form(Some("m1"), Some("malformed"), None).selection(), None);
     }

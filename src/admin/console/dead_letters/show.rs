@@ -1,11 +1,12 @@
-//! `GET /ui/dlq/show?id=`: the dead letters with one message id, in full — summary,
-//! properties, headers and body — with every secret masked, and their actions.
+//! `GET /ui/dlq/show?id=`: the dead letters of one message id (one per life), or the
+//! one of a row id, in full — what is known of it, properties, headers and body — with
+//! every secret masked, and their actions.
 
-use super::{Problem, close, connect};
 use crate::admin::console::Console;
 use crate::admin::console::layout::{self, Nav, Notice, or_dash};
-use crate::broker::dlq::{self, DeadLetterEntry, DisplayBody, SECRET_FIELDS};
+use crate::dead_letter_view::{self as view, DisplayBody};
 use crate::html::escape;
+use crate::store::dead_letters::{DeadLetter, query, time_text};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,50 +20,47 @@ pub struct ShowQuery {
 }
 
 pub async fn show(State(console): State<Console>, Query(query): Query<ShowQuery>) -> Response {
-    let shown = match connect(&console).await {
-        Ok(connection) => {
-            let shown = dlq::show(&connection, &console.admin.topology, &query.id).await;
-            close(connection).await;
-            shown.map_err(Problem::from)
-        }
-        Err(problem) => Err(problem),
-    };
     let title = format!("Dead letter {}", query.id);
     let notice = Notice::default();
-    let shown = match shown {
-        Ok(shown) => shown,
-        Err(problem) => {
-            let body = Notice::showing(problem.code()).html();
+    let letters = match query::show(
+        &console.admin.pool,
+        console.admin.keys.data_keys(),
+        &query.id,
+    )
+    .await
+    {
+        Ok(letters) => letters,
+        Err(err) => {
+            tracing::error!(
+                error = format!("{err:#}"),
+                "console: cannot read the dead-letter store"
+            );
+            let body = Notice::showing("database").html();
             return layout::page(&title, Nav::DeadLetters, &notice, &body).into_response();
         }
     };
-    if shown.entries.is_empty() {
+    if letters.is_empty() {
         let body = format!(
-            r#"<p class="notice bad">No dead letter with message id <code>{}</code> (it may have been replayed or purged).</p><p><a href="/ui/dlq">All dead letters</a></p>"#,
+            r#"<p class="notice bad">No dead letter with message id or row id <code>{}</code> (it may have been purged).</p><p><a href="/ui/dlq">All dead letters</a></p>"#,
             escape(&query.id)
         );
         let page = layout::page(&title, Nav::DeadLetters, &notice, &body);
         return (StatusCode::NOT_FOUND, page).into_response();
     }
-    let id = query.id.as_str();
-    let mut body = format!(
-        r#"<div class="actions">{buttons} <a href="/ui/dlq">All dead letters</a></div>"#,
-        buttons = layout::dead_letter_actions(id, false, &console.form_token),
-    );
-    for entry in &shown.entries {
-        body.push_str(&entry_html(entry, shown.depth));
-    }
-    if shown.more > 0 {
-        let _ = write!(
-            body,
-            r#"<p class="hint">{} more with this message id.</p>"#,
-            shown.more
-        );
+    let waiting = letters.iter().find(|l| l.replayed_at.is_none());
+    let buttons = match waiting.and_then(|l| l.message_id.as_deref()) {
+        Some(id) => layout::dead_letter_actions(id, false, &console.form_token),
+        None => String::new(),
+    };
+    let mut body =
+        format!(r#"<div class="actions">{buttons} <a href="/ui/dlq">All dead letters</a></div>"#);
+    for letter in &letters {
+        body.push_str(&letter_html(letter));
     }
     layout::page(&title, Nav::DeadLetters, &notice, &body).into_response()
 }
 
-fn entry_html(entry: &DeadLetterEntry, depth: u64) -> String {
+fn letter_html(letter: &DeadLetter) -> String {
     let table = |rows: Vec<(String, String)>| {
         let mut out = r#"<table class="kv"><tbody>"#.to_owned();
         for (name, value) in rows {
@@ -71,76 +69,62 @@ fn entry_html(entry: &DeadLetterEntry, depth: u64) -> String {
         out.push_str("</tbody></table>");
         out
     };
-    let summary = vec![
-        ("message id".to_owned(), escape(&entry.message_id)),
-        ("type".to_owned(), or_dash(entry.routing_key.as_deref())),
-        ("error".to_owned(), or_dash(entry.error.as_deref())),
-        ("detail".to_owned(), or_dash(entry.error_detail.as_deref())),
-        (
-            "attempts".to_owned(),
-            entry
-                .attempts
-                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+    let replayed = match &letter.replayed_at {
+        Some(at) => format!(
+            "{} by {}",
+            time_text(*at),
+            or_dash(letter.replayed_by.as_deref())
         ),
+        None => "no".to_owned(),
+    };
+    let summary = vec![
+        (
+            "message id".to_owned(),
+            or_dash(letter.message_id.as_deref()),
+        ),
+        ("type".to_owned(), or_dash(letter.routing_key.as_deref())),
+        ("error".to_owned(), escape(&letter.error)),
+        ("detail".to_owned(), escape(&letter.detail)),
+        ("attempts".to_owned(), view::attempts(letter)),
         (
             "dead-lettered at".to_owned(),
-            or_dash(entry.dead_lettered_at.as_deref()),
+            time_text(letter.dead_lettered_at),
         ),
+        ("stored at".to_owned(), time_text(letter.ingested_at)),
+        (
+            "failure group".to_owned(),
+            format!(
+                r#"<a href="/ui/dlq/list?group={g}"><code>{g}</code></a>"#,
+                g = escape(&letter.group_key)
+            ),
+        ),
+        ("order".to_owned(), or_dash(letter.order_id.as_deref())),
+        (
+            "customer".to_owned(),
+            or_dash(letter.customer_id.as_deref()),
+        ),
+        ("replayed".to_owned(), escape(&replayed)),
         (
             "body size".to_owned(),
-            format!("{} bytes", entry.body_size()),
+            format!("{} bytes", letter.body.len()),
         ),
     ];
-    let properties = entry
-        .property_texts()
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), escape(&value)))
-        .collect();
-    let headers = entry
-        .headers()
-        .into_iter()
-        .map(|(name, value)| {
-            let value = if secret_header(&name) {
-                "[redacted]".to_owned()
-            } else {
-                escape(&value)
-            };
-            (name, value)
-        })
-        .collect();
-    let (body_title, body) = match entry.display_body(true) {
+    let escaped = |pairs: std::collections::BTreeMap<String, String>| {
+        pairs
+            .into_iter()
+            .map(|(name, value)| (name, escape(&value)))
+            .collect()
+    };
+    let (body_title, body) = match view::body(letter, true) {
         DisplayBody::Text(text) => ("Body", text),
         DisplayBody::Base64(encoded) => ("Body (not UTF-8, base64)", encoded),
     };
     format!(
-        r#"<section class="letter" data-position="{position}"><h2>Dead letter {position} of {depth}</h2>{summary}<div class="two"><div><h3>Properties</h3>{properties}</div><div><h3>Headers</h3>{headers}</div></div><h3>{body_title}</h3><pre class="body" data-body>{body}</pre></section>"#,
-        position = entry.position,
+        r#"<section class="letter" data-row="{id}"><h2>Dead letter {id}</h2>{summary}<div class="two"><div><h3>Properties</h3>{properties}</div><div><h3>Headers</h3>{headers}</div></div><h3>{body_title}</h3><pre class="body" data-body>{body}</pre></section>"#,
+        id = letter.id,
         summary = table(summary),
-        properties = table(properties),
-        headers = table(headers),
+        properties = table(escaped(view::properties(letter))),
+        headers = table(escaped(view::headers(letter))),
         body = escape(&body),
     )
-}
-
-/// Headers whose value is shown masked: the body's secret field names, and anything
-/// that names itself a token, secret, password or authorization.
-fn secret_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    SECRET_FIELDS.iter().any(|field| name.contains(field))
-        || ["token", "secret", "password", "authorization"]
-            .iter()
-            .any(|word| name.contains(word))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_looking_headers_are_masked() {
-        assert!(secret_header("x-payment_source_token"));
-        assert!(secret_header("X-Api-Secret"));
-        assert!(!secret_header("x-wallet-error"));
-        assert!(!secret_header("traceparent"));
-    }
 }
