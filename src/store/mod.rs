@@ -2,8 +2,8 @@
 
 pub mod batch;
 pub mod committer;
-pub mod delayed;
 pub mod dead_letters;
+pub mod delayed;
 pub mod effects;
 pub mod gateways;
 pub mod inbox;
