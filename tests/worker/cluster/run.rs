@@ -8,7 +8,6 @@ use super::clients::{ClusterEvents, ClusterPublisher, ConfirmedSoFar, Sent};
 use super::flaky::FlakyGateway;
 use crate::helpers::*;
 use crate::rabbit_cluster::{NODES, RabbitCluster};
-use lapin::options::BasicGetOptions;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -184,7 +183,7 @@ impl Run {
 
     /// Stops the load, waits for every outcome, prints the accounting line and asserts
     /// that nothing was lost or doubled, and that the dead letters are exactly the
-    /// malformed messages, each once in `.dlq`.
+    /// malformed messages, each stored once.
     pub async fn finish(&self, name: &str, detail: &str) {
         self.enter("load stopped; waiting for every outcome");
         self.stop_load.cancel();
@@ -198,13 +197,13 @@ impl Run {
         let (_, duplicated) = seen.ledger.report_with(name, &good, "");
         let missing = good.len() - seen.ledger.completed_of(&good);
         let processed = self.w.count(PROCESSED).await;
-        let parked = dead_letters_in_dlq(&self.args).await;
+        let parked = dead_letters_stored(&self.w.pool).await;
         let dead = DeadLetterCheck::of(&sent.malformed, &seen.dead_lettered, &parked);
         let calls = self.gateway.calls();
         let per_message = |n: f64| n / (good.len().max(1) as f64);
         println!(
             "[{name}] published={} processed={processed} missing={missing} dead_letters={} \
-             (expected {}, in .dlq {}) redeliveries_per_msg={} gateway_calls_per_msg={:.2} \
+             (expected {}, stored {}) redeliveries_per_msg={} gateway_calls_per_msg={:.2} \
              (max {}, attempt limit {}) republished={} given_up={} elapsed_s={:.0} {detail}",
             sent.confirmed.len(),
             seen.dead_lettered.len(),
@@ -329,35 +328,22 @@ impl DeadLetterCheck {
         );
         assert!(
             self.unexpected_parked.is_empty(),
-            "messages in .dlq that no rule sent there: {:?}",
+            "stored dead letters that no rule called for: {:?}",
             self.unexpected_parked
         );
         assert!(
             self.parked_not_once.is_empty(),
-            "malformed messages not in .dlq exactly once (id, copies): {:?}",
+            "malformed messages not stored exactly once (id, copies): {:?}",
             self.parked_not_once
         );
     }
 }
 
-/// The message ids in `<queue>.dlq`, read (and removed) on the first node that answers.
-async fn dead_letters_in_dlq(args: &WorkerArgs) -> Vec<String> {
-    let nodes = Nodes::parse(&args.amqp.amqp_url);
-    let (connection, _) = nodes
-        .connect_from(0, "test-dlq-read")
+/// The message ids of the dead letters in the store, where the intake moves them from
+/// `<queue>.dlq` (each announced by `wallet.dead_lettered` in the same transaction).
+async fn dead_letters_stored(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT coalesce(message_id, '') FROM dead_letters")
+        .fetch_all(pool)
         .await
-        .expect("a node answers");
-    let channel = connection.create_channel().await.expect("channel");
-    let queue = format!("{}.dlq", args.amqp.queue);
-    let mut ids = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .expect("get from .dlq")
-    {
-        let id = message.delivery.properties.message_id().as_ref();
-        ids.push(id.map_or_else(String::new, |id| id.to_string()));
-    }
-    let _ = connection.close(200, "read".into()).await;
-    ids
+        .expect("the stored dead letters")
 }
