@@ -270,7 +270,22 @@ pub enum GatewayCmd {
         db: DbArgs,
         /// Gateway id (as `gateway list` shows it).
         id: String,
+        #[command(flatten)]
+        actor: ActorArg,
     },
+}
+
+/// Who runs an operator command, for the audit log.
+#[derive(Debug, Clone, Args)]
+pub struct ActorArg {
+    /// Who does this, for the audit log (the login name by default).
+    #[arg(
+        long = "actor",
+        env = "USER",
+        default_value = "unknown",
+        hide_env_values = true
+    )]
+    pub name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +332,8 @@ pub enum KeysCmd {
         /// Rows re-sealed per second at most.
         #[arg(long, default_value_t = 500.0, value_parser = positive_rate)]
         rate: f64,
+        #[command(flatten)]
+        actor: ActorArg,
     },
 }
 
@@ -332,6 +349,8 @@ pub struct WalletChangeArgs {
     /// The customer payment source's id (10 characters, e.g. `QgDXpwsqDx`; `wallet list`
     /// shows them).
     pub source_id: String,
+    #[command(flatten)]
+    pub actor: ActorArg,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 use crate::config::GatewayCmd;
 use crate::crypto::DataKeys;
 use crate::gateway::{shown_token_url, validate_token_url};
+use crate::store::audit::{self, Via};
 use crate::store::{self, gateways};
 use anyhow::{Context, bail};
 
@@ -98,7 +99,7 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
             }
             println!("gateway {id} removed");
         }
-        GatewayCmd::ResetCircuit { db, id } => {
+        GatewayCmd::ResetCircuit { db, id, actor } => {
             let keys = DataKeys::from_env()?;
             let pool = store::connect_and_migrate(&db.database_url, 2, keys.as_ref()).await?;
             if !gateways::reset_circuit(&pool, &id)
@@ -107,6 +108,17 @@ pub async fn run(cmd: GatewayCmd) -> anyhow::Result<()> {
             {
                 bail!("no gateway {id}");
             }
+            let target = serde_json::json!({ "gateway": id });
+            audit::record(
+                &pool,
+                &actor.name,
+                Via::Cli,
+                "gateway.reset_circuit",
+                &target,
+                1,
+            )
+            .await
+            .context("cannot record the reset in the audit log")?;
             println!("circuit of gateway {id} closed");
         }
     }

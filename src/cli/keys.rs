@@ -3,6 +3,7 @@
 
 use crate::config::KeysCmd;
 use crate::crypto::{DataKeys, Keyring};
+use crate::store::audit::{self, Via};
 use crate::store::keys::{self, KeyCount, SEALED, SealedTable};
 use crate::store::{self, migrations, plaintext};
 use anyhow::{Context, bail};
@@ -20,7 +21,7 @@ const ROTATE_PASSES: usize = 5;
 pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
     match cmd {
         KeysCmd::Status { db, json } => status(&db.database_url, json).await,
-        KeysCmd::Rotate { db, rate } => rotate(&db.database_url, rate).await,
+        KeysCmd::Rotate { db, rate, actor } => rotate(&db.database_url, rate, &actor.name).await,
     }
 }
 
@@ -184,11 +185,13 @@ async fn status(url: &str, json: bool) -> anyhow::Result<()> {
 /// Re-seals, table by table and old key by old key, every row not under the active
 /// key, at most `rate` rows a second. Each batch is its own transaction: a stopped
 /// rotation loses nothing, and the next run finds the rows still to do.
-async fn rotate(url: &str, rate: f64) -> anyhow::Result<()> {
+async fn rotate(url: &str, rate: f64, actor: &str) -> anyhow::Result<()> {
     let data_keys = DataKeys::required_from_env()?;
     let pool = store::connect_existing(url).await?;
     keys::check_held(&pool, &data_keys).await?;
     let keys = keys::keyring(&pool, data_keys).await?;
+    let target = serde_json::json!({ "active_key": keys.active_id() });
+    let audit_id = audit::open(&pool, actor, Via::Cli, "keys.rotate", &target).await?;
     let mut pace = Pace::new(rate);
     tracing::info!(active = keys.active_id(), rate, "key rotation started");
     let mut total = 0;
@@ -204,10 +207,11 @@ async fn rotate(url: &str, rate: f64) -> anyhow::Result<()> {
                 rows = total,
                 "key rotation finished"
             );
+            audit::finish(&pool, audit_id).await?;
             return Ok(());
         }
         for (table, old) in behind {
-            let rows = rotate_table(&pool, &keys, &table, &old, &mut pace).await?;
+            let rows = rotate_table(&pool, &keys, &table, &old, &mut pace, audit_id).await?;
             println!(
                 "{}: {rows} rows re-sealed from key {old} to {}",
                 table.table,
@@ -248,6 +252,7 @@ async fn rotate_table(
     table: &SealedTable,
     old: &str,
     pace: &mut Pace,
+    audit_id: i64,
 ) -> anyhow::Result<usize> {
     let mut rows = 0;
     loop {
@@ -257,6 +262,10 @@ async fn rotate_table(
         if done == 0 {
             return Ok(rows);
         }
+        // After the batch's own commit: a rotation killed in between counts one batch
+        // short in the audit log (the rows themselves are re-sealed either way).
+        let mut conn = pool.acquire().await?;
+        audit::counted(&mut conn, audit_id, i64::try_from(done).unwrap_or(i64::MAX)).await?;
         rows += done;
         pace.wait(done).await;
     }

@@ -6,6 +6,7 @@ use crate::broker::{self, relay};
 use crate::config::{WalletChangeArgs, WalletCmd};
 use crate::crypto::DataKeys;
 use crate::domain::{Clock, Meta, SourceRef};
+use crate::store::audit::{self, Via};
 use crate::store::{self, Change, Committed, Effect, Rules, wallet};
 use anyhow::{Context, bail};
 use lapin::options::ConfirmSelectOptions;
@@ -105,6 +106,13 @@ async fn change(
         ),
     }
     let (customer, source) = (&args.customer_id, &args.source_id);
+    let changed = i64::from(matches!(outcome, "removed" | "default_set"));
+    let audited = serde_json::json!({
+        "customer_id": customer, "source_id": source, "outcome": outcome, "reason": reason,
+    });
+    audit::record(&pool, &args.actor.name, Via::Cli, kind, &audited, changed)
+        .await
+        .context("cannot record the change in the audit log")?;
     match outcome {
         "removed" => println!("removed {source} from the wallet of {customer}"),
         "default_set" => println!("{source} is now the default of {customer}"),

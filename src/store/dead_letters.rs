@@ -11,7 +11,6 @@
 //! migration 0007); a replayed one stays as history, shown by [`query::show`], until
 //! retention removes it.
 
-pub mod audit;
 pub mod gauge;
 mod groups;
 pub mod ingest;

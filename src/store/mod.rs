@@ -1,5 +1,6 @@
 //! Postgres: the store of record. All SQL lives in this module's files.
 
+pub mod audit;
 pub mod batch;
 pub mod committer;
 pub mod dead_letters;

@@ -2,15 +2,18 @@
 //! type, what is waiting (in flight, outbox, dead letters), and the gateways with their
 //! circuits. `/ui/live` is the refreshing part alone, for `console.js`.
 
+use super::auth;
 use super::layout::{self, Nav, Notice};
 use super::live::Live;
 use super::{Console, forbidden};
 use crate::gateway::shown_token_url;
 use crate::html::{LineChart, Series, escape, line_chart};
+use crate::store::audit::{self, Via};
 use crate::store::dead_letters::gauge;
 use crate::store::{self, gateways};
 use axum::Form;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -221,14 +224,21 @@ pub struct ResetForm {
 
 pub async fn reset_circuit(
     State(console): State<Console>,
+    headers: HeaderMap,
     Form(form): Form<ResetForm>,
 ) -> Response {
     if !console.form_is_ours(&form.form_token) {
         return forbidden();
     }
-    let notice = match gateways::reset_circuit(&console.admin.pool, &form.id).await {
+    let pool = &console.admin.pool;
+    let notice = match gateways::reset_circuit(pool, &form.id).await {
         Ok(true) => {
-            tracing::info!(gateway = %form.id, "console: circuit reset");
+            let actor = auth::user_name(&headers);
+            let target = serde_json::json!({ "gateway": form.id });
+            let action = "gateway.reset_circuit";
+            if let Err(err) = audit::record(pool, &actor, Via::Console, action, &target, 1).await {
+                tracing::error!(error = %err, actor, "console: the circuit reset is not in the audit log");
+            }
             Notice::done("reset", 1, 0)
         }
         Ok(false) => Notice::problem("unknown_gateway"),

@@ -5,7 +5,8 @@
 use super::{dead_letters, nothing_matched, open};
 use crate::config::DbArgs;
 use crate::crypto::DataKeys;
-use crate::store::dead_letters::{Cursor, Filter, audit, purge, query};
+use crate::store::audit;
+use crate::store::dead_letters::{Cursor, Filter, purge, query};
 use anyhow::{Context, bail};
 use sqlx::PgPool;
 use std::io::{BufRead, IsTerminal, Write};

@@ -55,6 +55,6 @@ async fn delete(
         &groups::tally(gone.iter().map(|(_, g, _)| g.as_str())),
     )
     .await?;
-    super::audit::counted(&mut *conn, audit_id, gone.len() as i64).await?;
+    crate::store::audit::counted(&mut *conn, audit_id, gone.len() as i64).await?;
     Ok((gone.len() as u64, next))
 }

@@ -30,7 +30,7 @@ pub struct Batch {
 #[derive(Debug, Clone, Copy)]
 pub struct By<'a> {
     pub actor: &'a str,
-    /// The [`super::audit`] entry that counts the replayed rows.
+    /// The [`crate::store::audit`] entry that counts the replayed rows.
     pub audit_id: i64,
 }
 
@@ -97,7 +97,7 @@ async fn replay(
         .await?;
     let removed = groups::tally(replayed.iter().map(|row| row.group_key.as_str()));
     groups::remove(&mut *conn, &removed).await?;
-    super::audit::counted(&mut *conn, by.audit_id, ids.len() as i64).await?;
+    crate::store::audit::counted(&mut *conn, by.audit_id, ids.len() as i64).await?;
     Ok(Batch {
         replayed,
         not_replayable,

@@ -10,8 +10,9 @@ use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueBindOptions, Que
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use wallet_worker::domain::envelope::INBOUND_TYPES;
+use wallet_worker::store::audit;
+use wallet_worker::store::dead_letters::Filter;
 use wallet_worker::store::dead_letters::replay::{self, By};
-use wallet_worker::store::dead_letters::{Filter, audit};
 
 /// A queue of the test's own that receives a copy of what is published under `key`.
 pub async fn spy(w: &TestWorker, key: &str) -> Consumer {

@@ -209,3 +209,65 @@ async fn wallet_list_against_a_missing_database_fails_with_one_line_and_creates_
     assert_eq!(exists, 0, "wallet list created the database");
     admin.close().await;
 }
+
+/// Every operator action on the command line is in the audit log, with who did it: the
+/// wallet changes (refused ones with a count of 0), a circuit reset and a key rotation.
+#[tokio::test]
+async fn operator_actions_on_the_command_line_are_in_the_audit_log_with_their_actor() {
+    let mut w = spawn_worker().await;
+    w.gateway_accepts().await;
+    let customer = unique("cus");
+    let a = saved(&mut w, &customer, "tok_a").await;
+    let b = saved(&mut w, &customer, "tok_b").await;
+    fn as_alice<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [args, &["--actor", "alice"]].concat()
+    }
+
+    let out = wallet_cli(&w, &as_alice(&["wallet", "set-default", &customer, &b])).await;
+    assert!(out.success, "{}", out.stderr);
+    let out = wallet_cli(&w, &as_alice(&["wallet", "remove", &customer, &a])).await;
+    assert!(out.success, "{}", out.stderr);
+    let out = wallet_cli(
+        &w,
+        &as_alice(&["wallet", "remove", &customer, "NoSuchOne1"]),
+    )
+    .await;
+    assert!(!out.success, "refused");
+    let reset = ["gateway", "reset-circuit", GATEWAY_ID, "--actor", "bob"];
+    let out = wallet_cli(&w, &reset).await;
+    assert!(out.success, "{}", out.stderr);
+    let out = wallet_cli(&w, &["keys", "rotate", "--actor", "carol"]).await;
+    assert!(out.success, "{}", out.stderr);
+
+    let entries = wallet_worker::store::audit::latest(&w.pool, 10)
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str, &str, i64, bool)> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            let finished = e.finished_at.is_some();
+            (
+                e.actor.as_str(),
+                e.via.as_str(),
+                e.action.as_str(),
+                e.count,
+                finished,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("alice", "cli", "wallet.set_default", 1, true),
+            ("alice", "cli", "wallet.remove", 1, true),
+            ("alice", "cli", "wallet.remove", 0, true),
+            ("bob", "cli", "gateway.reset_circuit", 1, true),
+            ("carol", "cli", "keys.rotate", 0, true),
+        ]
+    );
+    assert_eq!(entries[4].target["source_id"], json!(b));
+    assert_eq!(entries[2].target["outcome"], json!("remove_rejected"));
+    assert_eq!(entries[2].target["reason"], json!("not_found"));
+    w.stop().await;
+}

@@ -7,8 +7,9 @@
 use crate::admin::console::layout::Notice;
 use crate::admin::console::{Console, auth, forbidden};
 use crate::domain::envelope::INBOUND_TYPES;
+use crate::store::audit;
 use crate::store::dead_letters::replay::{self, By};
-use crate::store::dead_letters::{Cursor, Filter, audit, purge};
+use crate::store::dead_letters::{Cursor, Filter, purge};
 use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

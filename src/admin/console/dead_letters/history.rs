@@ -4,7 +4,8 @@
 use crate::admin::console::Console;
 use crate::admin::console::layout::{self, Nav, Notice};
 use crate::html::escape;
-use crate::store::dead_letters::{audit, time_text};
+use crate::store::audit;
+use crate::store::dead_letters::time_text;
 use axum::extract::State;
 use axum::response::Html;
 use std::fmt::Write as _;

@@ -1,6 +1,9 @@
-//! The audit log (docs/operations.md, the audit log): who replayed or purged what,
-//! when, and how many. An entry is opened before the first batch and its count grows
-//! in each batch's own transaction, so it is exact even when the run is killed.
+//! The audit log (docs/operations.md, the audit log): who did what to the worker's
+//! state, when, and to how many — dead-letter replays and purges, circuit resets,
+//! wallet changes from the command line, key rotations. A batched action opens its entry
+//! before the first batch and its count grows in each batch's own transaction, so it is
+//! exact even when the run is killed; a single action is recorded whole ([`record`]).
+//! Every entry is also a log line.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -14,7 +17,7 @@ pub enum Via {
 }
 
 impl Via {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Cli => "cli",
             Self::Console => "console",
@@ -35,6 +38,30 @@ pub struct Entry {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// Records a finished single action (`count` things it changed) and logs it.
+pub async fn record(
+    pool: &PgPool,
+    actor: &str,
+    via: Via,
+    action: &str,
+    target: &Value,
+    count: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (actor, via, action, target, count, finished_at)
+         VALUES ($1, $2, $3, $4, $5, now())",
+    )
+    .bind(actor)
+    .bind(via.as_str())
+    .bind(action)
+    .bind(target)
+    .bind(count)
+    .execute(pool)
+    .await?;
+    tracing::info!(actor, via = via.as_str(), action, %target, count, "operator action");
+    Ok(())
+}
+
 /// Opens an entry for `action` on `target` by `actor`; returns its id.
 pub async fn open(
     pool: &PgPool,
@@ -43,7 +70,7 @@ pub async fn open(
     action: &str,
     target: &Value,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    let id = sqlx::query_scalar(
         "INSERT INTO audit_log (actor, via, action, target) VALUES ($1, $2, $3, $4)
          RETURNING id",
     )
@@ -52,7 +79,9 @@ pub async fn open(
     .bind(action)
     .bind(target)
     .fetch_one(pool)
-    .await
+    .await?;
+    tracing::info!(actor, via = via.as_str(), action, %target, audit_id = id, "operator action started");
+    Ok(id)
 }
 
 /// Adds `n` to the entry's count, in the caller's transaction.
