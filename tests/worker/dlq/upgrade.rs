@@ -44,6 +44,9 @@ async fn depth_reaching(channel: &lapin::Channel, queue: &str, expected: u32) ->
 #[tokio::test]
 async fn a_worker_started_on_a_full_intake_queue_stores_every_dead_letter_once() {
     let args = test_args();
+    // Removes the topology this test declares itself, and the helper queues, even when
+    // it fails before the worker (which cleans up after itself) starts.
+    let mut cleanup = Cleanup::of_worker(&args);
     let topology = Topology::new(
         &args.amqp.exchange,
         &args.amqp.queue,
@@ -92,7 +95,9 @@ async fn a_worker_started_on_a_full_intake_queue_stores_every_dead_letter_once()
     for i in 0..3 {
         let save = wallet_save(&format!("ord_limit_{i}"));
         all.push(save["id"].as_str().unwrap().to_owned());
-        helpers.push(broker_dead_letter(&channel, &dlq, "wallet.save", &save).await);
+        let helper = broker_dead_letter(&channel, &dlq, "wallet.save", &save).await;
+        cleanup.queue(&helper);
+        helpers.push(helper);
     }
     // A quorum queue's message count catches up with its dead-lettering a moment later.
     assert_eq!(
