@@ -26,7 +26,7 @@ impl Via {
 }
 
 /// One recorded action.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -37,6 +37,17 @@ pub struct Entry {
     pub count: i64,
     pub finished_at: Option<DateTime<Utc>>,
 }
+
+crate::store::from_row!(Entry {
+    id,
+    at,
+    actor,
+    via,
+    action,
+    target,
+    count,
+    finished_at
+});
 
 /// Records a finished single action (`count` things it changed) and logs it.
 pub async fn record(

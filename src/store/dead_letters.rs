@@ -99,7 +99,6 @@ impl fmt::Debug for DeadLetter {
 }
 
 /// A dead letter as stored: body and headers sealed under `key_id`.
-#[derive(sqlx::FromRow)]
 pub struct Stored {
     id: i64,
     message_id: Option<String>,
@@ -120,6 +119,27 @@ pub struct Stored {
     headers: Vec<u8>,
     properties: Value,
 }
+
+crate::store::from_row!(Stored {
+    id,
+    message_id,
+    routing_key,
+    error,
+    detail,
+    attempts,
+    order_id,
+    customer_id,
+    correlation_id,
+    group_key,
+    dead_lettered_at,
+    ingested_at,
+    replayed_at,
+    replayed_by,
+    key_id,
+    body,
+    headers,
+    properties
+});
 
 impl Stored {
     /// Opens body and headers. One that does not open (its key missing, or the row

@@ -109,7 +109,6 @@ pub async fn due(
 }
 
 /// A delayed row as stored: its body sealed under `key_id`.
-#[derive(sqlx::FromRow)]
 struct StoredRetry {
     id: String,
     message_key: String,
@@ -117,6 +116,14 @@ struct StoredRetry {
     body: Vec<u8>,
     properties: Vec<u8>,
 }
+
+crate::store::from_row!(StoredRetry {
+    id,
+    message_key,
+    key_id,
+    body,
+    properties
+});
 
 impl StoredRetry {
     /// The row as it is republished, or `None` (logged) when it cannot be.

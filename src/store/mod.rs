@@ -28,8 +28,22 @@ use sqlx::{ConnectOptions, PgPool, Postgres};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Embedded migrations (`migrations/`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+pub use migrations::MIGRATOR;
+
+/// `sqlx::FromRow` for a struct whose fields are named as its columns. The derive would
+/// bring sqlx's proc-macro crate, and with it a second build of the Postgres driver,
+/// into every build of the worker.
+macro_rules! from_row {
+    ($name:ident { $($field:ident),* $(,)? }) => {
+        impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for $name {
+            fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+                use sqlx::Row as _;
+                Ok(Self { $($field: row.try_get(stringify!($field))?),* })
+            }
+        }
+    };
+}
+pub(crate) use from_row;
 
 /// How long one statement, and one wait for a lock, may take on the worker's
 /// connections (docs/operations.md, bounded waits). A statement that runs out of time

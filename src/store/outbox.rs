@@ -214,7 +214,6 @@ pub async fn lock_stale(
 }
 
 /// An outbox row as stored: its body sealed under `key_id`.
-#[derive(sqlx::FromRow)]
 struct StoredEvent {
     seq: i64,
     event_id: String,
@@ -229,6 +228,20 @@ struct StoredEvent {
     /// A replayed message's headers, sealed like the body; `None` for an event.
     headers: Option<Vec<u8>>,
 }
+
+crate::store::from_row!(StoredEvent {
+    seq,
+    event_id,
+    routing_key,
+    correlation_id,
+    causation_id,
+    key_id,
+    body,
+    traceparent,
+    tracestate,
+    properties,
+    headers
+});
 
 impl StoredEvent {
     fn open(self, keys: &Keyring) -> sqlx::Result<PendingEvent> {

@@ -190,7 +190,6 @@ pub struct GroupSummary {
     pub last_seen: String,
 }
 
-#[derive(sqlx::FromRow)]
 struct Grouped {
     /// Bits of GROUPING(group_key, error, routing_key): which columns are rolled up.
     grouping: i32,
@@ -202,6 +201,17 @@ struct Grouped {
     first_seen: Option<DateTime<Utc>>,
     last_seen: Option<DateTime<Utc>>,
 }
+
+crate::store::from_row!(Grouped {
+    grouping,
+    group_key,
+    error,
+    routing_key,
+    label,
+    count,
+    first_seen,
+    last_seen
+});
 
 /// Reads the summary from the failure groups in one query (its rows: one per group,
 /// error kind and type, and the total), streamed, largest groups first.
