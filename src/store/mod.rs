@@ -90,7 +90,54 @@ pub async fn connect_and_migrate(
 /// ([`migrations::run`]). Migrations run on connections of their own without the
 /// statement timeout: a migration, or sealing a large table, may rightly take longer
 /// than any message's statement.
+///
+/// A Postgres that is up but turns connections away for now (too many clients, still
+/// starting) is waited for, up to [`BUSY_WAIT`]; an unreachable address or a refused
+/// login is an error at once.
 pub async fn connect_and_migrate_with(
+    url: &str,
+    max_connections: u32,
+    keys: Option<&crate::crypto::DataKeys>,
+    timeouts: DbTimeouts,
+) -> anyhow::Result<PgPool> {
+    use backon::Retryable;
+    let waits = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .with_total_delay(Some(BUSY_WAIT));
+    (|| create_and_migrate(url, max_connections, keys, timeouts))
+        .retry(waits)
+        .when(turned_away)
+        .notify(|err, wait| {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                ?wait,
+                "Postgres turns connections away for now; trying again"
+            );
+        })
+        .await
+}
+
+/// How long start-up waits for a Postgres that turns connections away: long enough for
+/// a burst of connections elsewhere to pass, short enough to fail a start that will
+/// not succeed.
+const BUSY_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether `err` is Postgres refusing connections for now: too many of them (SQLSTATE
+/// class 53) or not accepting any yet (57P03, starting up).
+fn turned_away(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Database(db))
+                if db.code().is_some_and(|code| code.starts_with("53") || code == "57P03")
+        )
+    })
+}
+
+async fn create_and_migrate(
     url: &str,
     max_connections: u32,
     keys: Option<&crate::crypto::DataKeys>,

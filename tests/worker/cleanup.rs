@@ -16,6 +16,8 @@ struct Names {
     databases: Vec<String>,
     queues: Vec<String>,
     exchanges: Vec<String>,
+    /// Postgres roles, dropped after the databases (a role cannot go while it owns one).
+    roles: Vec<String>,
 }
 
 impl Cleanup {
@@ -58,6 +60,11 @@ impl Cleanup {
         self.0.exchanges.push(name.to_owned());
         self
     }
+
+    pub fn role(&mut self, name: &str) -> &mut Self {
+        self.0.roles.push(name.to_owned());
+        self
+    }
 }
 
 impl Drop for Cleanup {
@@ -65,7 +72,11 @@ impl Drop for Cleanup {
     /// the test's runtime may be the one unwinding.
     fn drop(&mut self) {
         let names = std::mem::take(&mut self.0);
-        if names.databases.is_empty() && names.queues.is_empty() && names.exchanges.is_empty() {
+        if names.databases.is_empty()
+            && names.queues.is_empty()
+            && names.exchanges.is_empty()
+            && names.roles.is_empty()
+        {
             return;
         }
         let removal = std::thread::spawn(move || {
@@ -122,7 +133,7 @@ impl Names {
     }
 
     async fn remove_databases(&self) {
-        if self.databases.is_empty() {
+        if self.databases.is_empty() && self.roles.is_empty() {
             return;
         }
         use sqlx::Connection;
@@ -138,6 +149,12 @@ impl Names {
             );
             if let Err(err) = sqlx::query(&statement).execute(&mut connection).await {
                 eprintln!("[cleanup] database {name}: {err}");
+            }
+        }
+        for name in &self.roles {
+            let statement = format!("DROP ROLE IF EXISTS \"{}\"", name.replace('"', "\"\""));
+            if let Err(err) = sqlx::query(&statement).execute(&mut connection).await {
+                eprintln!("[cleanup] role {name}: {err}");
             }
         }
         let _ = connection.close().await;

@@ -42,6 +42,7 @@ mod save;
 mod secret_files;
 mod secrets;
 mod shutdown;
+mod startup;
 mod tls;
 mod trace;
 mod upgrade;
