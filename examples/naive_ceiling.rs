@@ -556,7 +556,7 @@ async fn claim(tx: &mut sqlx::PgConnection, meta: &Meta) -> anyhow::Result<bool>
          ON CONFLICT (message_id) DO NOTHING",
     )
     .bind(&meta.id)
-    .bind(meta.kind)
+    .bind(meta.kind.as_str())
     .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn accepted(inbound: &Inbound, raw: RawMessage<'_>) {
     let meta = &inbound.meta;
-    assert_eq!(meta.kind, raw.routing_key);
+    assert_eq!(meta.kind.as_str(), raw.routing_key);
     bounded(&meta.id, MAX_ID_LEN);
     assert!(raw.message_id.is_none_or(|id| id == meta.id));
     if let Some(correlation_id) = &meta.correlation_id {

@@ -130,7 +130,7 @@ async fn handled(
         "delivery",
         otel.kind = "consumer",
         message_id = %inbound.meta.id,
-        r#type = inbound.meta.kind,
+        r#type = inbound.meta.kind.as_str(),
         correlation_id = inbound.meta.correlation_id.as_deref().unwrap_or(""),
         attempt = received.attempts_done + 1,
     );
@@ -159,7 +159,7 @@ async fn handled(
         if matches!(starts, Some(Redelivered::Started(_))) {
             finished(shared, &inbound.meta.id).await;
         }
-        metrics::histogram!(m::MESSAGE_SECONDS, "type" => inbound.meta.kind)
+        metrics::histogram!(m::MESSAGE_SECONDS, "type" => inbound.meta.kind.as_str())
             .record(started.elapsed().as_secs_f64());
         settled
     }

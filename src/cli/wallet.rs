@@ -5,7 +5,7 @@
 use crate::broker::{self, relay};
 use crate::config::{WalletChangeArgs, WalletCmd};
 use crate::crypto::DataKeys;
-use crate::domain::{Clock, Meta, SourceRef};
+use crate::domain::{Clock, MessageType, Meta, SourceRef};
 use crate::store::audit::{self, Via};
 use crate::store::{self, Change, Committed, Effect, Rules, wallet};
 use anyhow::{Context, bail};
@@ -19,8 +19,10 @@ pub async fn run(cmd: WalletCmd) -> anyhow::Result<()> {
             all,
             json,
         } => list(&db.database_url, &customer_id, all, json).await,
-        WalletCmd::Remove(args) => change(args, "wallet.remove", Effect::Remove).await,
-        WalletCmd::SetDefault(args) => change(args, "wallet.set_default", Effect::SetDefault).await,
+        WalletCmd::Remove(args) => change(args, MessageType::WalletRemove, Effect::Remove).await,
+        WalletCmd::SetDefault(args) => {
+            change(args, MessageType::WalletSetDefault, Effect::SetDefault).await
+        }
     }
 }
 
@@ -64,7 +66,7 @@ async fn list(database_url: &str, customer_id: &str, all: bool, json: bool) -> a
 /// cannot be reached, the event stays in the outbox and a running worker publishes it.
 async fn change(
     args: WalletChangeArgs,
-    kind: &'static str,
+    kind: MessageType,
     effect: fn(SourceRef) -> Effect,
 ) -> anyhow::Result<()> {
     let data_keys = DataKeys::required_from_env()?;
@@ -110,9 +112,16 @@ async fn change(
     let audited = serde_json::json!({
         "customer_id": customer, "source_id": source, "outcome": outcome, "reason": reason,
     });
-    audit::record(&pool, &args.actor.name, Via::Cli, kind, &audited, changed)
-        .await
-        .context("cannot record the change in the audit log")?;
+    audit::record(
+        &pool,
+        &args.actor.name,
+        Via::Cli,
+        kind.as_str(),
+        &audited,
+        changed,
+    )
+    .await
+    .context("cannot record the change in the audit log")?;
     match outcome {
         "removed" => println!("removed {source} from the wallet of {customer}"),
         "default_set" => println!("{source} is now the default of {customer}"),

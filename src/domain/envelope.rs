@@ -3,20 +3,12 @@
 
 use super::commands::{Command, OrderPlaced, SourceRef, WalletAttach, WalletSave, text};
 use super::limits::{MAX_BODY_BYTES, MAX_ID_LEN, MAX_JSON_DEPTH, json_depth_exceeds};
+use super::message_type::MessageType;
 pub use super::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::fmt;
-
-/// Routing keys (and envelope `type`s) the worker consumes.
-pub const INBOUND_TYPES: [&str; 5] = [
-    "order.placed",
-    "wallet.save",
-    "wallet.attach",
-    "wallet.remove",
-    "wallet.set_default",
-];
 
 /// What the broker handed us, before any interpretation.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +25,7 @@ pub struct RawMessage<'a> {
 pub struct Meta {
     /// The idempotency key (docs/interface.md, message envelope).
     pub id: String,
-    pub kind: &'static str,
+    pub kind: MessageType,
     pub occurred_at: DateTime<Utc>,
     pub correlation_id: Option<String>,
     /// The transport says this delivery may have been handled before (a redelivery):
@@ -79,11 +71,9 @@ pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
     }
     let envelope: RawEnvelope<'_> = from_json(body, "")?;
     let id = text(&envelope.id, "id", MAX_ID_LEN)?;
-    let kind = INBOUND_TYPES
-        .into_iter()
-        .find(|known| *known == envelope.kind)
+    let kind = MessageType::parse(&envelope.kind)
         .ok_or_else(|| Rejection::new("type", "unknown message type"))?;
-    if kind != raw.routing_key {
+    if kind.as_str() != raw.routing_key {
         return Err(Rejection::new(
             "type",
             format!("`{kind}` does not match the routing key"),
@@ -101,11 +91,21 @@ pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
         .transpose()?;
     let data = envelope.data.get();
     let command = match kind {
-        "order.placed" => Command::OrderPlaced(OrderPlaced::parse(from_json(data, "data")?)?),
-        "wallet.save" => Command::WalletSave(WalletSave::parse(from_json(data, "data")?)?),
-        "wallet.attach" => Command::WalletAttach(WalletAttach::parse(from_json(data, "data")?)?),
-        "wallet.remove" => Command::WalletRemove(SourceRef::parse(from_json(data, "data")?)?),
-        _ => Command::WalletSetDefault(SourceRef::parse(from_json(data, "data")?)?),
+        MessageType::OrderPlaced => {
+            Command::OrderPlaced(OrderPlaced::parse(from_json(data, "data")?)?)
+        }
+        MessageType::WalletSave => {
+            Command::WalletSave(WalletSave::parse(from_json(data, "data")?)?)
+        }
+        MessageType::WalletAttach => {
+            Command::WalletAttach(WalletAttach::parse(from_json(data, "data")?)?)
+        }
+        MessageType::WalletRemove => {
+            Command::WalletRemove(SourceRef::parse(from_json(data, "data")?)?)
+        }
+        MessageType::WalletSetDefault => {
+            Command::WalletSetDefault(SourceRef::parse(from_json(data, "data")?)?)
+        }
     };
     Ok(Inbound {
         meta: Meta {

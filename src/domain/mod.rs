@@ -14,6 +14,7 @@ pub mod failure_group;
 pub(crate) mod fixtures;
 pub mod ids;
 pub mod limits;
+pub mod message_type;
 pub mod redact;
 pub mod rejection;
 pub mod secret;
@@ -27,5 +28,6 @@ pub use commands::{
 };
 pub use envelope::{Inbound, Meta, RawMessage, Rejection, parse};
 pub use error_kind::ErrorKind;
+pub use message_type::MessageType;
 pub use secret::Secret;
 pub use trace::TraceContext;

@@ -13,7 +13,7 @@
 
 use super::effects::{self, Change, Rules};
 use super::outbox::{self, PendingEvent};
-use crate::domain::TraceContext;
+use crate::domain::{MessageType, TraceContext};
 use crate::supervisor::Supervisor;
 use crate::telemetry::propagation;
 use sqlx::{PgConnection, PgPool};
@@ -44,7 +44,7 @@ pub enum CommitError {
 
 struct Job {
     message_id: String,
-    message_type: &'static str,
+    message_type: MessageType,
     change: Arc<Change>,
     /// The trace of the delivery that asked for the commit: the commit loops run in
     /// their own tasks, so it is taken along for the events (docs/interface.md, trace context).
@@ -95,7 +95,7 @@ impl Committer {
     pub async fn commit(
         &self,
         message_id: &str,
-        message_type: &'static str,
+        message_type: MessageType,
         change: Arc<Change>,
     ) -> Result<Committed, CommitError> {
         let (reply, answer) = oneshot::channel();
@@ -120,7 +120,7 @@ pub async fn commit_now(
     pool: &PgPool,
     rules: &Rules,
     message_id: &str,
-    message_type: &'static str,
+    message_type: MessageType,
     change: &Change,
 ) -> sqlx::Result<(Committed, Vec<PendingEvent>)> {
     let trace = propagation::current();
@@ -137,7 +137,7 @@ pub async fn commit_now(
 /// One message's share of a transaction.
 struct Work<'a> {
     message_id: &'a str,
-    message_type: &'static str,
+    message_type: MessageType,
     change: &'a Change,
     trace: Option<&'a TraceContext>,
 }

@@ -23,7 +23,9 @@ use crate::domain::events::{
     WalletRemoved, WalletSaveFailed, WalletSaved,
 };
 use crate::domain::wallet::{DefaultRefused, Saved, Source, Wallet};
-use crate::domain::{Clock, Meta, Order, Secret, SourceRef, WalletAttach, expiry, ids};
+use crate::domain::{
+    Clock, MessageType, Meta, Order, Secret, SourceRef, WalletAttach, expiry, ids,
+};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
@@ -105,7 +107,7 @@ pub struct Rules {
 /// One message of a commit batch.
 pub struct Message<'a> {
     pub id: &'a str,
-    pub kind: &'a str,
+    pub kind: MessageType,
     pub change: &'a Change,
 }
 
@@ -120,7 +122,7 @@ pub async fn apply_batch(
 ) -> sqlx::Result<Vec<Option<Vec<OutboundEvent>>>> {
     let mut opening = batch::Opening::default();
     for message in messages {
-        opening.messages.push((message.id, message.kind));
+        opening.messages.push((message.id, message.kind.as_str()));
         for effect in &message.change.effects {
             match effect {
                 Effect::RecordPlaced(order) => {
