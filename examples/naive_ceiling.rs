@@ -388,7 +388,7 @@ async fn store_save(
                 reason,
                 message,
             };
-            return Ok(ev::outbound(meta, "wallet.save_failed", data));
+            return Ok(ev::outbound(meta, data));
         }
         Saving::Tokens {
             customer_token,
@@ -426,7 +426,7 @@ async fn store_save(
         },
         created: row.try_get("created")?,
     };
-    Ok(ev::outbound(meta, "wallet.saved", data))
+    Ok(ev::outbound(meta, data))
 }
 
 async fn attach(
@@ -440,7 +440,7 @@ async fn attach(
             customer_payment_source_id: cmd.customer_payment_source_id.clone(),
             reason,
         };
-        Some(ev::outbound(meta, "wallet.attach_rejected", data))
+        Some(ev::outbound(meta, data))
     };
     let mut tx = app.pool.begin().await?;
     if !claim(&mut tx, meta).await? {
@@ -478,7 +478,7 @@ async fn attach(
             metadata: metadata.0,
         },
     };
-    commit(tx, Some(ev::outbound(meta, "wallet.attached", data))).await
+    commit(tx, Some(ev::outbound(meta, data))).await
 }
 
 /// `wallet.remove`: one statement. The ceiling keeps no default, so none is reported.
@@ -504,9 +504,9 @@ async fn remove(
             customer_payment_source_id: cmd.customer_payment_source_id.clone(),
             default_customer_payment_source_id: None,
         };
-        ev::outbound(meta, "wallet.removed", data)
+        ev::outbound(meta, data)
     } else {
-        ev::outbound(meta, "wallet.remove_rejected", change_rejected(cmd))
+        ev::outbound(meta, change_rejected(ev::WalletChange::Remove, cmd))
     };
     commit(tx, Some(event)).await
 }
@@ -533,15 +533,16 @@ async fn set_default(
                 customer_id: cmd.customer_id.clone(),
                 customer_payment_source_id: cmd.customer_payment_source_id.clone(),
             };
-            ev::outbound(meta, "wallet.default_set", data)
+            ev::outbound(meta, data)
         }
-        None => ev::outbound(meta, "wallet.default_rejected", change_rejected(cmd)),
+        None => ev::outbound(meta, change_rejected(ev::WalletChange::SetDefault, cmd)),
     };
     commit(tx, Some(event)).await
 }
 
-fn change_rejected(cmd: &domain::SourceRef) -> ev::WalletChangeRejected {
+fn change_rejected(change: ev::WalletChange, cmd: &domain::SourceRef) -> ev::WalletChangeRejected {
     ev::WalletChangeRejected {
+        change,
         customer_id: cmd.customer_id.clone(),
         customer_payment_source_id: cmd.customer_payment_source_id.clone(),
         reason: ev::WalletRejection::NotFound,
@@ -570,7 +571,7 @@ async fn commit(
     if let Some(event) = &event {
         sqlx::query("INSERT INTO naive_outbox (event_id, routing_key, body) VALUES ($1, $2, $3)")
             .bind(&event.id)
-            .bind(event.routing_key)
+            .bind(event.routing_key())
             .bind(&event.body)
             .execute(&mut *tx)
             .await?;
@@ -580,7 +581,7 @@ async fn commit(
 }
 
 async fn publish_confirmed(app: &App, event: &OutboundEvent) -> anyhow::Result<()> {
-    let mut properties = publish::json_properties(&event.id, event.routing_key);
+    let mut properties = publish::json_properties(&event.id, event.routing_key());
     if let Some(correlation_id) = &event.correlation_id {
         properties = properties.with_correlation_id(correlation_id.as_str().into());
     }
@@ -588,13 +589,13 @@ async fn publish_confirmed(app: &App, event: &OutboundEvent) -> anyhow::Result<(
         .publish
         .basic_publish(
             app.exchange.as_str().into(),
-            event.routing_key.into(),
+            event.routing_key().into(),
             BasicPublishOptions::default(),
             &event.body,
             properties,
         )
         .await?;
-    publish::check(confirm.await?, event.routing_key)?;
+    publish::check(confirm.await?, event.routing_key())?;
     Ok(())
 }
 

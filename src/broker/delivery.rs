@@ -307,6 +307,7 @@ async fn commit(
         match committed {
             Ok(store::Committed::Applied { outcome, .. }) => {
                 pending.committed();
+                let outcome = outcome.as_str();
                 tracing::debug!(outcome, "committed");
                 return Ok(Verdict::Ack { outcome });
             }

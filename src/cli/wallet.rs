@@ -5,6 +5,7 @@
 use crate::broker::{self, relay};
 use crate::config::{WalletChangeArgs, WalletCmd};
 use crate::crypto::DataKeys;
+use crate::domain::events::{EventType, Outcome};
 use crate::domain::{Clock, MessageType, Meta, SourceRef};
 use crate::store::audit::{self, Via};
 use crate::store::{self, Change, Committed, Effect, Rules, wallet};
@@ -108,9 +109,12 @@ async fn change(
         ),
     }
     let (customer, source) = (&args.customer_id, &args.source_id);
-    let changed = i64::from(matches!(outcome, "removed" | "default_set"));
+    let changed = match outcome {
+        Outcome::Published(EventType::Removed | EventType::DefaultSet) => 1,
+        _ => 0,
+    };
     let audited = serde_json::json!({
-        "customer_id": customer, "source_id": source, "outcome": outcome, "reason": reason,
+        "customer_id": customer, "source_id": source, "outcome": outcome.as_str(), "reason": reason,
     });
     audit::record(
         &pool,
@@ -123,8 +127,12 @@ async fn change(
     .await
     .context("cannot record the change in the audit log")?;
     match outcome {
-        "removed" => println!("removed {source} from the wallet of {customer}"),
-        "default_set" => println!("{source} is now the default of {customer}"),
+        Outcome::Published(EventType::Removed) => {
+            println!("removed {source} from the wallet of {customer}")
+        }
+        Outcome::Published(EventType::DefaultSet) => {
+            println!("{source} is now the default of {customer}")
+        }
         _ => {
             let reason = reason.unwrap_or_else(|| "refused".into());
             bail!("{kind} refused: {reason} (customer {customer}, source {source})")

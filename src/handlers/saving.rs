@@ -189,7 +189,6 @@ async fn record(
 fn refusal(meta: &Meta, order: &Order, reason: SaveFailure, message: String) -> Decision {
     let event = events::outbound(
         meta,
-        "wallet.save_failed",
         WalletSaveFailed {
             order_id: order.id.clone(),
             customer_id: order.customer.as_ref().map(|c| c.id.clone()),

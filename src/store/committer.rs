@@ -13,6 +13,7 @@
 
 use super::effects::{self, Change, Rules};
 use super::outbox::{self, PendingEvent};
+use crate::domain::events::Outcome;
 use crate::domain::{MessageType, TraceContext};
 use crate::supervisor::Supervisor;
 use crate::telemetry::propagation;
@@ -24,10 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Committed {
     /// The change and its events are durable; `outcome` labels what it did.
-    Applied {
-        outcome: &'static str,
-        events: usize,
-    },
+    Applied { outcome: Outcome, events: usize },
     /// The message id was processed before: nothing was written.
     Duplicate,
 }
@@ -247,7 +245,7 @@ async fn apply_all(
             continue;
         };
         outcomes.push(Committed::Applied {
-            outcome: effects::outcome(&caused),
+            outcome: Outcome::of(&caused),
             events: caused.len(),
         });
         for event in &mut caused {

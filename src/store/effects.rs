@@ -19,8 +19,8 @@ use super::{batch, wallet};
 use crate::crypto::{Keyring, OpenError};
 use crate::domain::events::{
     self, AttachRejection, AttachedPaymentSource, OutboundEvent, SaveFailure, SourceSummary,
-    WalletAttachRejected, WalletAttached, WalletChangeRejected, WalletDefaultSet, WalletRejection,
-    WalletRemoved, WalletSaveFailed, WalletSaved,
+    WalletAttachRejected, WalletAttached, WalletChange, WalletChangeRejected, WalletDefaultSet,
+    WalletRejection, WalletRemoved, WalletSaveFailed, WalletSaved,
 };
 use crate::domain::wallet::{DefaultRefused, Saved, Source, Wallet};
 use crate::domain::{
@@ -258,7 +258,6 @@ impl InMemory<'_> {
         let refuse = |reason, message: String| {
             events::outbound(
                 cause,
-                "wallet.save_failed",
                 WalletSaveFailed {
                     order_id: save.order_id.clone(),
                     customer_id: Some(save.customer_id.clone()),
@@ -309,7 +308,6 @@ impl InMemory<'_> {
         let source = wallet.find(&id).expect("the saved source is in the wallet");
         let event = events::outbound(
             cause,
-            "wallet.saved",
             WalletSaved {
                 order_id: save.order_id.clone(),
                 customer_id: save.customer_id.clone(),
@@ -384,7 +382,6 @@ impl InMemory<'_> {
             .open(&self.rules.keys, &source.id)?;
         let event = events::outbound(
             cause,
-            "wallet.attached",
             WalletAttached {
                 order_id: attach.order_id.clone(),
                 customer_id: attach.customer_id.clone(),
@@ -408,14 +405,13 @@ impl InMemory<'_> {
         if !wallet.remove(&target.customer_payment_source_id, now) {
             return rejected(
                 cause,
-                "wallet.remove_rejected",
+                WalletChange::Remove,
                 target,
                 WalletRejection::NotFound,
             );
         }
         events::outbound(
             cause,
-            "wallet.removed",
             WalletRemoved {
                 customer_id: target.customer_id.clone(),
                 customer_payment_source_id: target.customer_payment_source_id.clone(),
@@ -430,7 +426,6 @@ impl InMemory<'_> {
         match wallet.set_default(&target.customer_payment_source_id, now) {
             Ok(()) => events::outbound(
                 cause,
-                "wallet.default_set",
                 WalletDefaultSet {
                     customer_id: target.customer_id.clone(),
                     customer_payment_source_id: target.customer_payment_source_id.clone(),
@@ -441,7 +436,7 @@ impl InMemory<'_> {
                     DefaultRefused::NotFound => WalletRejection::NotFound,
                     DefaultRefused::Expired => WalletRejection::Expired,
                 };
-                rejected(cause, "wallet.default_rejected", target, reason)
+                rejected(cause, WalletChange::SetDefault, target, reason)
             }
         }
     }
@@ -511,7 +506,6 @@ impl InMemory<'_> {
 fn attach_rejected(cause: &Meta, attach: &WalletAttach, reason: AttachRejection) -> OutboundEvent {
     events::outbound(
         cause,
-        "wallet.attach_rejected",
         WalletAttachRejected {
             order_id: attach.order_id.clone(),
             customer_payment_source_id: attach.customer_payment_source_id.clone(),
@@ -520,26 +514,16 @@ fn attach_rejected(cause: &Meta, attach: &WalletAttach, reason: AttachRejection)
     )
 }
 
-/// The label of what a message did, for metrics: its last event's name (`saved`,
-/// `attach_rejected`, ...), or `recorded` when it only recorded an order.
-pub fn outcome(events: &[OutboundEvent]) -> &'static str {
-    events.last().map_or("recorded", |e| {
-        e.routing_key
-            .strip_prefix("wallet.")
-            .unwrap_or(e.routing_key)
-    })
-}
-
 fn rejected(
     cause: &Meta,
-    routing_key: &'static str,
+    change: WalletChange,
     target: &SourceRef,
     reason: WalletRejection,
 ) -> OutboundEvent {
     events::outbound(
         cause,
-        routing_key,
         WalletChangeRejected {
+            change,
             customer_id: target.customer_id.clone(),
             customer_payment_source_id: target.customer_payment_source_id.clone(),
             reason,
