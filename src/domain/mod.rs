@@ -2,6 +2,7 @@
 //! letter is (its failure group, its masked form). Pure: no I/O, and nothing from the
 //! rest of the crate.
 
+pub mod circuit;
 pub mod clock;
 pub mod commands;
 pub mod dead_letter;
