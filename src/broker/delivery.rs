@@ -10,7 +10,7 @@ use super::shared::Shared;
 use super::verdict::{self, Known, Verdict};
 use crate::domain::envelope::{sniff_correlation_id, sniff_id};
 use crate::domain::{self, ErrorKind, Inbound, RawMessage, Rejection};
-use crate::handlers::{self, Outcome, RetryLater};
+use crate::handlers::{self, HandlerError, Outcome, RetryLater};
 use crate::metrics as m;
 use crate::store::{self, CommitError, delayed, unfinished};
 use crate::supervisor::panic_message;
@@ -267,8 +267,8 @@ async fn handle(shared: &Shared, inbound: &Inbound, known: &Known) -> Verdict {
     let outcome = loop {
         match handlers::handle(&shared.handlers, inbound).await {
             Ok(outcome) => break outcome,
-            Err(err) if store::is_outage(&err) => wait_for_database(&err, &mut waits).await,
-            Err(err) => break Outcome::RetryLater(internal_error(&err)),
+            Err(err) if err.is_transient() => wait_for_database(&err, &mut waits).await,
+            Err(HandlerError::Database(err)) => break Outcome::RetryLater(internal_error(&err)),
         }
     };
     let failure = match outcome {
@@ -362,7 +362,10 @@ fn database_backoff() -> backon::ExponentialBackoff {
 
 /// The database is unavailable (or a statement or lock wait ran out of time): wait and
 /// try again, holding the delivery unacked. An outage never spends attempts.
-async fn wait_for_database(err: &sqlx::Error, waits: &mut backon::ExponentialBackoff) {
+async fn wait_for_database(
+    err: &(dyn std::error::Error + Sync),
+    waits: &mut backon::ExponentialBackoff,
+) {
     let delay = waits.next().unwrap_or(Duration::from_secs(5));
     tracing::warn!(
         error = format!("{err:#}"),

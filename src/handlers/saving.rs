@@ -4,7 +4,7 @@
 //! token_url, and [`record`] its answer as the change to commit. The commit decides
 //! again what depends on stored state (gateway still enabled, card held, cap).
 
-use super::{Context, RetryLater};
+use super::{Context, HandlerError, RetryLater};
 use crate::domain::events::{self, SaveFailure, WalletSaveFailed};
 use crate::domain::{Customer, ErrorKind, ExternalPayment, Meta, Order, PaymentSource};
 use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, Tokens, validate_token_url};
@@ -33,7 +33,7 @@ struct Ready<'a> {
     target: GatewayTarget,
 }
 
-pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Decision> {
+pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> Result<Decision, HandlerError> {
     let ready = match check(ctx, meta, order).await? {
         Ok(ready) => ready,
         Err(decision) => return Ok(decision),
@@ -47,7 +47,7 @@ async fn check<'a>(
     ctx: &Context,
     meta: &Meta,
     order: &'a Order,
-) -> sqlx::Result<Result<Ready<'a>, Decision>> {
+) -> Result<Result<Ready<'a>, Decision>, HandlerError> {
     let refuse = |reason, message: String| Ok(Err(refusal(meta, order, reason, message)));
     let Some(customer) = &order.customer else {
         return refuse(
@@ -137,7 +137,7 @@ async fn record(
     order: &Order,
     ready: Ready<'_>,
     answer: Result<Tokens, GatewayError>,
-) -> sqlx::Result<Decision> {
+) -> Result<Decision, HandlerError> {
     let gateway = &ready.gateway;
     match answer {
         Ok(tokens) => {
