@@ -332,7 +332,7 @@ async fn call_gateway(app: &App, order: &Order) -> anyhow::Result<Saving> {
             "not external_payments",
         );
     };
-    if payment.gateway_id != app.gateway_id {
+    if payment.gateway_id.as_str() != app.gateway_id {
         return failed(SaveFailure::UnknownGateway, "no such gateway");
     }
     let request = SaveRequest {
@@ -415,7 +415,7 @@ async fn store_save(
     let stored: Json<Map<String, Value>> = row.try_get("metadata")?;
     let data = ev::WalletSaved {
         order_id: order.id.clone(),
-        customer_id: customer_id.unwrap_or_default(),
+        customer_id: customer_id.unwrap_or_else(|| domain::ids::CustomerId::stored(String::new())),
         customer_payment_source: ev::SourceSummary {
             id: row.try_get("id")?,
             gateway_id: order_gateway(order),
@@ -599,10 +599,10 @@ async fn publish_confirmed(app: &App, event: &OutboundEvent) -> anyhow::Result<(
     Ok(())
 }
 
-fn order_gateway(order: &Order) -> String {
+fn order_gateway(order: &Order) -> domain::ids::GatewayId {
     match &order.payment_source {
         Some(PaymentSource::External(payment)) => payment.gateway_id.clone(),
-        _ => String::new(),
+        _ => domain::ids::GatewayId::stored(String::new()),
     }
 }
 

@@ -139,7 +139,7 @@ async fn handled(
         let known = Known {
             message_id: Some(inbound.meta.id.clone()),
             correlation_id: inbound.meta.correlation_id.clone(),
-            order_id: inbound.command.order_id().map(str::to_owned),
+            order_id: inbound.command.order_id().map(|id| id.to_string()),
             attempts_done: received.attempts_done,
             panics: received.panics,
         };

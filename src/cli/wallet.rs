@@ -6,6 +6,7 @@ use crate::broker::{self, relay};
 use crate::config::{WalletChangeArgs, WalletCmd};
 use crate::crypto::DataKeys;
 use crate::domain::events::{EventType, Outcome};
+use crate::domain::ids::{CustomerId, SourceId};
 use crate::domain::{Clock, MessageType, Meta, SourceRef};
 use crate::store::audit::{self, Via};
 use crate::store::{self, Change, Committed, Effect, Rules, wallet};
@@ -81,8 +82,8 @@ async fn change(
         maybe_seen: false,
     };
     let target = SourceRef {
-        customer_id: args.customer_id.clone(),
-        customer_payment_source_id: args.source_id.clone(),
+        customer_id: CustomerId::parse(&args.customer_id, "customer_id")?,
+        customer_payment_source_id: SourceId::parse(&args.source_id, "source_id")?,
     };
     let rules = Rules {
         clock: Clock::system(),

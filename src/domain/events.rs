@@ -1,6 +1,7 @@
 //! Outbound events (docs/messages.md, events) and their envelope (docs/interface.md, message envelope).
 
 use super::envelope::Meta;
+use super::ids::{CustomerId, GatewayId, OrderId, SourceId};
 use super::secret::Secret;
 use super::trace::TraceContext;
 use chrono::{DateTime, Utc};
@@ -179,8 +180,8 @@ impl<'a> From<&'a Meta> for Cause<'a> {
 /// A customer payment source as events show it: never a token.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SourceSummary {
-    pub id: String,
-    pub gateway_id: String,
+    pub id: SourceId,
+    pub gateway_id: GatewayId,
     pub name: String,
     pub metadata: Map<String, Value>,
     /// Whether it is the customer's default source once the save committed.
@@ -220,25 +221,25 @@ pub enum WalletRejection {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WalletSaved {
-    pub order_id: String,
-    pub customer_id: String,
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
     pub customer_payment_source: SourceSummary,
     pub created: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WalletSaveFailed {
-    pub order_id: String,
-    pub customer_id: Option<String>,
+    pub order_id: OrderId,
+    pub customer_id: Option<CustomerId>,
     pub reason: SaveFailure,
     pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WalletAttached {
-    pub order_id: String,
-    pub customer_id: String,
-    pub customer_payment_source_id: String,
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub customer_payment_source_id: SourceId,
     pub payment_source: AttachedPaymentSource,
 }
 
@@ -246,7 +247,7 @@ pub struct WalletAttached {
 pub struct AttachedPaymentSource {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub gateway_id: String,
+    pub gateway_id: GatewayId,
     pub customer_token: Secret,
     pub payment_source_token: Secret,
     pub metadata: Map<String, Value>,
@@ -254,23 +255,23 @@ pub struct AttachedPaymentSource {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WalletAttachRejected {
-    pub order_id: String,
-    pub customer_payment_source_id: String,
+    pub order_id: OrderId,
+    pub customer_payment_source_id: SourceId,
     pub reason: AttachRejection,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WalletRemoved {
-    pub customer_id: String,
-    pub customer_payment_source_id: String,
+    pub customer_id: CustomerId,
+    pub customer_payment_source_id: SourceId,
     /// The customer's default after the removal, if any source is left available.
-    pub default_customer_payment_source_id: Option<String>,
+    pub default_customer_payment_source_id: Option<SourceId>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WalletDefaultSet {
-    pub customer_id: String,
-    pub customer_payment_source_id: String,
+    pub customer_id: CustomerId,
+    pub customer_payment_source_id: SourceId,
 }
 
 /// `wallet.remove_rejected` and `wallet.default_rejected`.
@@ -279,8 +280,8 @@ pub struct WalletChangeRejected {
     /// Which change was refused: the routing key, not a field of the payload.
     #[serde(skip)]
     pub change: WalletChange,
-    pub customer_id: String,
-    pub customer_payment_source_id: String,
+    pub customer_id: CustomerId,
+    pub customer_payment_source_id: SourceId,
     pub reason: WalletRejection,
 }
 
@@ -348,8 +349,8 @@ mod tests {
                 cause,
                 WalletChangeRejected {
                     change,
-                    customer_id: "c".into(),
-                    customer_payment_source_id: "s".into(),
+                    customer_id: CustomerId::stored("c".into()),
+                    customer_payment_source_id: SourceId::stored("s".into()),
                     reason: WalletRejection::NotFound,
                 },
             );
@@ -363,8 +364,8 @@ mod tests {
         let event = outbound(
             cause,
             WalletDefaultSet {
-                customer_id: "c".into(),
-                customer_payment_source_id: "s".into(),
+                customer_id: CustomerId::stored("c".into()),
+                customer_payment_source_id: SourceId::stored("s".into()),
             },
         );
         assert_eq!(event.routing_key(), "wallet.default_set");

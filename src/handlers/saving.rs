@@ -151,7 +151,8 @@ async fn record(
             Ok(Decision::Commit(Effect::SaveSource(SaveSource {
                 order_id: order.id.clone(),
                 customer_id: ready.customer.id.clone(),
-                gateway_id: gateway.id.clone(),
+                // The gateway was found by this id.
+                gateway_id: ready.payment.gateway_id.clone(),
                 name: source_name(&gateway.id, &metadata),
                 metadata,
                 reference: ready.payment.id.clone(),

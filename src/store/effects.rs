@@ -22,10 +22,9 @@ use crate::domain::events::{
     WalletAttachRejected, WalletAttached, WalletChange, WalletChangeRejected, WalletDefaultSet,
     WalletRejection, WalletRemoved, WalletSaveFailed, WalletSaved,
 };
+use crate::domain::ids::{self, CustomerId, GatewayId, OrderId};
 use crate::domain::wallet::{DefaultRefused, Saved, Source, Wallet};
-use crate::domain::{
-    Clock, MessageType, Meta, Order, Secret, SourceRef, WalletAttach, expiry, ids,
-};
+use crate::domain::{Clock, MessageType, Meta, Order, Secret, SourceRef, WalletAttach, expiry};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
@@ -52,9 +51,9 @@ pub enum Effect {
 /// A payment source the gateway made reusable, to be stored for the order's customer.
 #[derive(Debug)]
 pub struct SaveSource {
-    pub order_id: String,
-    pub customer_id: String,
-    pub gateway_id: String,
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub gateway_id: GatewayId,
     pub name: String,
     pub metadata: Map<String, Value>,
     /// The order payment source it was saved from.
@@ -224,8 +223,8 @@ struct Loaded {
 impl From<&Wallet> for Loaded {
     fn from(wallet: &Wallet) -> Self {
         Self {
-            sources: wallet.sources.iter().map(|s| s.id.clone()).collect(),
-            chosen_default: wallet.chosen_default.clone(),
+            sources: wallet.sources.iter().map(|s| s.id.to_string()).collect(),
+            chosen_default: wallet.chosen_default.as_deref().map(str::to_owned),
         }
     }
 }
@@ -266,7 +265,7 @@ impl InMemory<'_> {
                 },
             )
         };
-        match self.gateways.get(&save.gateway_id) {
+        match self.gateways.get(save.gateway_id.as_str()) {
             None => {
                 let message = format!("gateway {} was removed", save.gateway_id);
                 return refuse(SaveFailure::UnknownGateway, message);
@@ -324,7 +323,7 @@ impl InMemory<'_> {
         if created {
             let (customer, source) = (&save.customer_token, &save.payment_source_token);
             let sealed = SealedTokens::seal(&rules.keys, &id, customer, source);
-            self.tokens.insert(id, sealed);
+            self.tokens.insert(id.into(), sealed);
         }
         event
     }
@@ -360,7 +359,7 @@ impl InMemory<'_> {
         // Unknown and foreign sources look the same: existence is not revealed.
         let Some(source) = self
             .wallets
-            .get(&attach.customer_id)
+            .get(attach.customer_id.as_str())
             .and_then(|wallet| wallet.find(&attach.customer_payment_source_id))
         else {
             return Ok(attach_rejected(cause, attach, AttachRejection::NotFound));
@@ -377,7 +376,7 @@ impl InMemory<'_> {
         }
         let (customer_token, payment_source_token) = self
             .tokens
-            .get(&source.id)
+            .get(source.id.as_str())
             .expect("every loaded source has its sealed tokens")
             .open(&self.rules.keys, &source.id)?;
         let event = events::outbound(
@@ -452,9 +451,12 @@ impl InMemory<'_> {
             writes.created.extend(
                 now.sources
                     .iter()
-                    .filter(|s| !then.sources.contains(&s.id))
+                    .filter(|s| !then.sources.contains(s.id.as_str()))
                     .map(|s| {
-                        let sealed = self.tokens.get(&s.id).expect("a new source is sealed");
+                        let sealed = self
+                            .tokens
+                            .get(s.id.as_str())
+                            .expect("a new source is sealed");
                         (customer.as_str(), s, sealed)
                     }),
             );
@@ -464,7 +466,7 @@ impl InMemory<'_> {
                     .filter(|id| now.find(id).is_none())
                     .map(String::as_str),
             );
-            if then.chosen_default != now.chosen_default {
+            if then.chosen_default.as_deref() != now.chosen_default.as_deref() {
                 writes
                     .defaults
                     .push((customer, now.chosen_default.as_deref()));
@@ -492,7 +494,7 @@ impl InMemory<'_> {
         events: &mut [Option<Vec<OutboundEvent>>],
     ) {
         for ((message, event), attach) in &self.attachments {
-            if !attached.contains(&attach.order_id) {
+            if !attached.contains(attach.order_id.as_str()) {
                 let cause = &messages[*message].change.cause;
                 if let Some(caused) = &mut events[*message] {
                     caused[*event] =
