@@ -137,7 +137,7 @@ async fn handled(
     let trace = propagation::parent_span(&span, trace_parent(received.delivery));
     async {
         let known = Known {
-            message_id: Some(inbound.meta.id.clone()),
+            message_id: Some(inbound.meta.id.to_string()),
             correlation_id: inbound.meta.correlation_id.clone(),
             order_id: inbound.command.order_id().map(|id| id.to_string()),
             attempts_done: received.attempts_done,

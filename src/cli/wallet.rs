@@ -6,7 +6,7 @@ use crate::broker::{self, relay};
 use crate::config::{WalletChangeArgs, WalletCmd};
 use crate::crypto::DataKeys;
 use crate::domain::events::{EventType, Outcome};
-use crate::domain::ids::{CustomerId, SourceId};
+use crate::domain::ids::{CustomerId, MessageId, SourceId};
 use crate::domain::{Clock, MessageType, Meta, SourceRef};
 use crate::store::audit::{self, Via};
 use crate::store::{self, Change, Committed, Effect, Rules, wallet};
@@ -75,7 +75,8 @@ async fn change(
     let pool = store::connect_existing(&args.db.database_url).await?;
     let keys = store::keys::keyring(&pool, data_keys).await?;
     let meta = Meta {
-        id: format!("cli-{}", uuid::Uuid::new_v4()),
+        // Well-formed by construction: 40 ASCII characters.
+        id: MessageId::stored(format!("cli-{}", uuid::Uuid::new_v4())),
         kind,
         occurred_at: chrono::Utc::now(),
         correlation_id: None,

@@ -2,6 +2,7 @@
 //! [`Inbound`] message. Parsing does no I/O and rejects bad input before any side effect.
 
 use super::commands::{Command, OrderPlaced, SourceRef, WalletAttach, WalletSave, text};
+use super::ids::MessageId;
 use super::limits::{MAX_BODY_BYTES, MAX_ID_LEN, MAX_JSON_DEPTH, json_depth_exceeds};
 use super::message_type::MessageType;
 pub use super::rejection::Rejection;
@@ -24,7 +25,7 @@ pub struct RawMessage<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Meta {
     /// The idempotency key (docs/interface.md, message envelope).
-    pub id: String,
+    pub id: MessageId,
     pub kind: MessageType,
     pub occurred_at: DateTime<Utc>,
     pub correlation_id: Option<String>,
@@ -70,7 +71,7 @@ pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
         ));
     }
     let envelope: RawEnvelope<'_> = from_json(body, "")?;
-    let id = text(&envelope.id, "id", MAX_ID_LEN)?;
+    let id = MessageId::parse(&envelope.id, "id")?;
     let kind = MessageType::parse(&envelope.kind)
         .ok_or_else(|| Rejection::new("type", "unknown message type"))?;
     if kind.as_str() != raw.routing_key {
@@ -79,7 +80,10 @@ pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
             format!("`{kind}` does not match the routing key"),
         ));
     }
-    if raw.message_id.is_some_and(|property| property != id) {
+    if raw
+        .message_id
+        .is_some_and(|property| property != id.as_str())
+    {
         return Err(Rejection::new(
             "message_id",
             "AMQP message_id property differs from the envelope id",
