@@ -6,6 +6,7 @@
 
 use super::{Context, HandlerError, RetryLater};
 use crate::domain::events::{self, SaveFailure, WalletSaveFailed};
+use crate::domain::ids::GatewayId;
 use crate::domain::{Customer, ErrorKind, ExternalPayment, Meta, Order, PaymentSource};
 use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, Tokens, validate_token_url};
 use crate::metrics as m;
@@ -153,7 +154,7 @@ async fn record(
                 customer_id: ready.customer.id.clone(),
                 // The gateway was found by this id.
                 gateway_id: ready.payment.gateway_id.clone(),
-                name: source_name(&gateway.id, &metadata),
+                name: source_name(&ready.payment.gateway_id, &metadata),
                 metadata,
                 reference: ready.payment.id.clone(),
                 customer_token: tokens.customer_token,
@@ -201,7 +202,7 @@ fn refusal(meta: &Meta, order: &Order, reason: SaveFailure, message: String) -> 
 }
 
 /// A name people recognise: `Visa ending in 4242`, else the gateway's name.
-fn source_name(gateway_id: &str, metadata: &Map<String, Value>) -> String {
+fn source_name(gateway_id: &GatewayId, metadata: &Map<String, Value>) -> String {
     let text = |key| metadata.get(key).and_then(Value::as_str);
     match (text("brand"), text("last4")) {
         (Some(brand), Some(last4)) => {

@@ -247,9 +247,9 @@ struct InMemory<'r> {
 }
 
 impl InMemory<'_> {
-    fn wallet(&mut self, customer_id: &str) -> &mut Wallet {
+    fn wallet(&mut self, customer_id: &CustomerId) -> &mut Wallet {
         self.wallets
-            .get_mut(customer_id)
+            .get_mut(customer_id.as_str())
             .expect("every wallet of the batch is loaded")
     }
 
