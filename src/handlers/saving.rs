@@ -175,7 +175,11 @@ async fn record(
             ctx.gateways.forget(&gateway.id).await;
             if opened {
                 metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(1.0);
-                tracing::warn!(gateway = %gateway.id, "circuit opened after repeated failures");
+                tracing::warn!(
+                    gateway = %gateway.id,
+                    error = format!("{err:#}"),
+                    "circuit opened after repeated failures"
+                );
             }
             Ok(Decision::Retry(RetryLater {
                 kind: err.kind().unwrap_or(ErrorKind::GatewayUnavailable),
