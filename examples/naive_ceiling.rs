@@ -332,7 +332,7 @@ async fn call_gateway(app: &App, order: &Order) -> anyhow::Result<Saving> {
             "not external_payments",
         );
     };
-    if payment.gateway_id != app.gateway_id {
+    if payment.gateway_id.as_str() != app.gateway_id {
         return failed(SaveFailure::UnknownGateway, "no such gateway");
     }
     let request = SaveRequest {
@@ -388,7 +388,7 @@ async fn store_save(
                 reason,
                 message,
             };
-            return Ok(ev::outbound(meta, "wallet.save_failed", data));
+            return Ok(ev::outbound(meta, data));
         }
         Saving::Tokens {
             customer_token,
@@ -415,7 +415,7 @@ async fn store_save(
     let stored: Json<Map<String, Value>> = row.try_get("metadata")?;
     let data = ev::WalletSaved {
         order_id: order.id.clone(),
-        customer_id: customer_id.unwrap_or_default(),
+        customer_id: customer_id.unwrap_or_else(|| domain::ids::CustomerId::stored(String::new())),
         customer_payment_source: ev::SourceSummary {
             id: row.try_get("id")?,
             gateway_id: order_gateway(order),
@@ -426,7 +426,7 @@ async fn store_save(
         },
         created: row.try_get("created")?,
     };
-    Ok(ev::outbound(meta, "wallet.saved", data))
+    Ok(ev::outbound(meta, data))
 }
 
 async fn attach(
@@ -440,7 +440,7 @@ async fn attach(
             customer_payment_source_id: cmd.customer_payment_source_id.clone(),
             reason,
         };
-        Some(ev::outbound(meta, "wallet.attach_rejected", data))
+        Some(ev::outbound(meta, data))
     };
     let mut tx = app.pool.begin().await?;
     if !claim(&mut tx, meta).await? {
@@ -478,7 +478,7 @@ async fn attach(
             metadata: metadata.0,
         },
     };
-    commit(tx, Some(ev::outbound(meta, "wallet.attached", data))).await
+    commit(tx, Some(ev::outbound(meta, data))).await
 }
 
 /// `wallet.remove`: one statement. The ceiling keeps no default, so none is reported.
@@ -504,9 +504,9 @@ async fn remove(
             customer_payment_source_id: cmd.customer_payment_source_id.clone(),
             default_customer_payment_source_id: None,
         };
-        ev::outbound(meta, "wallet.removed", data)
+        ev::outbound(meta, data)
     } else {
-        ev::outbound(meta, "wallet.remove_rejected", change_rejected(cmd))
+        ev::outbound(meta, change_rejected(ev::WalletChange::Remove, cmd))
     };
     commit(tx, Some(event)).await
 }
@@ -533,15 +533,16 @@ async fn set_default(
                 customer_id: cmd.customer_id.clone(),
                 customer_payment_source_id: cmd.customer_payment_source_id.clone(),
             };
-            ev::outbound(meta, "wallet.default_set", data)
+            ev::outbound(meta, data)
         }
-        None => ev::outbound(meta, "wallet.default_rejected", change_rejected(cmd)),
+        None => ev::outbound(meta, change_rejected(ev::WalletChange::SetDefault, cmd)),
     };
     commit(tx, Some(event)).await
 }
 
-fn change_rejected(cmd: &domain::SourceRef) -> ev::WalletChangeRejected {
+fn change_rejected(change: ev::WalletChange, cmd: &domain::SourceRef) -> ev::WalletChangeRejected {
     ev::WalletChangeRejected {
+        change,
         customer_id: cmd.customer_id.clone(),
         customer_payment_source_id: cmd.customer_payment_source_id.clone(),
         reason: ev::WalletRejection::NotFound,
@@ -556,7 +557,7 @@ async fn claim(tx: &mut sqlx::PgConnection, meta: &Meta) -> anyhow::Result<bool>
          ON CONFLICT (message_id) DO NOTHING",
     )
     .bind(&meta.id)
-    .bind(meta.kind)
+    .bind(meta.kind.as_str())
     .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -570,7 +571,7 @@ async fn commit(
     if let Some(event) = &event {
         sqlx::query("INSERT INTO naive_outbox (event_id, routing_key, body) VALUES ($1, $2, $3)")
             .bind(&event.id)
-            .bind(event.routing_key)
+            .bind(event.routing_key())
             .bind(&event.body)
             .execute(&mut *tx)
             .await?;
@@ -580,7 +581,7 @@ async fn commit(
 }
 
 async fn publish_confirmed(app: &App, event: &OutboundEvent) -> anyhow::Result<()> {
-    let mut properties = publish::json_properties(&event.id, event.routing_key);
+    let mut properties = publish::json_properties(&event.id, event.routing_key());
     if let Some(correlation_id) = &event.correlation_id {
         properties = properties.with_correlation_id(correlation_id.as_str().into());
     }
@@ -588,20 +589,20 @@ async fn publish_confirmed(app: &App, event: &OutboundEvent) -> anyhow::Result<(
         .publish
         .basic_publish(
             app.exchange.as_str().into(),
-            event.routing_key.into(),
+            event.routing_key().into(),
             BasicPublishOptions::default(),
             &event.body,
             properties,
         )
         .await?;
-    publish::check(confirm.await?, event.routing_key)?;
+    publish::check(confirm.await?, event.routing_key())?;
     Ok(())
 }
 
-fn order_gateway(order: &Order) -> String {
+fn order_gateway(order: &Order) -> domain::ids::GatewayId {
     match &order.payment_source {
         Some(PaymentSource::External(payment)) => payment.gateway_id.clone(),
-        _ => String::new(),
+        _ => domain::ids::GatewayId::stored(String::new()),
     }
 }
 

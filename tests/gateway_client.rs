@@ -4,6 +4,7 @@ use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wallet_worker::domain::commands::Customer;
+use wallet_worker::domain::ids::{CustomerId, GatewayId, OrderId};
 use wallet_worker::domain::{ExternalPayment, Order, OrderStatus, Secret};
 use wallet_worker::gateway::sim::{self, SimConfig, SimStats};
 use wallet_worker::gateway::{
@@ -25,17 +26,17 @@ struct Fixture {
 impl Fixture {
     fn new(card_token: &str) -> Self {
         let customer = Customer {
-            id: "kWnEhpRgYD".into(),
+            id: CustomerId::stored("kWnEhpRgYD".into()),
             email: Some("jane@example.com".into()),
         };
         let payment = ExternalPayment {
             id: "yZlPsRkQvB".into(),
-            gateway_id: "acme-pay".into(),
+            gateway_id: GatewayId::stored("acme-pay".into()),
             token: Secret::new(card_token),
             metadata: Map::from_iter([("last4".to_owned(), json!("4242"))]),
         };
         let order = Order {
-            id: "qaMAhZkZvd".into(),
+            id: OrderId::stored("qaMAhZkZvd".into()),
             number: Some("1234".into()),
             status: OrderStatus::stored("placed".into()),
             customer: Some(customer.clone()),
@@ -455,7 +456,7 @@ async fn the_gateway_sim_answers_signed_requests_deterministically_and_idempoten
     assert_eq!(stats.replays(), 1);
 
     let mut declined = Fixture::new("tok_refuse_demo");
-    declined.order.id = "declinedOr".into();
+    declined.order.id = OrderId::stored("declinedOr".into());
     let result = client.save(&target(&base), &declined.request()).await;
     assert_eq!(refused_code(result), "card_declined");
 

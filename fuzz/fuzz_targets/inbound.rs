@@ -11,6 +11,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 use wallet_worker::domain::events::{self, AttachRejection, SaveFailure, SourceSummary};
+use wallet_worker::domain::ids::SourceId;
 use wallet_worker::domain::limits::{
     MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_KEYS, MAX_TEXT_LEN, MAX_TOKEN_LEN,
 };
@@ -49,9 +50,9 @@ fuzz_target!(|data: &[u8]| {
 
 fn accepted(inbound: &Inbound, raw: RawMessage<'_>) {
     let meta = &inbound.meta;
-    assert_eq!(meta.kind, raw.routing_key);
+    assert_eq!(meta.kind.as_str(), raw.routing_key);
     bounded(&meta.id, MAX_ID_LEN);
-    assert!(raw.message_id.is_none_or(|id| id == meta.id));
+    assert!(raw.message_id.is_none_or(|id| meta.id == id));
     if let Some(correlation_id) = &meta.correlation_id {
         bounded(correlation_id, MAX_ID_LEN);
     }
@@ -71,13 +72,13 @@ fn accepted(inbound: &Inbound, raw: RawMessage<'_>) {
         }
         Command::WalletAttach(attach) => {
             for id in [
-                &attach.order_id,
-                &attach.customer_id,
-                &attach.customer_payment_source_id,
+                attach.order_id.as_str(),
+                attach.customer_id.as_str(),
+                attach.customer_payment_source_id.as_str(),
             ] {
                 bounded(id, MAX_ID_LEN);
             }
-            bounded(&attach.order_status, MAX_TEXT_LEN);
+            bounded(attach.order_status.as_str(), MAX_TEXT_LEN);
             let rejected = events::WalletAttachRejected {
                 order_id: attach.order_id.clone(),
                 customer_payment_source_id: attach.customer_payment_source_id.clone(),
@@ -137,7 +138,7 @@ fn order_placed(inbound: &Inbound, placed: &domain::OrderPlaced, json: &Value) {
         order_id: order.id.clone(),
         customer_id: customer.id.clone(),
         customer_payment_source: SourceSummary {
-            id: "QgDXpwsqDx".into(),
+            id: SourceId::stored("QgDXpwsqDx".into()),
             gateway_id: payment.gateway_id.clone(),
             name: "Visa ending in 4242".into(),
             metadata: payment.metadata.clone(),
@@ -147,9 +148,11 @@ fn order_placed(inbound: &Inbound, placed: &domain::OrderPlaced, json: &Value) {
     event_round_trips(inbound, "wallet.saved", saved);
 }
 
-/// The event envelope is JSON with a fresh id, caused by the inbound message.
-fn event_round_trips<T: serde::Serialize>(inbound: &Inbound, key: &'static str, data: T) {
-    let event = events::outbound(&inbound.meta, key, data);
+/// The event envelope is JSON with a fresh id, caused by the inbound message, and
+/// published under the routing key `key` its payload names.
+fn event_round_trips<T: events::Event>(inbound: &Inbound, key: &'static str, data: T) {
+    let event = events::outbound(&inbound.meta, data);
+    assert_eq!(event.routing_key(), key);
     let json: Value = serde_json::from_slice(&event.body).expect("events are JSON");
     assert_eq!(json["type"], key);
     assert_eq!(json["causation_id"], inbound.meta.id.as_str());
@@ -157,7 +160,7 @@ fn event_round_trips<T: serde::Serialize>(inbound: &Inbound, key: &'static str, 
         json["correlation_id"].as_str(),
         inbound.meta.correlation_id.as_deref()
     );
-    assert_ne!(event.id, inbound.meta.id);
+    assert_ne!(event.id, inbound.meta.id.as_str());
 }
 
 fn rejected(rejection: &Rejection, body: &[u8]) {

@@ -10,7 +10,7 @@ use super::shared::Shared;
 use super::verdict::{self, Known, Verdict};
 use crate::domain::envelope::{sniff_correlation_id, sniff_id};
 use crate::domain::{self, ErrorKind, Inbound, RawMessage, Rejection};
-use crate::handlers::{self, Outcome, RetryLater};
+use crate::handlers::{self, HandlerError, Outcome, RetryLater};
 use crate::metrics as m;
 use crate::store::{self, CommitError, delayed, unfinished};
 use crate::supervisor::panic_message;
@@ -130,16 +130,16 @@ async fn handled(
         "delivery",
         otel.kind = "consumer",
         message_id = %inbound.meta.id,
-        r#type = inbound.meta.kind,
+        r#type = inbound.meta.kind.as_str(),
         correlation_id = inbound.meta.correlation_id.as_deref().unwrap_or(""),
         attempt = received.attempts_done + 1,
     );
     let trace = propagation::parent_span(&span, trace_parent(received.delivery));
     async {
         let known = Known {
-            message_id: Some(inbound.meta.id.clone()),
+            message_id: Some(inbound.meta.id.to_string()),
             correlation_id: inbound.meta.correlation_id.clone(),
-            order_id: inbound.command.order_id().map(str::to_owned),
+            order_id: inbound.command.order_id().map(|id| id.to_string()),
             attempts_done: received.attempts_done,
             panics: received.panics,
         };
@@ -159,7 +159,7 @@ async fn handled(
         if matches!(starts, Some(Redelivered::Started(_))) {
             finished(shared, &inbound.meta.id).await;
         }
-        metrics::histogram!(m::MESSAGE_SECONDS, "type" => inbound.meta.kind)
+        metrics::histogram!(m::MESSAGE_SECONDS, "type" => inbound.meta.kind.as_str())
             .record(started.elapsed().as_secs_f64());
         settled
     }
@@ -267,8 +267,8 @@ async fn handle(shared: &Shared, inbound: &Inbound, known: &Known) -> Verdict {
     let outcome = loop {
         match handlers::handle(&shared.handlers, inbound).await {
             Ok(outcome) => break outcome,
-            Err(err) if store::is_outage(&err) => wait_for_database(&err, &mut waits).await,
-            Err(err) => break Outcome::RetryLater(internal_error(&err)),
+            Err(err) if err.is_transient() => wait_for_database(&err, &mut waits).await,
+            Err(HandlerError::Database(err)) => break Outcome::RetryLater(internal_error(&err)),
         }
     };
     let failure = match outcome {
@@ -307,6 +307,7 @@ async fn commit(
         match committed {
             Ok(store::Committed::Applied { outcome, .. }) => {
                 pending.committed();
+                let outcome = outcome.as_str();
                 tracing::debug!(outcome, "committed");
                 return Ok(Verdict::Ack { outcome });
             }
@@ -361,7 +362,10 @@ fn database_backoff() -> backon::ExponentialBackoff {
 
 /// The database is unavailable (or a statement or lock wait ran out of time): wait and
 /// try again, holding the delivery unacked. An outage never spends attempts.
-async fn wait_for_database(err: &sqlx::Error, waits: &mut backon::ExponentialBackoff) {
+async fn wait_for_database(
+    err: &(dyn std::error::Error + Sync),
+    waits: &mut backon::ExponentialBackoff,
+) {
     let delay = waits.next().unwrap_or(Duration::from_secs(5));
     tracing::warn!(
         error = format!("{err:#}"),

@@ -15,7 +15,7 @@ use super::publish::PublishError;
 use super::retry;
 use super::shared::Shared;
 use super::verdict::{DeadLetter, Retry, Verdict};
-use crate::domain;
+use crate::domain::MessageType;
 use crate::metrics as m;
 use crate::store::delayed;
 use backon::Retryable;
@@ -171,10 +171,7 @@ where
 
 /// A label-safe message type (labels must not carry arbitrary input).
 pub fn label(routing_key: &str) -> &'static str {
-    domain::envelope::INBOUND_TYPES
-        .into_iter()
-        .find(|known| *known == routing_key)
-        .unwrap_or("unknown")
+    MessageType::parse(routing_key).map_or("unknown", MessageType::as_str)
 }
 
 pub fn count(message_type: &'static str, outcome: &'static str) {

@@ -22,7 +22,7 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ExchangeKind};
 
-use crate::domain::envelope::INBOUND_TYPES;
+use crate::domain::MessageType;
 
 /// Redeliveries of one message (crashes, hand-backs) before the broker dead-letters it.
 pub const REDELIVERY_LIMIT: i64 = 50;
@@ -147,7 +147,7 @@ impl Topology {
 
 /// Binds `queue` to every inbound routing key of `exchange`.
 pub async fn bind_inbound(channel: &Channel, queue: &str, exchange: &str) -> lapin::Result<()> {
-    for key in INBOUND_TYPES {
+    for key in MessageType::NAMES {
         channel
             .queue_bind(
                 queue.into(),

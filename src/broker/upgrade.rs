@@ -26,7 +26,7 @@
 use super::headers;
 use super::publish::publish_confirmed;
 use super::topology::{self, Topology, TopologyError, bind_inbound};
-use crate::domain::envelope::INBOUND_TYPES;
+use crate::domain::MessageType;
 use anyhow::Context;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -297,7 +297,7 @@ impl<'a> Mover<'a> {
     /// no error), so publishers' messages go to the new queue only.
     async fn unbind_all(&self, holding: &str) -> anyhow::Result<()> {
         let channel = self.connection.create_channel().await?;
-        for key in INBOUND_TYPES {
+        for key in MessageType::NAMES {
             channel
                 .queue_unbind(
                     holding.into(),

@@ -5,7 +5,9 @@
 use crate::broker::{self, relay};
 use crate::config::{WalletChangeArgs, WalletCmd};
 use crate::crypto::DataKeys;
-use crate::domain::{Clock, Meta, SourceRef};
+use crate::domain::events::{EventType, Outcome};
+use crate::domain::ids::{CustomerId, MessageId, SourceId};
+use crate::domain::{Clock, MessageType, Meta, SourceRef};
 use crate::store::audit::{self, Via};
 use crate::store::{self, Change, Committed, Effect, Rules, wallet};
 use anyhow::{Context, bail};
@@ -19,8 +21,10 @@ pub async fn run(cmd: WalletCmd) -> anyhow::Result<()> {
             all,
             json,
         } => list(&db.database_url, &customer_id, all, json).await,
-        WalletCmd::Remove(args) => change(args, "wallet.remove", Effect::Remove).await,
-        WalletCmd::SetDefault(args) => change(args, "wallet.set_default", Effect::SetDefault).await,
+        WalletCmd::Remove(args) => change(args, MessageType::WalletRemove, Effect::Remove).await,
+        WalletCmd::SetDefault(args) => {
+            change(args, MessageType::WalletSetDefault, Effect::SetDefault).await
+        }
     }
 }
 
@@ -64,22 +68,23 @@ async fn list(database_url: &str, customer_id: &str, all: bool, json: bool) -> a
 /// cannot be reached, the event stays in the outbox and a running worker publishes it.
 async fn change(
     args: WalletChangeArgs,
-    kind: &'static str,
+    kind: MessageType,
     effect: fn(SourceRef) -> Effect,
 ) -> anyhow::Result<()> {
     let data_keys = DataKeys::required_from_env()?;
     let pool = store::connect_existing(&args.db.database_url).await?;
     let keys = store::keys::keyring(&pool, data_keys).await?;
     let meta = Meta {
-        id: format!("cli-{}", uuid::Uuid::new_v4()),
+        // Well-formed by construction: 40 ASCII characters.
+        id: MessageId::stored(format!("cli-{}", uuid::Uuid::new_v4())),
         kind,
         occurred_at: chrono::Utc::now(),
         correlation_id: None,
         maybe_seen: false,
     };
     let target = SourceRef {
-        customer_id: args.customer_id.clone(),
-        customer_payment_source_id: args.source_id.clone(),
+        customer_id: CustomerId::parse(&args.customer_id, "customer_id")?,
+        customer_payment_source_id: SourceId::parse(&args.source_id, "source_id")?,
     };
     let rules = Rules {
         clock: Clock::system(),
@@ -106,16 +111,30 @@ async fn change(
         ),
     }
     let (customer, source) = (&args.customer_id, &args.source_id);
-    let changed = i64::from(matches!(outcome, "removed" | "default_set"));
+    let changed = match outcome {
+        Outcome::Published(EventType::Removed | EventType::DefaultSet) => 1,
+        _ => 0,
+    };
     let audited = serde_json::json!({
-        "customer_id": customer, "source_id": source, "outcome": outcome, "reason": reason,
+        "customer_id": customer, "source_id": source, "outcome": outcome.as_str(), "reason": reason,
     });
-    audit::record(&pool, &args.actor.name, Via::Cli, kind, &audited, changed)
-        .await
-        .context("cannot record the change in the audit log")?;
+    audit::record(
+        &pool,
+        &args.actor.name,
+        Via::Cli,
+        kind.as_str(),
+        &audited,
+        changed,
+    )
+    .await
+    .context("cannot record the change in the audit log")?;
     match outcome {
-        "removed" => println!("removed {source} from the wallet of {customer}"),
-        "default_set" => println!("{source} is now the default of {customer}"),
+        Outcome::Published(EventType::Removed) => {
+            println!("removed {source} from the wallet of {customer}")
+        }
+        Outcome::Published(EventType::DefaultSet) => {
+            println!("{source} is now the default of {customer}")
+        }
         _ => {
             let reason = reason.unwrap_or_else(|| "refused".into());
             bail!("{kind} refused: {reason} (customer {customer}, source {source})")

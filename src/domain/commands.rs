@@ -1,5 +1,6 @@
 //! The inbound commands (docs/messages.md, inbound messages) as typed values, validated field by field.
 
+use super::ids::{CustomerId, GatewayId, OrderId, SourceId};
 use super::limits::{
     MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_KEYS, MAX_TEXT_LEN, MAX_TOKEN_LEN,
 };
@@ -20,7 +21,7 @@ pub enum Command {
 
 impl Command {
     /// The order the message is about, when it names one (for dead-letter events).
-    pub fn order_id(&self) -> Option<&str> {
+    pub fn order_id(&self) -> Option<&OrderId> {
         match self {
             Self::OrderPlaced(cmd) => Some(&cmd.order.id),
             Self::WalletSave(cmd) => Some(&cmd.order_id),
@@ -39,23 +40,23 @@ pub struct OrderPlaced {
 /// `wallet.save`: save the payment source of an order already placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletSave {
-    pub order_id: String,
+    pub order_id: OrderId,
 }
 
 /// `wallet.attach`: attach a stored customer payment source to an order in checkout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletAttach {
-    pub order_id: String,
+    pub order_id: OrderId,
     pub order_status: OrderStatus,
-    pub customer_id: String,
-    pub customer_payment_source_id: String,
+    pub customer_id: CustomerId,
+    pub customer_payment_source_id: SourceId,
 }
 
 /// `wallet.remove` and `wallet.set_default`: one source of one customer's wallet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceRef {
-    pub customer_id: String,
-    pub customer_payment_source_id: String,
+    pub customer_id: CustomerId,
+    pub customer_payment_source_id: SourceId,
 }
 
 /// An order's status as the pipeline reports it. Only whether it still lets the
@@ -91,7 +92,7 @@ impl OrderStatus {
 /// An order as `order.placed` describes it.
 #[derive(Debug, Clone)]
 pub struct Order {
-    pub id: String,
+    pub id: OrderId,
     pub number: Option<String>,
     pub status: OrderStatus,
     /// `None` for a guest order (docs/messages.md, inbound messages: `guest: true` or no customer).
@@ -104,7 +105,7 @@ pub struct Order {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer {
-    pub id: String,
+    pub id: CustomerId,
     pub email: Option<String>,
 }
 
@@ -117,8 +118,9 @@ pub enum PaymentSource {
 
 #[derive(Debug, Clone)]
 pub struct ExternalPayment {
+    /// The order payment source's own id (a source's `reference` once saved).
     pub id: String,
-    pub gateway_id: String,
+    pub gateway_id: GatewayId,
     pub token: Secret,
     pub metadata: Map<String, Value>,
 }
@@ -200,7 +202,7 @@ impl OrderPlaced {
         let o = data.order;
         let customer = match (o.guest, o.customer) {
             (false, Some(c)) => Some(Customer {
-                id: text(&c.id, "data.order.customer.id", MAX_ID_LEN)?,
+                id: CustomerId::parse(&c.id, "data.order.customer.id")?,
                 email: optional_text(c.email, "data.order.customer.email")?,
             }),
             _ => None,
@@ -211,7 +213,7 @@ impl OrderPlaced {
             .transpose()?;
         Ok(Self {
             order: Order {
-                id: text(&o.id, "data.order.id", MAX_ID_LEN)?,
+                id: OrderId::parse(&o.id, "data.order.id")?,
                 number: optional_text(o.number, "data.order.number")?,
                 status: OrderStatus::parse(&o.status, "data.order.status")?,
                 customer,
@@ -245,7 +247,7 @@ impl PaymentSource {
         check_metadata(&metadata, &format!("{at}.metadata"))?;
         Ok(Self::External(ExternalPayment {
             id: required(ps.id, "id")?,
-            gateway_id: required(ps.gateway_id, "gateway_id")?,
+            gateway_id: GatewayId::stored(required(ps.gateway_id, "gateway_id")?),
             token,
             metadata,
         }))
@@ -255,7 +257,7 @@ impl PaymentSource {
 impl WalletSave {
     pub(crate) fn parse(data: WalletSaveData) -> Result<Self, Rejection> {
         Ok(Self {
-            order_id: text(&data.order_id, "data.order_id", MAX_ID_LEN)?,
+            order_id: OrderId::parse(&data.order_id, "data.order_id")?,
         })
     }
 }
@@ -263,17 +265,12 @@ impl WalletSave {
 impl WalletAttach {
     pub(crate) fn parse(data: WalletAttachData) -> Result<Self, Rejection> {
         Ok(Self {
-            order_id: text(&data.order.id, "data.order.id", MAX_ID_LEN)?,
+            order_id: OrderId::parse(&data.order.id, "data.order.id")?,
             order_status: OrderStatus::parse(&data.order.status, "data.order.status")?,
-            customer_id: text(
-                &data.order.customer.id,
-                "data.order.customer.id",
-                MAX_ID_LEN,
-            )?,
-            customer_payment_source_id: text(
+            customer_id: CustomerId::parse(&data.order.customer.id, "data.order.customer.id")?,
+            customer_payment_source_id: SourceId::parse(
                 &data.customer_payment_source_id,
                 "data.customer_payment_source_id",
-                MAX_ID_LEN,
             )?,
         })
     }
@@ -282,11 +279,10 @@ impl WalletAttach {
 impl SourceRef {
     pub(crate) fn parse(data: SourceRefData) -> Result<Self, Rejection> {
         Ok(Self {
-            customer_id: text(&data.customer_id, "data.customer_id", MAX_ID_LEN)?,
-            customer_payment_source_id: text(
+            customer_id: CustomerId::parse(&data.customer_id, "data.customer_id")?,
+            customer_payment_source_id: SourceId::parse(
                 &data.customer_payment_source_id,
                 "data.customer_payment_source_id",
-                MAX_ID_LEN,
             )?,
         })
     }

@@ -2,21 +2,14 @@
 //! [`Inbound`] message. Parsing does no I/O and rejects bad input before any side effect.
 
 use super::commands::{Command, OrderPlaced, SourceRef, WalletAttach, WalletSave, text};
+use super::ids::MessageId;
 use super::limits::{MAX_BODY_BYTES, MAX_ID_LEN, MAX_JSON_DEPTH, json_depth_exceeds};
+use super::message_type::MessageType;
 pub use super::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::fmt;
-
-/// Routing keys (and envelope `type`s) the worker consumes.
-pub const INBOUND_TYPES: [&str; 5] = [
-    "order.placed",
-    "wallet.save",
-    "wallet.attach",
-    "wallet.remove",
-    "wallet.set_default",
-];
 
 /// What the broker handed us, before any interpretation.
 #[derive(Debug, Clone, Copy)]
@@ -32,8 +25,8 @@ pub struct RawMessage<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Meta {
     /// The idempotency key (docs/interface.md, message envelope).
-    pub id: String,
-    pub kind: &'static str,
+    pub id: MessageId,
+    pub kind: MessageType,
     pub occurred_at: DateTime<Utc>,
     pub correlation_id: Option<String>,
     /// The transport says this delivery may have been handled before (a redelivery):
@@ -78,18 +71,19 @@ pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
         ));
     }
     let envelope: RawEnvelope<'_> = from_json(body, "")?;
-    let id = text(&envelope.id, "id", MAX_ID_LEN)?;
-    let kind = INBOUND_TYPES
-        .into_iter()
-        .find(|known| *known == envelope.kind)
+    let id = MessageId::parse(&envelope.id, "id")?;
+    let kind = MessageType::parse(&envelope.kind)
         .ok_or_else(|| Rejection::new("type", "unknown message type"))?;
-    if kind != raw.routing_key {
+    if kind.as_str() != raw.routing_key {
         return Err(Rejection::new(
             "type",
             format!("`{kind}` does not match the routing key"),
         ));
     }
-    if raw.message_id.is_some_and(|property| property != id) {
+    if raw
+        .message_id
+        .is_some_and(|property| property != id.as_str())
+    {
         return Err(Rejection::new(
             "message_id",
             "AMQP message_id property differs from the envelope id",
@@ -101,11 +95,21 @@ pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
         .transpose()?;
     let data = envelope.data.get();
     let command = match kind {
-        "order.placed" => Command::OrderPlaced(OrderPlaced::parse(from_json(data, "data")?)?),
-        "wallet.save" => Command::WalletSave(WalletSave::parse(from_json(data, "data")?)?),
-        "wallet.attach" => Command::WalletAttach(WalletAttach::parse(from_json(data, "data")?)?),
-        "wallet.remove" => Command::WalletRemove(SourceRef::parse(from_json(data, "data")?)?),
-        _ => Command::WalletSetDefault(SourceRef::parse(from_json(data, "data")?)?),
+        MessageType::OrderPlaced => {
+            Command::OrderPlaced(OrderPlaced::parse(from_json(data, "data")?)?)
+        }
+        MessageType::WalletSave => {
+            Command::WalletSave(WalletSave::parse(from_json(data, "data")?)?)
+        }
+        MessageType::WalletAttach => {
+            Command::WalletAttach(WalletAttach::parse(from_json(data, "data")?)?)
+        }
+        MessageType::WalletRemove => {
+            Command::WalletRemove(SourceRef::parse(from_json(data, "data")?)?)
+        }
+        MessageType::WalletSetDefault => {
+            Command::WalletSetDefault(SourceRef::parse(from_json(data, "data")?)?)
+        }
     };
     Ok(Inbound {
         meta: Meta {

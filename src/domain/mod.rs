@@ -1,7 +1,10 @@
-//! Domain types: secrets, limits, the envelope, the typed commands and what a dead
-//! letter is (its failure group, its masked form). Pure: no I/O, and nothing from the
-//! rest of the crate.
+//! Domain types: the worker's vocabulary (ids, message types, error kinds, events and
+//! their routing keys, a gateway's circuit state), secrets, limits, the envelope, the
+//! typed commands, the wallet rules and what a dead letter is (its failure group, its
+//! masked form). Pure: no I/O, and nothing from the rest of the crate (ids only know
+//! how sqlx stores text).
 
+pub mod circuit;
 pub mod clock;
 pub mod commands;
 pub mod dead_letter;
@@ -14,12 +17,14 @@ pub mod failure_group;
 pub(crate) mod fixtures;
 pub mod ids;
 pub mod limits;
+pub mod message_type;
 pub mod redact;
 pub mod rejection;
 pub mod secret;
 pub mod trace;
 pub mod wallet;
 
+pub use circuit::CircuitState;
 pub use clock::Clock;
 pub use commands::{
     Command, Customer, ExternalPayment, Order, OrderPlaced, OrderStatus, PaymentSource, SourceRef,
@@ -27,5 +32,7 @@ pub use commands::{
 };
 pub use envelope::{Inbound, Meta, RawMessage, Rejection, parse};
 pub use error_kind::ErrorKind;
+pub use ids::{CustomerId, GatewayId, MessageId, OrderId, SourceId};
+pub use message_type::MessageType;
 pub use secret::Secret;
 pub use trace::TraceContext;

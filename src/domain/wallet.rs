@@ -5,6 +5,7 @@
 //! with one statement per kind of row.
 
 use super::expiry;
+use super::ids::{CustomerId, GatewayId, SourceId};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -24,8 +25,8 @@ impl fmt::Debug for Fingerprint {
 /// A stored (or about to be stored) customer payment source.
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub id: String,
-    pub gateway_id: String,
+    pub id: SourceId,
+    pub gateway_id: GatewayId,
     pub name: String,
     pub metadata: Map<String, Value>,
     /// The order payment source it was saved from.
@@ -53,10 +54,10 @@ impl Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Saved {
     /// A new source with this id.
-    Created(String),
+    Created(SourceId),
     /// The wallet already held the card (same gateway and payment source token: the
     /// same fingerprint).
-    Reused(String),
+    Reused(SourceId),
     /// A new card, but the wallet holds this many unexpired sources: the most allowed.
     Full { held: usize },
 }
@@ -72,10 +73,10 @@ pub enum DefaultRefused {
 /// One customer's wallet.
 #[derive(Debug, Clone)]
 pub struct Wallet {
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub sources: Vec<Source>,
     /// The source recorded as the default (`wallet_defaults`), if any.
-    pub chosen_default: Option<String>,
+    pub chosen_default: Option<SourceId>,
 }
 
 impl Wallet {
@@ -100,7 +101,7 @@ impl Wallet {
     }
 
     /// Records the default the rules give now and returns it.
-    pub fn settle_default(&mut self, now: DateTime<Utc>) -> Option<String> {
+    pub fn settle_default(&mut self, now: DateTime<Utc>) -> Option<SourceId> {
         self.chosen_default = self.default_source(now).map(|s| s.id.clone());
         self.chosen_default.clone()
     }
@@ -150,7 +151,7 @@ impl Wallet {
     }
 
     /// Makes `id` the default, if it is available.
-    pub fn set_default(&mut self, id: &str, now: DateTime<Utc>) -> Result<(), DefaultRefused> {
+    pub fn set_default(&mut self, id: &SourceId, now: DateTime<Utc>) -> Result<(), DefaultRefused> {
         let source = self
             .find(id)
             .filter(|s| s.gateway_enabled)
@@ -158,7 +159,7 @@ impl Wallet {
         if source.is_expired(now) {
             return Err(DefaultRefused::Expired);
         }
-        self.chosen_default = Some(id.to_owned());
+        self.chosen_default = Some(id.clone());
         Ok(())
     }
 }
@@ -175,8 +176,8 @@ mod tests {
 
     fn card(id: &str, token: &str, age_days: i64, expired: bool) -> Source {
         Source {
-            id: id.into(),
-            gateway_id: "gw".into(),
+            id: SourceId::stored(id.into()),
+            gateway_id: GatewayId::stored("gw".into()),
             name: "Visa ending in 4242".into(),
             metadata: Map::new(),
             reference: None,
@@ -200,9 +201,13 @@ mod tests {
         Fingerprint(bytes)
     }
 
+    fn id(text: &str) -> SourceId {
+        SourceId::stored(text.into())
+    }
+
     fn wallet() -> Wallet {
         Wallet {
-            customer_id: "c".into(),
+            customer_id: CustomerId::stored("c".into()),
             sources: Vec::new(),
             chosen_default: None,
         }
@@ -213,16 +218,16 @@ mod tests {
         let mut w = wallet();
         assert_eq!(
             w.save(card("a", "t1", 2, false), 20, now()),
-            Saved::Created("a".into())
+            Saved::Created(id("a"))
         );
         assert_eq!(
             w.save(card("b", "t2", 1, false), 20, now()),
-            Saved::Created("b".into())
+            Saved::Created(id("b"))
         );
         assert_eq!(w.default_source(now()).unwrap().id, "a");
         assert_eq!(
             w.save(card("x", "t1", 0, false), 20, now()),
-            Saved::Reused("a".into())
+            Saved::Reused(id("a"))
         );
     }
 
@@ -242,7 +247,7 @@ mod tests {
         w.save(card("old", "t0", 9, true), 1, now());
         assert_eq!(
             w.save(card("a", "t1", 2, false), 1, now()),
-            Saved::Created("a".into())
+            Saved::Created(id("a"))
         );
         assert_eq!(
             w.save(card("b", "t2", 1, false), 1, now()),
@@ -268,10 +273,16 @@ mod tests {
         w.save(card("e", "t2", 2, true), 20, now());
         w.save(card("d", "t3", 1, false), 20, now());
         w.sources[2].gateway_enabled = false;
-        assert_eq!(w.set_default("zz", now()), Err(DefaultRefused::NotFound));
-        assert_eq!(w.set_default("e", now()), Err(DefaultRefused::Expired));
-        assert_eq!(w.set_default("d", now()), Err(DefaultRefused::NotFound));
-        assert_eq!(w.set_default("a", now()), Ok(()));
+        assert_eq!(
+            w.set_default(&id("zz"), now()),
+            Err(DefaultRefused::NotFound)
+        );
+        assert_eq!(w.set_default(&id("e"), now()), Err(DefaultRefused::Expired));
+        assert_eq!(
+            w.set_default(&id("d"), now()),
+            Err(DefaultRefused::NotFound)
+        );
+        assert_eq!(w.set_default(&id("a"), now()), Ok(()));
     }
 
     #[derive(Debug, Clone)]
@@ -305,9 +316,9 @@ mod tests {
                         w.save(c, cap, now());
                     }
                     Op::Remove(i) => { w.remove(&format!("s{i}"), now()); }
-                    Op::SetDefault(i) => { let _ = w.set_default(&format!("s{i}"), now()); }
+                    Op::SetDefault(i) => { let _ = w.set_default(&id(&format!("s{i}")), now()); }
                     Op::Disable(i) => {
-                        if let Some(s) = w.sources.iter_mut().find(|s| s.id == format!("s{i}")) {
+                        if let Some(s) = w.sources.iter_mut().find(|s| s.id.as_str() == format!("s{i}")) {
                             s.gateway_enabled = false;
                         }
                     }

@@ -94,21 +94,22 @@ fn encode(id: &str) -> String {
 mod tests {
     use super::*;
     use crate::domain::OrderStatus;
+    use crate::domain::ids::{CustomerId, GatewayId, OrderId};
     use serde_json::Map;
 
     fn fixture() -> (Order, Customer, ExternalPayment) {
         let customer = Customer {
-            id: "kWnEhpRgYD".into(),
+            id: CustomerId::stored("kWnEhpRgYD".into()),
             email: Some("jane@example.com".into()),
         };
         let payment = ExternalPayment {
             id: "yZlPsRkQvB".into(),
-            gateway_id: "acme-pay".into(),
+            gateway_id: GatewayId::stored("acme-pay".into()),
             token: Secret::new("tok_1a2b3c"),
             metadata: Map::from_iter([("last4".to_owned(), json!("4242"))]),
         };
         let order = Order {
-            id: "qaMAhZkZvd".into(),
+            id: OrderId::stored("qaMAhZkZvd".into()),
             number: Some("1234".into()),
             status: OrderStatus::stored("placed".into()),
             customer: Some(customer.clone()),
@@ -163,7 +164,7 @@ mod tests {
             payment: &payment,
         };
         assert_eq!(req.idempotency_key(), "wallet-save:qaMAhZkZvd:yZlPsRkQvB");
-        order.id = "a:b é".into();
+        order.id = OrderId::stored("a:b é".into());
         payment.id = "100%".into();
         let req = SaveRequest {
             order: &order,

@@ -1,6 +1,7 @@
 //! Business rules: one module per inbound message. A handler reads what it needs, calls
-//! the gateway if it must, and returns an [`Outcome`]; it knows nothing of AMQP. What
-//! depends on stored state is decided again at commit (see [`crate::store::effects`]).
+//! the gateway if it must, and returns an [`Outcome`], or a [`HandlerError`] when it
+//! cannot decide; it knows nothing of AMQP. What depends on stored state is decided
+//! again at commit (see [`crate::store::effects`]).
 
 mod directory;
 mod order_placed;
@@ -66,9 +67,30 @@ pub struct RetryLater {
     pub not_before: Option<Duration>,
 }
 
-/// Decides what `inbound` does. Database errors are returned as-is: the caller waits
-/// for the database instead of spending the message's attempts.
-pub async fn handle(ctx: &Context, inbound: &Inbound) -> sqlx::Result<Outcome> {
+/// Why a handler could not decide. A gateway's failures are not errors here: they are
+/// decisions ([`Outcome::RetryLater`], or a refusal to commit).
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A read or write of the handler's own state failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl HandlerError {
+    /// Whether the failure is the database being unavailable for now (see
+    /// [`crate::store::is_outage`]): the caller waits for it, holding the message,
+    /// instead of spending one of its attempts. Otherwise the attempt has failed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(err) => crate::store::is_outage(err),
+        }
+    }
+}
+
+/// Decides what `inbound` does. Errors are returned as they are: the caller waits for
+/// the database when [`HandlerError::is_transient`] says so, instead of spending the
+/// message's attempts.
+pub async fn handle(ctx: &Context, inbound: &Inbound) -> Result<Outcome, HandlerError> {
     let meta = &inbound.meta;
     match &inbound.command {
         Command::OrderPlaced(cmd) => order_placed::handle(ctx, meta, cmd).await,
@@ -76,5 +98,18 @@ pub async fn handle(ctx: &Context, inbound: &Inbound) -> sqlx::Result<Outcome> {
         Command::WalletAttach(cmd) => Ok(wallet_attach::handle(meta, cmd)),
         Command::WalletRemove(cmd) => Ok(wallet_change::remove(meta, cmd)),
         Command::WalletSetDefault(cmd) => Ok(wallet_change::set_default(meta, cmd)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HandlerError;
+
+    #[test]
+    fn only_an_unavailable_database_is_waited_for() {
+        assert!(HandlerError::from(sqlx::Error::PoolTimedOut).is_transient());
+        let refused = HandlerError::from(sqlx::Error::RowNotFound);
+        assert!(!refused.is_transient());
+        assert!(refused.to_string().starts_with("database: "));
     }
 }

@@ -1,11 +1,15 @@
 //! `order.placed`: record the order; save its payment source when it asks to.
 
 use super::saving::{self, Decision};
-use super::{Context, Outcome};
+use super::{Context, HandlerError, Outcome};
 use crate::domain::{Meta, OrderPlaced};
 use crate::store::{Change, Effect};
 
-pub async fn handle(ctx: &Context, meta: &Meta, cmd: &OrderPlaced) -> sqlx::Result<Outcome> {
+pub async fn handle(
+    ctx: &Context,
+    meta: &Meta,
+    cmd: &OrderPlaced,
+) -> Result<Outcome, HandlerError> {
     let mut effects = vec![Effect::RecordPlaced(cmd.order.clone())];
     if !cmd.order.save_to_wallet {
         return Ok(Outcome::Commit(Change::new(meta, effects)));

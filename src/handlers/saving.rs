@@ -4,8 +4,9 @@
 //! token_url, and [`record`] its answer as the change to commit. The commit decides
 //! again what depends on stored state (gateway still enabled, card held, cap).
 
-use super::{Context, RetryLater};
+use super::{Context, HandlerError, RetryLater};
 use crate::domain::events::{self, SaveFailure, WalletSaveFailed};
+use crate::domain::ids::GatewayId;
 use crate::domain::{Customer, ErrorKind, ExternalPayment, Meta, Order, PaymentSource};
 use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, Tokens, validate_token_url};
 use crate::metrics as m;
@@ -33,7 +34,7 @@ struct Ready<'a> {
     target: GatewayTarget,
 }
 
-pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> sqlx::Result<Decision> {
+pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> Result<Decision, HandlerError> {
     let ready = match check(ctx, meta, order).await? {
         Ok(ready) => ready,
         Err(decision) => return Ok(decision),
@@ -47,7 +48,7 @@ async fn check<'a>(
     ctx: &Context,
     meta: &Meta,
     order: &'a Order,
-) -> sqlx::Result<Result<Ready<'a>, Decision>> {
+) -> Result<Result<Ready<'a>, Decision>, HandlerError> {
     let refuse = |reason, message: String| Ok(Err(refusal(meta, order, reason, message)));
     let Some(customer) = &order.customer else {
         return refuse(
@@ -137,7 +138,7 @@ async fn record(
     order: &Order,
     ready: Ready<'_>,
     answer: Result<Tokens, GatewayError>,
-) -> sqlx::Result<Decision> {
+) -> Result<Decision, HandlerError> {
     let gateway = &ready.gateway;
     match answer {
         Ok(tokens) => {
@@ -151,8 +152,9 @@ async fn record(
             Ok(Decision::Commit(Effect::SaveSource(SaveSource {
                 order_id: order.id.clone(),
                 customer_id: ready.customer.id.clone(),
-                gateway_id: gateway.id.clone(),
-                name: source_name(&gateway.id, &metadata),
+                // The gateway was found by this id.
+                gateway_id: ready.payment.gateway_id.clone(),
+                name: source_name(&ready.payment.gateway_id, &metadata),
                 metadata,
                 reference: ready.payment.id.clone(),
                 customer_token: tokens.customer_token,
@@ -173,7 +175,11 @@ async fn record(
             ctx.gateways.forget(&gateway.id).await;
             if opened {
                 metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(1.0);
-                tracing::warn!(gateway = %gateway.id, "circuit opened after repeated failures");
+                tracing::warn!(
+                    gateway = %gateway.id,
+                    error = format!("{err:#}"),
+                    "circuit opened after repeated failures"
+                );
             }
             Ok(Decision::Retry(RetryLater {
                 kind: err.kind().unwrap_or(ErrorKind::GatewayUnavailable),
@@ -189,7 +195,6 @@ async fn record(
 fn refusal(meta: &Meta, order: &Order, reason: SaveFailure, message: String) -> Decision {
     let event = events::outbound(
         meta,
-        "wallet.save_failed",
         WalletSaveFailed {
             order_id: order.id.clone(),
             customer_id: order.customer.as_ref().map(|c| c.id.clone()),
@@ -201,7 +206,7 @@ fn refusal(meta: &Meta, order: &Order, reason: SaveFailure, message: String) -> 
 }
 
 /// A name people recognise: `Visa ending in 4242`, else the gateway's name.
-fn source_name(gateway_id: &str, metadata: &Map<String, Value>) -> String {
+fn source_name(gateway_id: &GatewayId, metadata: &Map<String, Value>) -> String {
     let text = |key| metadata.get(key).and_then(Value::as_str);
     match (text("brand"), text("last4")) {
         (Some(brand), Some(last4)) => {

@@ -1,11 +1,11 @@
 //! `wallet.save`: save the payment source of an order already placed.
 
 use super::saving::{self, Decision};
-use super::{Context, Outcome, RetryLater};
+use super::{Context, HandlerError, Outcome, RetryLater};
 use crate::domain::{ErrorKind, Meta, WalletSave};
 use crate::store::{Change, orders};
 
-pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletSave) -> sqlx::Result<Outcome> {
+pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletSave) -> Result<Outcome, HandlerError> {
     let Some(order) = orders::find(&ctx.pool, &ctx.keys, &cmd.order_id).await? else {
         // Its order.placed may still be on the way.
         return Ok(Outcome::RetryLater(RetryLater {

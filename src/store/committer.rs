@@ -13,7 +13,8 @@
 
 use super::effects::{self, Change, Rules};
 use super::outbox::{self, PendingEvent};
-use crate::domain::TraceContext;
+use crate::domain::events::Outcome;
+use crate::domain::{MessageType, TraceContext};
 use crate::supervisor::Supervisor;
 use crate::telemetry::propagation;
 use sqlx::{PgConnection, PgPool};
@@ -24,10 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Committed {
     /// The change and its events are durable; `outcome` labels what it did.
-    Applied {
-        outcome: &'static str,
-        events: usize,
-    },
+    Applied { outcome: Outcome, events: usize },
     /// The message id was processed before: nothing was written.
     Duplicate,
 }
@@ -44,7 +42,7 @@ pub enum CommitError {
 
 struct Job {
     message_id: String,
-    message_type: &'static str,
+    message_type: MessageType,
     change: Arc<Change>,
     /// The trace of the delivery that asked for the commit: the commit loops run in
     /// their own tasks, so it is taken along for the events (docs/interface.md, trace context).
@@ -95,7 +93,7 @@ impl Committer {
     pub async fn commit(
         &self,
         message_id: &str,
-        message_type: &'static str,
+        message_type: MessageType,
         change: Arc<Change>,
     ) -> Result<Committed, CommitError> {
         let (reply, answer) = oneshot::channel();
@@ -120,7 +118,7 @@ pub async fn commit_now(
     pool: &PgPool,
     rules: &Rules,
     message_id: &str,
-    message_type: &'static str,
+    message_type: MessageType,
     change: &Change,
 ) -> sqlx::Result<(Committed, Vec<PendingEvent>)> {
     let trace = propagation::current();
@@ -137,7 +135,7 @@ pub async fn commit_now(
 /// One message's share of a transaction.
 struct Work<'a> {
     message_id: &'a str,
-    message_type: &'static str,
+    message_type: MessageType,
     change: &'a Change,
     trace: Option<&'a TraceContext>,
 }
@@ -247,7 +245,7 @@ async fn apply_all(
             continue;
         };
         outcomes.push(Committed::Applied {
-            outcome: effects::outcome(&caused),
+            outcome: Outcome::of(&caused),
             events: caused.len(),
         });
         for event in &mut caused {

@@ -19,11 +19,12 @@ use super::{batch, wallet};
 use crate::crypto::{Keyring, OpenError};
 use crate::domain::events::{
     self, AttachRejection, AttachedPaymentSource, OutboundEvent, SaveFailure, SourceSummary,
-    WalletAttachRejected, WalletAttached, WalletChangeRejected, WalletDefaultSet, WalletRejection,
-    WalletRemoved, WalletSaveFailed, WalletSaved,
+    WalletAttachRejected, WalletAttached, WalletChange, WalletChangeRejected, WalletDefaultSet,
+    WalletRejection, WalletRemoved, WalletSaveFailed, WalletSaved,
 };
+use crate::domain::ids::{self, CustomerId, GatewayId, OrderId};
 use crate::domain::wallet::{DefaultRefused, Saved, Source, Wallet};
-use crate::domain::{Clock, Meta, Order, Secret, SourceRef, WalletAttach, expiry, ids};
+use crate::domain::{Clock, MessageType, Meta, Order, Secret, SourceRef, WalletAttach, expiry};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
@@ -50,9 +51,9 @@ pub enum Effect {
 /// A payment source the gateway made reusable, to be stored for the order's customer.
 #[derive(Debug)]
 pub struct SaveSource {
-    pub order_id: String,
-    pub customer_id: String,
-    pub gateway_id: String,
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub gateway_id: GatewayId,
     pub name: String,
     pub metadata: Map<String, Value>,
     /// The order payment source it was saved from.
@@ -105,7 +106,7 @@ pub struct Rules {
 /// One message of a commit batch.
 pub struct Message<'a> {
     pub id: &'a str,
-    pub kind: &'a str,
+    pub kind: MessageType,
     pub change: &'a Change,
 }
 
@@ -120,7 +121,7 @@ pub async fn apply_batch(
 ) -> sqlx::Result<Vec<Option<Vec<OutboundEvent>>>> {
     let mut opening = batch::Opening::default();
     for message in messages {
-        opening.messages.push((message.id, message.kind));
+        opening.messages.push((message.id, message.kind.as_str()));
         for effect in &message.change.effects {
             match effect {
                 Effect::RecordPlaced(order) => {
@@ -222,8 +223,8 @@ struct Loaded {
 impl From<&Wallet> for Loaded {
     fn from(wallet: &Wallet) -> Self {
         Self {
-            sources: wallet.sources.iter().map(|s| s.id.clone()).collect(),
-            chosen_default: wallet.chosen_default.clone(),
+            sources: wallet.sources.iter().map(|s| s.id.to_string()).collect(),
+            chosen_default: wallet.chosen_default.as_deref().map(str::to_owned),
         }
     }
 }
@@ -246,9 +247,9 @@ struct InMemory<'r> {
 }
 
 impl InMemory<'_> {
-    fn wallet(&mut self, customer_id: &str) -> &mut Wallet {
+    fn wallet(&mut self, customer_id: &CustomerId) -> &mut Wallet {
         self.wallets
-            .get_mut(customer_id)
+            .get_mut(customer_id.as_str())
             .expect("every wallet of the batch is loaded")
     }
 
@@ -256,7 +257,6 @@ impl InMemory<'_> {
         let refuse = |reason, message: String| {
             events::outbound(
                 cause,
-                "wallet.save_failed",
                 WalletSaveFailed {
                     order_id: save.order_id.clone(),
                     customer_id: Some(save.customer_id.clone()),
@@ -265,7 +265,7 @@ impl InMemory<'_> {
                 },
             )
         };
-        match self.gateways.get(&save.gateway_id) {
+        match self.gateways.get(save.gateway_id.as_str()) {
             None => {
                 let message = format!("gateway {} was removed", save.gateway_id);
                 return refuse(SaveFailure::UnknownGateway, message);
@@ -307,7 +307,6 @@ impl InMemory<'_> {
         let source = wallet.find(&id).expect("the saved source is in the wallet");
         let event = events::outbound(
             cause,
-            "wallet.saved",
             WalletSaved {
                 order_id: save.order_id.clone(),
                 customer_id: save.customer_id.clone(),
@@ -324,7 +323,7 @@ impl InMemory<'_> {
         if created {
             let (customer, source) = (&save.customer_token, &save.payment_source_token);
             let sealed = SealedTokens::seal(&rules.keys, &id, customer, source);
-            self.tokens.insert(id, sealed);
+            self.tokens.insert(id.into(), sealed);
         }
         event
     }
@@ -360,7 +359,7 @@ impl InMemory<'_> {
         // Unknown and foreign sources look the same: existence is not revealed.
         let Some(source) = self
             .wallets
-            .get(&attach.customer_id)
+            .get(attach.customer_id.as_str())
             .and_then(|wallet| wallet.find(&attach.customer_payment_source_id))
         else {
             return Ok(attach_rejected(cause, attach, AttachRejection::NotFound));
@@ -377,12 +376,11 @@ impl InMemory<'_> {
         }
         let (customer_token, payment_source_token) = self
             .tokens
-            .get(&source.id)
+            .get(source.id.as_str())
             .expect("every loaded source has its sealed tokens")
             .open(&self.rules.keys, &source.id)?;
         let event = events::outbound(
             cause,
-            "wallet.attached",
             WalletAttached {
                 order_id: attach.order_id.clone(),
                 customer_id: attach.customer_id.clone(),
@@ -406,14 +404,13 @@ impl InMemory<'_> {
         if !wallet.remove(&target.customer_payment_source_id, now) {
             return rejected(
                 cause,
-                "wallet.remove_rejected",
+                WalletChange::Remove,
                 target,
                 WalletRejection::NotFound,
             );
         }
         events::outbound(
             cause,
-            "wallet.removed",
             WalletRemoved {
                 customer_id: target.customer_id.clone(),
                 customer_payment_source_id: target.customer_payment_source_id.clone(),
@@ -428,7 +425,6 @@ impl InMemory<'_> {
         match wallet.set_default(&target.customer_payment_source_id, now) {
             Ok(()) => events::outbound(
                 cause,
-                "wallet.default_set",
                 WalletDefaultSet {
                     customer_id: target.customer_id.clone(),
                     customer_payment_source_id: target.customer_payment_source_id.clone(),
@@ -439,7 +435,7 @@ impl InMemory<'_> {
                     DefaultRefused::NotFound => WalletRejection::NotFound,
                     DefaultRefused::Expired => WalletRejection::Expired,
                 };
-                rejected(cause, "wallet.default_rejected", target, reason)
+                rejected(cause, WalletChange::SetDefault, target, reason)
             }
         }
     }
@@ -455,9 +451,12 @@ impl InMemory<'_> {
             writes.created.extend(
                 now.sources
                     .iter()
-                    .filter(|s| !then.sources.contains(&s.id))
+                    .filter(|s| !then.sources.contains(s.id.as_str()))
                     .map(|s| {
-                        let sealed = self.tokens.get(&s.id).expect("a new source is sealed");
+                        let sealed = self
+                            .tokens
+                            .get(s.id.as_str())
+                            .expect("a new source is sealed");
                         (customer.as_str(), s, sealed)
                     }),
             );
@@ -467,7 +466,7 @@ impl InMemory<'_> {
                     .filter(|id| now.find(id).is_none())
                     .map(String::as_str),
             );
-            if then.chosen_default != now.chosen_default {
+            if then.chosen_default.as_deref() != now.chosen_default.as_deref() {
                 writes
                     .defaults
                     .push((customer, now.chosen_default.as_deref()));
@@ -495,7 +494,7 @@ impl InMemory<'_> {
         events: &mut [Option<Vec<OutboundEvent>>],
     ) {
         for ((message, event), attach) in &self.attachments {
-            if !attached.contains(&attach.order_id) {
+            if !attached.contains(attach.order_id.as_str()) {
                 let cause = &messages[*message].change.cause;
                 if let Some(caused) = &mut events[*message] {
                     caused[*event] =
@@ -509,7 +508,6 @@ impl InMemory<'_> {
 fn attach_rejected(cause: &Meta, attach: &WalletAttach, reason: AttachRejection) -> OutboundEvent {
     events::outbound(
         cause,
-        "wallet.attach_rejected",
         WalletAttachRejected {
             order_id: attach.order_id.clone(),
             customer_payment_source_id: attach.customer_payment_source_id.clone(),
@@ -518,26 +516,16 @@ fn attach_rejected(cause: &Meta, attach: &WalletAttach, reason: AttachRejection)
     )
 }
 
-/// The label of what a message did, for metrics: its last event's name (`saved`,
-/// `attach_rejected`, ...), or `recorded` when it only recorded an order.
-pub fn outcome(events: &[OutboundEvent]) -> &'static str {
-    events.last().map_or("recorded", |e| {
-        e.routing_key
-            .strip_prefix("wallet.")
-            .unwrap_or(e.routing_key)
-    })
-}
-
 fn rejected(
     cause: &Meta,
-    routing_key: &'static str,
+    change: WalletChange,
     target: &SourceRef,
     reason: WalletRejection,
 ) -> OutboundEvent {
     events::outbound(
         cause,
-        routing_key,
         WalletChangeRejected {
+            change,
             customer_id: target.customer_id.clone(),
             customer_payment_source_id: target.customer_payment_source_id.clone(),
             reason,

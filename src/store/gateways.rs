@@ -3,6 +3,7 @@
 use super::keys::GATEWAYS;
 use crate::crypto::Keyring;
 use crate::domain::Secret;
+use crate::domain::circuit::CircuitState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
@@ -34,7 +35,7 @@ pub struct GatewayListing {
     pub id: String,
     pub token_url: String,
     pub enabled: bool,
-    pub circuit: &'static str,
+    pub circuit: CircuitState,
     pub consecutive_failures: i32,
     pub circuit_open_until: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
@@ -110,11 +111,7 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<GatewayListing>> {
     rows.iter()
         .map(|row| {
             let open_until: Option<DateTime<Utc>> = row.try_get("circuit_open_until")?;
-            let circuit = match open_until {
-                Some(until) if until > now => "open",
-                Some(_) => "half-open",
-                None => "closed",
-            };
+            let circuit = CircuitState::at(open_until, now);
             Ok(GatewayListing {
                 id: row.try_get("id")?,
                 token_url: row.try_get("token_url")?,

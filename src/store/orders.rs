@@ -3,6 +3,7 @@
 use super::keys::ORDERS;
 use crate::crypto::Keyring;
 use crate::domain::commands::{Customer, ExternalPayment};
+use crate::domain::ids::{CustomerId, GatewayId};
 use crate::domain::{Order, OrderStatus, PaymentSource};
 use serde_json::{Map, Value};
 use sqlx::{PgPool, Row};
@@ -69,7 +70,7 @@ pub async fn find(pool: &PgPool, keys: &Keyring, order_id: &str) -> sqlx::Result
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let customer_id: Option<String> = row.try_get("customer_id")?;
+    let customer_id: Option<CustomerId> = row.try_get("customer_id")?;
     let guest: bool = row.try_get("guest")?;
     let customer = match (guest, customer_id) {
         (false, Some(id)) => Some(Customer {
@@ -88,9 +89,10 @@ pub async fn find(pool: &PgPool, keys: &Keyring, order_id: &str) -> sqlx::Result
                 id: row
                     .try_get::<Option<String>, _>("payment_source_id")?
                     .unwrap_or_default(),
-                gateway_id: row
-                    .try_get::<Option<String>, _>("gateway_id")?
-                    .unwrap_or_default(),
+                gateway_id: GatewayId::stored(
+                    row.try_get::<Option<String>, _>("gateway_id")?
+                        .unwrap_or_default(),
+                ),
                 token: open_token(keys, &row)?,
                 metadata: metadata.0,
             }))

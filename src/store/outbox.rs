@@ -55,7 +55,7 @@ pub async fn insert_all(
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    let routing_keys: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
+    let routing_keys: Vec<&str> = events.iter().map(|e| e.routing_key()).collect();
     let correlations: Vec<Option<&str>> =
         events.iter().map(|e| e.correlation_id.as_deref()).collect();
     let causes: Vec<Option<&str>> = events.iter().map(|e| e.causation_id.as_deref()).collect();
@@ -99,7 +99,7 @@ pub async fn insert_all(
             };
             PendingEvent {
                 seq: seqs.get(&event.id).copied().unwrap_or_default(),
-                routing_key: event.routing_key.to_owned(),
+                routing_key: event.kind.as_str().to_owned(),
                 event_id: event.id,
                 correlation_id: event.correlation_id,
                 causation_id: event.causation_id,

@@ -14,6 +14,7 @@
 use super::keys::SOURCES;
 use crate::crypto::{Keyring, OpenError};
 use crate::domain::Secret;
+use crate::domain::ids::CustomerId;
 use crate::domain::wallet::{Fingerprint, Source as DomainSource, Wallet as DomainWallet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -149,7 +150,7 @@ pub async fn load_wallets(
         .iter()
         .map(|c| {
             let wallet = DomainWallet {
-                customer_id: (*c).to_owned(),
+                customer_id: CustomerId::stored((*c).to_owned()),
                 sources: Vec::new(),
                 chosen_default: None,
             };
@@ -194,7 +195,7 @@ pub async fn load_wallets(
             customer_token: row.try_get("customer_token_sealed")?,
             payment_source_token: row.try_get("payment_source_token_sealed")?,
         };
-        tokens.insert(source.id.clone(), sealed);
+        tokens.insert(source.id.to_string(), sealed);
         if row.try_get("chosen")? {
             wallet.chosen_default = Some(source.id.clone());
         }

@@ -73,7 +73,7 @@ async fn wait_until_circuit_is(w: &TestWorker, state: &str) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let list = wallet_worker::store::gateways::list(&w.pool).await.unwrap();
-        if list[0].circuit == state {
+        if list[0].circuit.as_str() == state {
             return;
         }
         assert!(

@@ -4,7 +4,7 @@
 //! over the last minute are differences between two samples. Memory is bounded by the
 //! window and by the label values, which the metrics keep bounded themselves.
 
-use crate::domain::envelope::INBOUND_TYPES;
+use crate::domain::MessageType;
 use crate::metrics as m;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::{BTreeMap, VecDeque};
@@ -169,7 +169,7 @@ impl Live {
         let oldest = &samples[samples.len().saturating_sub(RATE_SPAN)];
         let span = seconds_between(oldest, newest);
         let per_second = |delta: f64| if span > 0.0 { delta / span } else { 0.0 };
-        let mut kinds: Vec<String> = INBOUND_TYPES.iter().map(|k| (*k).to_owned()).collect();
+        let mut kinds: Vec<String> = MessageType::NAMES.iter().map(|k| (*k).to_owned()).collect();
         for (kind, _) in newest.messages.keys() {
             if !kinds.contains(kind) {
                 kinds.push(kind.clone());

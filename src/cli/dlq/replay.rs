@@ -10,7 +10,7 @@ use crate::broker::{self, relay};
 use crate::config::{AmqpArgs, DbArgs};
 use crate::crypto::DataKeys;
 use crate::crypto::Keyring;
-use crate::domain::envelope::INBOUND_TYPES;
+use crate::domain::MessageType;
 use crate::store;
 use crate::store::audit;
 use crate::store::dead_letters::replay::{self, By};
@@ -164,7 +164,7 @@ async fn replay_on(
             filter,
             cursor.as_ref(),
             batch_size,
-            &INBOUND_TYPES,
+            &MessageType::NAMES,
         );
         let (next, published) = tokio::join!(next, publisher.publish(committed.as_ref()));
         published?;
@@ -294,7 +294,7 @@ async fn dry_run(pool: &PgPool, keys: &DataKeys, filter: &Filter) -> anyhow::Res
             match letter
                 .routing_key
                 .as_deref()
-                .filter(|k| INBOUND_TYPES.contains(k))
+                .filter(|k| MessageType::NAMES.contains(k))
             {
                 Some(key) => {
                     tally.replayed += 1;

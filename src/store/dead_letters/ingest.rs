@@ -169,7 +169,7 @@ fn announcement(letter: &NewDeadLetter) -> events::OutboundEvent {
         attempts: letter.attempts.map_or(0, |n| u32::try_from(n).unwrap_or(0)),
         order_id: letter.order_id.clone(),
     };
-    let mut event = events::outbound(cause, "wallet.dead_lettered", data);
+    let mut event = events::outbound(cause, data);
     event.trace = letter.trace.clone();
     event
 }

@@ -9,7 +9,7 @@ use lapin::Consumer;
 use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
-use wallet_worker::domain::envelope::INBOUND_TYPES;
+use wallet_worker::domain::MessageType;
 use wallet_worker::store::audit;
 use wallet_worker::store::dead_letters::Filter;
 use wallet_worker::store::dead_letters::replay::{self, By};
@@ -306,7 +306,7 @@ async fn killed_after_commit(w: &TestWorker, id: &str) {
         actor: "killed",
         audit_id,
     };
-    let batch = replay::batch(&w.pool, &w.keys, by, &filter, None, 10, &INBOUND_TYPES)
+    let batch = replay::batch(&w.pool, &w.keys, by, &filter, None, 10, &MessageType::NAMES)
         .await
         .unwrap();
     assert_eq!(batch.events.len(), 1);

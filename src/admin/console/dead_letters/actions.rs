@@ -6,7 +6,7 @@
 
 use crate::admin::console::layout::Notice;
 use crate::admin::console::{Console, auth, forbidden};
-use crate::domain::envelope::INBOUND_TYPES;
+use crate::domain::MessageType;
 use crate::store::audit;
 use crate::store::dead_letters::replay::{self, By};
 use crate::store::dead_letters::{Cursor, Filter, purge};
@@ -128,7 +128,7 @@ async fn replay_all(console: &Console, filter: &Filter, actor: &str) -> sqlx::Re
             filter,
             cursor.as_ref(),
             BATCH,
-            &INBOUND_TYPES,
+            &MessageType::NAMES,
         )
         .await?;
         let Some(next) = batch.next else { break };
