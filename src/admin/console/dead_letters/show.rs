@@ -61,14 +61,39 @@ pub async fn show(State(console): State<Console>, Query(query): Query<ShowQuery>
 }
 
 fn letter_html(letter: &DeadLetter) -> String {
-    let table = |rows: Vec<(String, String)>| {
-        let mut out = r#"<table class="kv"><tbody>"#.to_owned();
-        for (name, value) in rows {
-            let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(&name), value);
-        }
-        out.push_str("</tbody></table>");
-        out
+    let escaped = |pairs: std::collections::BTreeMap<String, String>| {
+        pairs
+            .into_iter()
+            .map(|(name, value)| (name, escape(&value)))
+            .collect()
     };
+    let (body_title, body) = match view::body(letter, true) {
+        DisplayBody::Text(text) => ("Body", text),
+        DisplayBody::Base64(encoded) => ("Body (not UTF-8, base64)", encoded),
+    };
+    format!(
+        r#"<section class="letter" data-row="{id}"><h2>Dead letter {id}</h2>{summary}<div class="two"><div><h3>Properties</h3>{properties}</div><div><h3>Headers</h3>{headers}</div></div><h3>{body_title}</h3><pre class="body" data-body>{body}</pre></section>"#,
+        id = letter.id,
+        summary = table(summary(letter)),
+        properties = table(escaped(view::properties(letter))),
+        headers = table(escaped(view::headers(letter))),
+        body = escape(&body),
+    )
+}
+
+/// A two-column table; names are escaped here, values must already be HTML.
+fn table(rows: Vec<(String, String)>) -> String {
+    let mut out = r#"<table class="kv"><tbody>"#.to_owned();
+    for (name, value) in rows {
+        let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(&name), value);
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+/// The letter at a glance: ids, why, when, its failure group and whether it was
+/// replayed (values as HTML).
+fn summary(letter: &DeadLetter) -> Vec<(String, String)> {
     let replayed = match &letter.replayed_at {
         Some(at) => format!(
             "{} by {}",
@@ -77,7 +102,7 @@ fn letter_html(letter: &DeadLetter) -> String {
         ),
         None => "no".to_owned(),
     };
-    let summary = vec![
+    vec![
         (
             "message id".to_owned(),
             or_dash(letter.message_id.as_deref()),
@@ -108,23 +133,5 @@ fn letter_html(letter: &DeadLetter) -> String {
             "body size".to_owned(),
             format!("{} bytes", letter.body.len()),
         ),
-    ];
-    let escaped = |pairs: std::collections::BTreeMap<String, String>| {
-        pairs
-            .into_iter()
-            .map(|(name, value)| (name, escape(&value)))
-            .collect()
-    };
-    let (body_title, body) = match view::body(letter, true) {
-        DisplayBody::Text(text) => ("Body", text),
-        DisplayBody::Base64(encoded) => ("Body (not UTF-8, base64)", encoded),
-    };
-    format!(
-        r#"<section class="letter" data-row="{id}"><h2>Dead letter {id}</h2>{summary}<div class="two"><div><h3>Properties</h3>{properties}</div><div><h3>Headers</h3>{headers}</div></div><h3>{body_title}</h3><pre class="body" data-body>{body}</pre></section>"#,
-        id = letter.id,
-        summary = table(summary),
-        properties = table(escaped(view::properties(letter))),
-        headers = table(escaped(view::headers(letter))),
-        body = escape(&body),
-    )
+    ]
 }
