@@ -17,6 +17,7 @@ use crate::store::outbox::PendingEvent;
 use crate::store::retention::{self, RetentionSettings};
 use crate::store::{self, CommitWatch, Committer, CommitterSettings, DbTimeouts, Rules};
 use crate::supervisor::Supervisor;
+use crate::telemetry::ErrorChain;
 use lapin::options::ConfirmSelectOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,7 +163,7 @@ async fn watch_gateways(
     match gateways.watch(shutdown.clone()).await {
         Ok(watcher) => drop(supervisor.spawn("gateway-watcher", watcher)),
         Err(err) => {
-            tracing::warn!(error = %err, "cannot watch gateway changes; cached gateways expire after 1 s");
+            tracing::warn!(error = %ErrorChain(&err), "cannot watch gateway changes; cached gateways expire after 1 s");
         }
     }
     gateways
@@ -471,7 +472,7 @@ async fn session(
             let result =
                 relay::run(pool, keys, relay_channel, exchange, &mut committed, stop_relay).await;
             if let Err(err) = &result {
-                tracing::warn!(error = %err, "outbox relay lost its channel; restarting the session");
+                tracing::warn!(error = %ErrorChain(err), "outbox relay lost its channel; restarting the session");
                 stop_consuming.cancel();
             }
             result
@@ -537,7 +538,7 @@ async fn spawn_intake(
     Ok(shared.supervisor.spawn("intake", async move {
         let result = intake::run(channel, &dlq, &intake, stop.clone()).await;
         if let Err(err) = &result {
-            tracing::warn!(error = format!("{err:#}"), queue = %dlq, "the dead-letter intake lost its channel; restarting the session");
+            tracing::warn!(error = %ErrorChain(err), queue = %dlq, "the dead-letter intake lost its channel; restarting the session");
             stop.cancel();
         }
         result

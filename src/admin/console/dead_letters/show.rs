@@ -7,6 +7,7 @@ use crate::admin::console::layout::{self, Nav, Notice, or_dash};
 use crate::dead_letter_view::{self as view, DisplayBody};
 use crate::html::escape;
 use crate::store::dead_letters::{DeadLetter, query, time_text};
+use crate::telemetry::ErrorChain;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -32,7 +33,7 @@ pub async fn show(State(console): State<Console>, Query(query): Query<ShowQuery>
         Ok(letters) => letters,
         Err(err) => {
             tracing::error!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(&err),
                 "console: cannot read the dead-letter store"
             );
             let body = Notice::showing("database").html();
