@@ -1,6 +1,6 @@
 //! The two writing statements of a commit batch. A batch's transaction is
 //! `BEGIN`, [`open`], [`super::wallet::load_wallets`] (when it touches wallets),
-//! [`write`] (when it changes them), [`super::outbox::insert_all`] (when it has
+//! [`write()`] (when it changes them), [`super::outbox::insert_all`] (when it has
 //! events) and `COMMIT`: at most six round trips, whatever the batch holds.
 //!
 //! Each statement chains its steps through data-modifying CTEs. Postgres runs those
@@ -197,7 +197,7 @@ impl Writes<'_> {
     }
 }
 
-/// The statement of [`write`]; returns the ids of the orders attached.
+/// The statement of [`write()`]; returns the ids of the orders attached.
 const WRITE_STATEMENT: &str = "WITH created AS (
          INSERT INTO customer_payment_sources (id, customer_id, gateway_id, name,
              metadata, reference, customer_token_sealed, payment_source_token_sealed,
