@@ -10,6 +10,7 @@ use crate::domain::{Clock, Secret};
 use crate::metrics as m;
 use crate::store::{self, CommitWatch, wallet};
 use crate::supervisor::Supervisor;
+use crate::telemetry::ErrorChain;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -104,7 +105,7 @@ async fn listen(
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(err) = served {
-            tracing::error!(error = %err, server = name, "admin server failed");
+            tracing::error!(error = %ErrorChain(&err), server = name, "admin server failed");
         }
     });
     Ok((bound, task))
@@ -262,7 +263,7 @@ async fn customer_payment_sources(
                 .into_response()
         }
         Err(err) => {
-            tracing::error!(error = %err, "read API query failed");
+            tracing::error!(error = %ErrorChain(&err), "read API query failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
     }

@@ -2,9 +2,13 @@
 //! `WALLET_LOG_FORMAT=pretty`. W3C trace context is always propagated
 //! ([`propagation`]); spans are exported over OTLP/HTTP (protobuf) only when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set:
-//! without it no tracer is installed and spans cost what they did before.
+//! without it no tracer is installed and spans cost what they did before. Errors are
+//! logged with their causes ([`ErrorChain`]).
 
+mod chain;
 pub mod propagation;
+
+pub use chain::ErrorChain;
 
 use crate::config::LogFormat;
 use opentelemetry::trace::TracerProvider as _;
@@ -43,7 +47,7 @@ impl Telemetry {
         if let Some(provider) = self.tracer
             && let Err(err) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
         {
-            tracing::warn!(error = %err, "could not flush the spans to the OTLP endpoint");
+            tracing::warn!(error = %ErrorChain(&err), "could not flush the spans to the OTLP endpoint");
         }
     }
 }
@@ -83,7 +87,7 @@ pub fn init(format: LogFormat, default_filter: &str, export_spans: bool) -> Tele
         .with(spans)
         .try_init();
     if let Some(err) = failure {
-        tracing::warn!(error = %err, "OTLP span export is off: the exporter could not be set up");
+        tracing::warn!(error = %ErrorChain(&err), "OTLP span export is off: the exporter could not be set up");
     }
     Telemetry { tracer }
 }
@@ -144,5 +148,5 @@ fn otlp_http_client() -> Result<reqwest::blocking::Client, String> {
     })
     .join()
     .map_err(|_| "its set-up panicked".to_owned())?
-    .map_err(|err| err.to_string())
+    .map_err(|err| ErrorChain(&err).to_string())
 }

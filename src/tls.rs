@@ -6,6 +6,7 @@
 //! The trust is process-wide, as rustls's default provider is: [`configure`] sets it once
 //! at start-up; a process that never calls it trusts the OS store alone.
 
+use crate::telemetry::ErrorChain;
 use anyhow::{Context, bail};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -52,7 +53,7 @@ impl Trust {
         let mut roots = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for err in &native.errors {
-            tracing::warn!(error = %err, "a certificate of the OS trust store cannot be loaded");
+            tracing::warn!(error = %ErrorChain(err), "a certificate of the OS trust store cannot be loaded");
         }
         roots.add_parsable_certificates(native.certs);
         let ca = match ca_file {

@@ -17,6 +17,7 @@ use crate::store::outbox::PendingEvent;
 use crate::store::retention::{self, RetentionSettings};
 use crate::store::{self, CommitWatch, Committer, CommitterSettings, DbTimeouts, Rules};
 use crate::supervisor::Supervisor;
+use crate::telemetry::ErrorChain;
 use lapin::options::ConfirmSelectOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,26 +52,14 @@ pub async fn run(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Resul
 
 /// Migrates, binds the admin server and starts consuming in the background.
 pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
-    // Handlers hold a connection only for short reads, and commits are batched: a
-    // quarter of the prefetch window is plenty, and Postgres connections are scarce.
-    // The commit loop has a connection of its own.
-    let pool_size = args
-        .db_pool_size
-        .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + COMMIT_CONNECTIONS);
-    let timeouts = DbTimeouts {
-        statement: Duration::from_millis(args.db_statement_timeout_ms),
-        lock: Duration::from_millis(args.db_lock_timeout_ms),
-    };
-    let (pool, keys) = open_store(&args, pool_size - COMMIT_CONNECTIONS, timeouts).await?;
-    let commit_pool = store::commit_pool(&args.db.database_url, COMMIT_CONNECTIONS, timeouts)?;
+    let (pools, keys) = Pools::open(&args).await?;
     let commits = CommitWatch::default();
     let link = BrokerLink::default();
     let supervisor = Supervisor::default();
-    let admin_stop = CancellationToken::new();
     // Committed events travel in memory to the relay of the current broker session.
     let (events_committed, committed_events) = mpsc::unbounded_channel();
     let admin_state = AdminState {
-        pool: pool.clone(),
+        pool: pools.main.clone(),
         broker: link.clone(),
         supervisor: supervisor.clone(),
         metrics: m::install(),
@@ -81,24 +70,91 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
         committed: events_committed.clone(),
         keys: keys.clone(),
     };
-    let (admin_addr, admin_task) =
-        admin::serve(args.admin_addr, admin_state.clone(), admin_stop.clone()).await?;
-    let metrics_listener = match args.metrics_addr {
-        Some(addr) => Some(admin::serve_probes(addr, admin_state, admin_stop.clone()).await?),
-        None => None,
-    };
-    let metrics_addr = metrics_listener.as_ref().map(|(addr, _)| *addr);
-    let relay_pool = store::relay_pool(&args.db.database_url, timeouts)?;
+    let admin = AdminServers::serve(&args, admin_state).await?;
     let relay = Relay {
-        pool: relay_pool.clone(),
+        pool: pools.relay.clone(),
         keys: keys.clone(),
         committed: Arc::new(Mutex::new(committed_events)),
     };
     let intake = Intake {
-        pool: pool.clone(),
+        pool: pools.main.clone(),
         keys: keys.clone(),
         committed: events_committed.clone(),
     };
+    let gateways = watch_gateways(&pools.main, &keys, &supervisor, &shutdown).await;
+    let shared = Arc::new(Shared {
+        handlers: handler_context(&args, &pools.main, keys.clone(), gateways)?,
+        committer: spawn_committer(&args, &pools.commit, keys, &supervisor, events_committed),
+        commits,
+        topology: topology(&args),
+        settings: consumer_settings(&args),
+        supervisor: supervisor.clone(),
+    });
+    let pruner = spawn_pruner(&args, &pools.main, &supervisor, &shutdown);
+    let (admin_addr, metrics_addr) = (admin.addr, admin.metrics_addr());
+    let nodes = Nodes::parse(&args.amqp.amqp_url);
+    let consuming = reconnect_loop(nodes, shared, relay, intake, link, shutdown.clone());
+    let closing = Closing {
+        pools,
+        pruner,
+        admin,
+    };
+    let task = tokio::spawn(run_until_stopped(consuming, supervisor, shutdown, closing));
+    Ok(RunningWorker {
+        admin_addr,
+        metrics_addr,
+        task,
+    })
+}
+
+/// The worker's Postgres pools.
+struct Pools {
+    /// The handlers', the admin server's and the dead-letter intake's.
+    main: sqlx::PgPool,
+    /// The commit loop's own: it runs one transaction at a time.
+    commit: sqlx::PgPool,
+    /// The outbox relay's.
+    relay: sqlx::PgPool,
+}
+
+impl Pools {
+    /// The pools (the database created and migrated on the way) and the keyring.
+    async fn open(args: &WorkerArgs) -> anyhow::Result<(Self, Keyring)> {
+        let url = &args.db.database_url;
+        let timeouts = DbTimeouts {
+            statement: Duration::from_millis(args.db_statement_timeout_ms),
+            lock: Duration::from_millis(args.db_lock_timeout_ms),
+        };
+        // Handlers hold a connection only for short reads, and commits are batched: a
+        // quarter of the prefetch window is plenty, and Postgres connections are scarce.
+        // The commit loop has a connection of its own.
+        let pool_size = args
+            .db_pool_size
+            .unwrap_or_else(|| (u32::from(args.prefetch) / 4).clamp(6, 24) + COMMIT_CONNECTIONS);
+        let (main, keys) = open_store(args, pool_size - COMMIT_CONNECTIONS, timeouts).await?;
+        let pools = Self {
+            main,
+            commit: store::commit_pool(url, COMMIT_CONNECTIONS, timeouts)?,
+            relay: store::relay_pool(url, timeouts)?,
+        };
+        Ok((pools, keys))
+    }
+
+    async fn close(&self) {
+        self.main.close().await;
+        self.commit.close().await;
+        self.relay.close().await;
+    }
+}
+
+/// The gateway directory (cached entries expire after a second) and its watcher, which
+/// drops a cached gateway as soon as it changes.
+async fn watch_gateways(
+    pool: &sqlx::PgPool,
+    keys: &Keyring,
+    supervisor: &Supervisor,
+    shutdown: &CancellationToken,
+) -> Arc<GatewayDirectory> {
     let gateways = Arc::new(GatewayDirectory::new(
         pool.clone(),
         keys.clone(),
@@ -107,101 +163,168 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
     match gateways.watch(shutdown.clone()).await {
         Ok(watcher) => drop(supervisor.spawn("gateway-watcher", watcher)),
         Err(err) => {
-            tracing::warn!(error = %err, "cannot watch gateway changes; cached gateways expire after 1 s");
+            tracing::warn!(error = %ErrorChain(&err), "cannot watch gateway changes; cached gateways expire after 1 s");
         }
     }
-    let committer_settings = CommitterSettings {
+    gateways
+}
+
+/// What the handlers decide with: the pool, the keys, the gateways and their client.
+fn handler_context(
+    args: &WorkerArgs,
+    pool: &sqlx::PgPool,
+    keys: Keyring,
+    gateways: Arc<GatewayDirectory>,
+) -> anyhow::Result<Context> {
+    Ok(Context {
+        pool: pool.clone(),
+        keys,
+        gateways,
+        gateway: GatewayClient::new(ClientSettings::default())?,
+        circuit: CircuitSettings {
+            threshold: args.circuit_threshold,
+            cool_down: Duration::from_millis(args.circuit_cool_down_ms),
+        },
+    })
+}
+
+/// The commit loop, on its own pool; it hands what it committed to the relay.
+fn spawn_committer(
+    args: &WorkerArgs,
+    commit_pool: &sqlx::PgPool,
+    keys: Keyring,
+    supervisor: &Supervisor,
+    events_committed: mpsc::UnboundedSender<Vec<PendingEvent>>,
+) -> Committer {
+    let settings = CommitterSettings {
         max_batch: MAX_COMMIT_BATCH,
         rules: Rules {
             clock: args.clock.clone(),
             max_sources_per_customer: args.max_sources_per_customer,
-            keys: keys.clone(),
+            keys,
         },
     };
-    let shared = Arc::new(Shared {
-        handlers: Context {
-            pool: pool.clone(),
-            keys,
-            gateways,
-            gateway: GatewayClient::new(ClientSettings::default())?,
-            circuit: CircuitSettings {
-                threshold: args.circuit_threshold,
-                cool_down: Duration::from_millis(args.circuit_cool_down_ms),
-            },
-        },
-        committer: Committer::spawn(
-            commit_pool.clone(),
-            committer_settings,
-            &supervisor,
-            events_committed,
-        ),
-        commits,
-        topology: Topology::new(
-            &args.amqp.exchange,
-            &args.amqp.queue,
-            args.retry_base_ms,
-            args.retry_max_ms,
-        ),
-        settings: ConsumerSettings {
-            prefetch: args.prefetch,
-            max_attempts: args.max_attempts,
-            retry_base_ms: args.retry_base_ms,
-            retry_max_ms: args.retry_max_ms,
-            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
-        },
-        supervisor: supervisor.clone(),
-    });
+    Committer::spawn(commit_pool.clone(), settings, supervisor, events_committed)
+}
+
+fn topology(args: &WorkerArgs) -> Topology {
+    Topology::new(
+        &args.amqp.exchange,
+        &args.amqp.queue,
+        args.retry_base_ms,
+        args.retry_max_ms,
+    )
+}
+
+fn consumer_settings(args: &WorkerArgs) -> ConsumerSettings {
+    ConsumerSettings {
+        prefetch: args.prefetch,
+        max_attempts: args.max_attempts,
+        retry_base_ms: args.retry_base_ms,
+        retry_max_ms: args.retry_max_ms,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    }
+}
+
+/// The retention pruner, until shutdown.
+fn spawn_pruner(
+    args: &WorkerArgs,
+    pool: &sqlx::PgPool,
+    supervisor: &Supervisor,
+    shutdown: &CancellationToken,
+) -> JoinHandle<Option<()>> {
     let retention = RetentionSettings::from_days(
         args.inbox_retention_days,
         args.order_retention_days,
         Duration::from_millis(args.retention_interval_ms),
     )
     .keeping_dead_letters(args.dead_letter_retention_days);
-    let pruner = retention::spawn(pool.clone(), retention, &supervisor, shutdown.clone());
-    let task = tokio::spawn(async move {
-        // A dead internal task ends the worker: its messages go back to the broker
-        // (nothing can commit them here any more) and `run` reports the failure.
-        let consuming = reconnect_loop(
-            Nodes::parse(&args.amqp.amqp_url),
-            shared,
-            relay,
-            intake,
-            link,
-            shutdown.clone(),
-        );
-        let failure = tokio::select! {
-            fatal = consuming => fatal,
-            () = supervisor.failed() => {
-                shutdown.cancel();
-                supervisor.failure()
-            }
-        };
-        let _ = pruner.await;
-        pool.close().await;
-        commit_pool.close().await;
-        relay_pool.close().await;
-        if failure.is_some() {
-            // Long enough for a probe or a person to read why on `/readyz`.
-            tokio::time::sleep(FAILED_LINGER).await;
+    retention::spawn(pool.clone(), retention, supervisor, shutdown.clone())
+}
+
+/// The worker's life in the background: consumes until shutdown or until an internal
+/// task dies, then closes everything and says why it stopped.
+async fn run_until_stopped(
+    consuming: impl Future<Output = Option<String>>,
+    supervisor: Supervisor,
+    shutdown: CancellationToken,
+    closing: Closing,
+) -> anyhow::Result<()> {
+    // A dead internal task ends the worker: its messages go back to the broker
+    // (nothing can commit them here any more) and `run` reports the failure.
+    let failure = tokio::select! {
+        fatal = consuming => fatal,
+        () = supervisor.failed() => {
+            shutdown.cancel();
+            supervisor.failure()
         }
-        admin_stop.cancel();
-        let _ = admin_task.await;
-        if let Some((_, task)) = metrics_listener {
+    };
+    closing.close(failure.is_some()).await;
+    match failure {
+        Some(failure) => Err(anyhow::anyhow!(failure)),
+        None => {
+            tracing::info!("worker stopped");
+            Ok(())
+        }
+    }
+}
+
+/// The admin server and, when `WALLET_METRICS_ADDR` is set, the metrics-only listener.
+struct AdminServers {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
+    /// Stops both.
+    stop: CancellationToken,
+}
+
+impl AdminServers {
+    async fn serve(args: &WorkerArgs, state: AdminState) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let (addr, task) = admin::serve(args.admin_addr, state.clone(), stop.clone()).await?;
+        let metrics = match args.metrics_addr {
+            Some(addr) => Some(admin::serve_probes(addr, state, stop.clone()).await?),
+            None => None,
+        };
+        Ok(Self {
+            addr,
+            task,
+            metrics,
+            stop,
+        })
+    }
+
+    fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        if let Some((_, task)) = self.metrics {
             let _ = task.await;
         }
-        match failure {
-            Some(failure) => Err(anyhow::anyhow!(failure)),
-            None => {
-                tracing::info!("worker stopped");
-                Ok(())
-            }
+    }
+}
+
+/// What a stopping worker closes, once consuming has ended.
+struct Closing {
+    pools: Pools,
+    pruner: JoinHandle<Option<()>>,
+    admin: AdminServers,
+}
+
+impl Closing {
+    /// The pruner and the pools first; the admin server last, after a failed worker
+    /// lingered long enough for a probe or a person to read why on `/readyz`.
+    async fn close(self, failed: bool) {
+        let _ = self.pruner.await;
+        self.pools.close().await;
+        if failed {
+            tokio::time::sleep(FAILED_LINGER).await;
         }
-    });
-    Ok(RunningWorker {
-        admin_addr,
-        metrics_addr,
-        task,
-    })
+        self.admin.stop().await;
+    }
 }
 
 /// The pool (the database created and migrated, plaintext secrets of an earlier version
@@ -349,7 +472,7 @@ async fn session(
             let result =
                 relay::run(pool, keys, relay_channel, exchange, &mut committed, stop_relay).await;
             if let Err(err) = &result {
-                tracing::warn!(error = %err, "outbox relay lost its channel; restarting the session");
+                tracing::warn!(error = %ErrorChain(err), "outbox relay lost its channel; restarting the session");
                 stop_consuming.cancel();
             }
             result
@@ -415,7 +538,7 @@ async fn spawn_intake(
     Ok(shared.supervisor.spawn("intake", async move {
         let result = intake::run(channel, &dlq, &intake, stop.clone()).await;
         if let Err(err) = &result {
-            tracing::warn!(error = format!("{err:#}"), queue = %dlq, "the dead-letter intake lost its channel; restarting the session");
+            tracing::warn!(error = %ErrorChain(err), queue = %dlq, "the dead-letter intake lost its channel; restarting the session");
             stop.cancel();
         }
         result

@@ -4,6 +4,7 @@
 //! (see [`super::dlq`]), the gauge shows fewer.
 
 use crate::metrics as m;
+use crate::telemetry::ErrorChain;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -32,7 +33,7 @@ pub async fn spawn(
                     gauge.set(f64::from(depth));
                 }
                 Err(err) => {
-                    tracing::warn!(queue, error = %err, "cannot read the dead-letter queue's depth");
+                    tracing::warn!(queue, error = %ErrorChain(&err), "cannot read the dead-letter queue's depth");
                     return;
                 }
             }

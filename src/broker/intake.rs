@@ -18,6 +18,7 @@ use crate::crypto::Keyring;
 use crate::metrics as m;
 use crate::store::dead_letters::{NewDeadLetter, ingest};
 use crate::store::outbox::PendingEvent;
+use crate::telemetry::ErrorChain;
 use futures::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -123,7 +124,7 @@ async fn store(intake: &Intake, letters: Vec<NewDeadLetter>, stop: &Cancellation
         };
         let delay = waits.next().unwrap_or(Duration::from_secs(5));
         tracing::warn!(
-            error = format!("{failed:#}"),
+            error = %ErrorChain(&failed),
             delay_ms = delay.as_millis() as u64,
             dead_letters = letters.len(),
             "cannot store dead letters; they wait in the intake queue"

@@ -17,6 +17,7 @@ use super::{amqp_json, headers};
 use crate::crypto::Keyring;
 use crate::metrics as m;
 use crate::store::outbox::{self, PendingEvent};
+use crate::telemetry::ErrorChain;
 use backon::Retryable;
 use futures::future::try_join_all;
 use lapin::Channel;
@@ -94,7 +95,7 @@ async fn publish_until_confirmed(
         .when(|_| channel.status().connected() && !stop.is_cancelled())
         .notify(|err, delay| {
             tracing::warn!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(err),
                 delay_ms = delay.as_millis() as u64,
                 "the broker did not take committed events; publishing them again"
             );
@@ -115,14 +116,14 @@ pub async fn publish_and_forget(
         Ok(mut conn) => {
             if let Err(err) = outbox::delete(&mut conn, &seqs).await {
                 tracing::warn!(
-                    error = format!("{err:#}"),
+                    error = %ErrorChain(&err),
                     "published events stay in the outbox; a sweep republishes them"
                 );
             }
         }
         Err(err) => {
             tracing::warn!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(&err),
                 "published events stay in the outbox; a sweep republishes them"
             );
         }
@@ -146,14 +147,14 @@ pub async fn sweep_stale(
             Err(RelayError::Publish(err)) if !channel.status().connected() => return Err(err),
             Err(RelayError::Publish(err)) => {
                 tracing::warn!(
-                    error = format!("{err:#}"),
+                    error = %ErrorChain(&err),
                     "outbox sweep could not publish; retrying"
                 );
                 return Ok(());
             }
             Err(RelayError::Database(err)) => {
                 tracing::warn!(
-                    error = format!("{err:#}"),
+                    error = %ErrorChain(&err),
                     "outbox sweep cannot read the outbox; retrying"
                 );
                 return Ok(());

@@ -11,6 +11,7 @@ use super::publish::{PublishError, check, confirmed};
 use crate::crypto::Keyring;
 use crate::metrics as m;
 use crate::store::delayed::{self, Due};
+use crate::telemetry::ErrorChain;
 use lapin::Channel;
 use lapin::options::BasicPublishOptions;
 use sqlx::PgPool;
@@ -109,7 +110,7 @@ async fn publish_all(channel: &Channel, queue: &str, due: &[Due]) -> Vec<String>
         };
         match landed {
             Ok(()) => taken.push(message.id.clone()),
-            Err(err) => tracing::debug!(error = format!("{err:#}"), "a due retry was not taken"),
+            Err(err) => tracing::debug!(error = %ErrorChain(&err), "a due retry was not taken"),
         }
     }
     taken
@@ -124,7 +125,7 @@ async fn until_next(pool: &PgPool) -> Duration {
         }
         Err(err) => {
             tracing::warn!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(&err),
                 "cannot read the delayed retries"
             );
             POLL

@@ -18,6 +18,7 @@ use super::verdict::{DeadLetter, Retry, Verdict};
 use crate::domain::MessageType;
 use crate::metrics as m;
 use crate::store::delayed;
+use crate::telemetry::ErrorChain;
 use backon::Retryable;
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -67,7 +68,7 @@ fn finished(published: Result<(), PublishError>, record: impl FnOnce()) -> Settl
         }
         Err(err) => {
             tracing::warn!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(&err),
                 "the broker channel is gone; the broker redelivers the message"
             );
             Settle::Abandon
@@ -106,7 +107,7 @@ async fn schedule(shared: &Shared, delivery: &Delivery, routing_key: &str, retry
         shared.commits.failed(crate::store::describe(&err));
         let delay = waits.next().unwrap_or(Duration::from_secs(5));
         tracing::warn!(
-            error = format!("{err:#}"),
+            error = %ErrorChain(&err),
             delay_ms = delay.as_millis() as u64,
             "cannot store the retry; holding the delivery and trying again"
         );
@@ -160,7 +161,7 @@ where
         .notify(|err, delay| {
             metrics::counter!(m::PUBLISH_RETRIES, "target" => target).increment(1);
             tracing::warn!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(err),
                 target,
                 delay_ms = delay.as_millis() as u64,
                 "the broker did not take the message; holding the delivery and trying again"

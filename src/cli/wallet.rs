@@ -4,11 +4,12 @@
 
 use crate::broker::{self, relay};
 use crate::config::{WalletChangeArgs, WalletCmd};
-use crate::crypto::DataKeys;
+use crate::crypto::{DataKeys, Keyring};
 use crate::domain::events::{EventType, Outcome};
 use crate::domain::ids::{CustomerId, MessageId, SourceId};
 use crate::domain::{Clock, MessageType, Meta, SourceRef};
 use crate::store::audit::{self, Via};
+use crate::store::outbox::PendingEvent;
 use crate::store::{self, Change, Committed, Effect, Rules, wallet};
 use anyhow::{Context, bail};
 use lapin::options::ConfirmSelectOptions;
@@ -74,32 +75,11 @@ async fn change(
     let data_keys = DataKeys::required_from_env()?;
     let pool = store::connect_existing(&args.db.database_url).await?;
     let keys = store::keys::keyring(&pool, data_keys).await?;
-    let meta = Meta {
-        // Well-formed by construction: 40 ASCII characters.
-        id: MessageId::stored(format!("cli-{}", uuid::Uuid::new_v4())),
-        kind,
-        occurred_at: chrono::Utc::now(),
-        correlation_id: None,
-        maybe_seen: false,
-    };
     let target = SourceRef {
         customer_id: CustomerId::parse(&args.customer_id, "customer_id")?,
         customer_payment_source_id: SourceId::parse(&args.source_id, "source_id")?,
     };
-    let rules = Rules {
-        clock: Clock::system(),
-        // Neither command saves a source: the cap does not apply.
-        max_sources_per_customer: i64::MAX,
-        keys,
-    };
-    let change = Change::new(&meta, vec![effect(target)]);
-    let (committed, events) = store::commit_now(&pool, &rules, &meta.id, kind, &change)
-        .await
-        .context("cannot change the wallet")?;
-    let outcome = match committed {
-        Committed::Applied { outcome, .. } => outcome,
-        Committed::Duplicate => unreachable!("a fresh message id is never a duplicate"),
-    };
+    let (outcome, events) = commit(&pool, keys, kind, effect(target)).await?;
     let reason = events
         .first()
         .and_then(|event| rejection_reason(&event.body));
@@ -143,6 +123,37 @@ async fn change(
     Ok(())
 }
 
+/// Commits `effect` under a message id of its own: its outcome and the events to publish.
+async fn commit(
+    pool: &sqlx::PgPool,
+    keys: Keyring,
+    kind: MessageType,
+    effect: Effect,
+) -> anyhow::Result<(Outcome, Vec<PendingEvent>)> {
+    let meta = Meta {
+        // Well-formed by construction: 40 ASCII characters.
+        id: MessageId::stored(format!("cli-{}", uuid::Uuid::new_v4())),
+        kind,
+        occurred_at: chrono::Utc::now(),
+        correlation_id: None,
+        maybe_seen: false,
+    };
+    let rules = Rules {
+        clock: Clock::system(),
+        // Neither command saves a source: the cap does not apply.
+        max_sources_per_customer: i64::MAX,
+        keys,
+    };
+    let change = Change::new(&meta, vec![effect]);
+    let (committed, events) = store::commit_now(pool, &rules, &meta.id, kind, &change)
+        .await
+        .context("cannot change the wallet")?;
+    match committed {
+        Committed::Applied { outcome, .. } => Ok((outcome, events)),
+        Committed::Duplicate => unreachable!("a fresh message id is never a duplicate"),
+    }
+}
+
 /// The `reason` a rejection event carries.
 fn rejection_reason(body: &[u8]) -> Option<String> {
     let event: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -152,7 +163,7 @@ fn rejection_reason(body: &[u8]) -> Option<String> {
 async fn publish(
     args: &WalletChangeArgs,
     pool: &sqlx::PgPool,
-    events: Vec<store::outbox::PendingEvent>,
+    events: Vec<PendingEvent>,
 ) -> anyhow::Result<()> {
     let (connection, _node) = broker::connect_any(&args.amqp.amqp_url, "cli").await?;
     let channel = connection.create_channel().await?;

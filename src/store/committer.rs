@@ -16,6 +16,7 @@ use super::outbox::{self, PendingEvent};
 use crate::domain::events::Outcome;
 use crate::domain::{MessageType, TraceContext};
 use crate::supervisor::Supervisor;
+use crate::telemetry::ErrorChain;
 use crate::telemetry::propagation;
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
@@ -180,7 +181,7 @@ async fn commit_batch(
             let _ = job.reply.send(Err(err));
         }
         Err(err) => {
-            tracing::debug!(error = %err, size = batch.len(), "batch commit failed, retrying one by one");
+            tracing::debug!(error = %ErrorChain(&err), size = batch.len(), "batch commit failed, retrying one by one");
             for job in batch {
                 let result = run_transaction(pool, rules, &[Work::from(&job)]).await;
                 let result = result.map(|(outcomes, events)| {

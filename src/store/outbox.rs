@@ -35,6 +35,26 @@ pub struct PendingEvent {
 }
 
 impl PendingEvent {
+    /// `event`, just written to the outbox as row `seq`, as the relay publishes it.
+    fn written(event: OutboundEvent, seq: i64) -> Self {
+        let (traceparent, tracestate) = match event.trace {
+            Some(trace) => (Some(trace.traceparent), trace.tracestate),
+            None => (None, None),
+        };
+        Self {
+            seq,
+            routing_key: event.kind.as_str().to_owned(),
+            event_id: event.id,
+            correlation_id: event.correlation_id,
+            causation_id: event.causation_id,
+            body: event.body,
+            traceparent,
+            tracestate,
+            properties: None,
+            headers: None,
+        }
+    }
+
     /// The trace context to publish the event with, if it has one.
     pub fn trace(&self) -> Option<TraceContext> {
         Some(TraceContext {
@@ -93,22 +113,8 @@ pub async fn insert_all(
     Ok(events
         .into_iter()
         .map(|event| {
-            let (traceparent, tracestate) = match event.trace {
-                Some(trace) => (Some(trace.traceparent), trace.tracestate),
-                None => (None, None),
-            };
-            PendingEvent {
-                seq: seqs.get(&event.id).copied().unwrap_or_default(),
-                routing_key: event.kind.as_str().to_owned(),
-                event_id: event.id,
-                correlation_id: event.correlation_id,
-                causation_id: event.causation_id,
-                body: event.body,
-                traceparent,
-                tracestate,
-                properties: None,
-                headers: None,
-            }
+            let seq = seqs.get(&event.id).copied().unwrap_or_default();
+            PendingEvent::written(event, seq)
         })
         .collect())
 }

@@ -13,6 +13,7 @@
 use super::dead_letters;
 use crate::metrics as m;
 use crate::supervisor::Supervisor;
+use crate::telemetry::ErrorChain;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -192,7 +193,7 @@ pub fn spawn(
                 Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(
-                        error = format!("{err:#}"),
+                        error = %ErrorChain(&err),
                         "retention pass failed; trying again later"
                     )
                 }

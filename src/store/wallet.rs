@@ -19,6 +19,7 @@ use crate::domain::wallet::{Fingerprint, Source as DomainSource, Wallet as Domai
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::HashMap;
@@ -176,32 +177,41 @@ pub async fn load_wallets(
     .await?;
     for row in rows {
         let customer: String = row.try_get("customer_id")?;
-        let source = DomainSource {
-            id: row.try_get("id")?,
-            gateway_id: row.try_get("gateway_id")?,
-            name: row.try_get("name")?,
-            metadata: row.try_get::<Json<Map<String, Value>>, _>("metadata")?.0,
-            reference: row.try_get("reference")?,
-            fingerprint: fingerprint(row.try_get("fingerprint")?)?,
-            created_at: row.try_get("created_at")?,
-            expires_at: row.try_get("expires_at")?,
-            gateway_enabled: row.try_get("gateway_enabled")?,
-        };
+        let source = loaded_source(&row)?;
         let Some(wallet) = wallets.get_mut(&customer) else {
             continue;
         };
-        let sealed = SealedTokens {
-            key_id: row.try_get::<String, _>("key_id")?.into(),
-            customer_token: row.try_get("customer_token_sealed")?,
-            payment_source_token: row.try_get("payment_source_token_sealed")?,
-        };
-        tokens.insert(source.id.to_string(), sealed);
+        tokens.insert(source.id.to_string(), sealed_tokens(&row)?);
         if row.try_get("chosen")? {
             wallet.chosen_default = Some(source.id.clone());
         }
         wallet.sources.push(source);
     }
     Ok(LoadedWallets { wallets, tokens })
+}
+
+/// A source of [`load_wallets`]' rows, without its tokens.
+fn loaded_source(row: &PgRow) -> sqlx::Result<DomainSource> {
+    Ok(DomainSource {
+        id: row.try_get("id")?,
+        gateway_id: row.try_get("gateway_id")?,
+        name: row.try_get("name")?,
+        metadata: row.try_get::<Json<Map<String, Value>>, _>("metadata")?.0,
+        reference: row.try_get("reference")?,
+        fingerprint: fingerprint(row.try_get("fingerprint")?)?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        gateway_enabled: row.try_get("gateway_enabled")?,
+    })
+}
+
+/// The tokens of a source of [`load_wallets`]' rows, as stored.
+fn sealed_tokens(row: &PgRow) -> sqlx::Result<SealedTokens> {
+    Ok(SealedTokens {
+        key_id: row.try_get::<String, _>("key_id")?.into(),
+        customer_token: row.try_get("customer_token_sealed")?,
+        payment_source_token: row.try_get("payment_source_token_sealed")?,
+    })
 }
 
 fn fingerprint(bytes: Vec<u8>) -> sqlx::Result<Fingerprint> {

@@ -64,7 +64,10 @@ async fn orders_naming_endless_unknown_gateways_leave_the_worker_memory_flat() {
         "[memory] unknown_gateways={count} rss_before_kib={before} rss_after_kib={after} growth_kib={growth}"
     );
     // Unbounded, the cache grew by ~360 bytes per unknown gateway (~7 MiB a round).
-    assert!(growth < 3 * 1024, "RSS grew by {growth} KiB in the second round");
+    assert!(
+        growth < 3 * 1024,
+        "RSS grew by {growth} KiB in the second round"
+    );
     assert!(process.terminate().await.success());
     w.stop().await;
 }

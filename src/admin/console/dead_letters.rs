@@ -20,6 +20,7 @@ use super::Console;
 use super::layout::{self, Nav, Notice, or_dash};
 use crate::html::{escape, query_value};
 use crate::store::dead_letters::query::{self, OTHER, Summary, UNKNOWN};
+use crate::telemetry::ErrorChain;
 use axum::extract::{Query, State};
 use axum::response::Html;
 use std::fmt::Write as _;
@@ -38,7 +39,7 @@ pub async fn page(State(console): State<Console>, Query(notice): Query<Notice>) 
         .concat(),
         Err(err) => {
             tracing::error!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(&err),
                 "console: cannot read the dead-letter store"
             );
             Notice::showing("database").html()

@@ -168,57 +168,14 @@ impl Live {
         };
         let oldest = &samples[samples.len().saturating_sub(RATE_SPAN)];
         let span = seconds_between(oldest, newest);
-        let per_second = |delta: f64| if span > 0.0 { delta / span } else { 0.0 };
-        let mut kinds: Vec<String> = MessageType::NAMES.iter().map(|k| (*k).to_owned()).collect();
-        for (kind, _) in newest.messages.keys() {
-            if !kinds.contains(kind) {
-                kinds.push(kind.clone());
-            }
-        }
-        let by_type = kinds
-            .into_iter()
-            .map(|kind| {
-                let settled = |s: &Sample| -> f64 {
-                    s.messages
-                        .iter()
-                        .filter(|((k, _), _)| *k == kind)
-                        .map(|(_, n)| n)
-                        .sum()
-                };
-                let buckets = bucket_deltas(oldest.latency.get(&kind), newest.latency.get(&kind));
-                let ms = |q: f64| quantile(q, &buckets).map(|s| s * 1000.0);
-                TypeLive {
-                    rate: per_second((settled(newest) - settled(oldest)).max(0.0)),
-                    p50: ms(0.50),
-                    p95: ms(0.95),
-                    p99: ms(0.99),
-                    outcomes: newest
-                        .messages
-                        .iter()
-                        .filter(|((k, _), n)| *k == kind && **n > 0.0)
-                        .map(|((_, outcome), n)| (outcome.clone(), *n as u64))
-                        .collect(),
-                    kind,
-                }
-            })
-            .collect();
-        let now = newest.at;
-        let throughput = samples
-            .windows(2)
-            .map(|pair| {
-                let secs = seconds_between(&pair[0], &pair[1]);
-                let delta = (pair[1].total_messages() - pair[0].total_messages()).max(0.0);
-                let ago = match (now, pair[1].at) {
-                    (Some(now), Some(at)) => now.duration_since(at).as_secs_f64(),
-                    _ => 0.0,
-                };
-                (-ago, if secs > 0.0 { delta / secs } else { 0.0 })
-            })
-            .collect();
+        let settled = (newest.total_messages() - oldest.total_messages()).max(0.0);
         Self {
             span_secs: span,
-            rate: per_second((newest.total_messages() - oldest.total_messages()).max(0.0)),
-            by_type,
+            rate: per_second(settled, span),
+            by_type: kinds(newest)
+                .into_iter()
+                .map(|kind| TypeLive::between(oldest, newest, span, kind))
+                .collect(),
             in_flight: newest.in_flight,
             outbox_backlog: newest.outbox_backlog,
             dlq_depth: newest.dlq_depth,
@@ -227,9 +184,70 @@ impl Live {
                 .iter()
                 .map(|(kind, n)| (kind.clone(), *n as u64))
                 .collect(),
-            throughput,
+            throughput: throughput(samples),
         }
     }
+}
+
+impl TypeLive {
+    /// `kind`'s rate and latency between two samples `span` seconds apart, and its
+    /// outcomes so far.
+    fn between(oldest: &Sample, newest: &Sample, span: f64, kind: String) -> Self {
+        let settled = |s: &Sample| -> f64 {
+            s.messages
+                .iter()
+                .filter(|((k, _), _)| *k == kind)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let buckets = bucket_deltas(oldest.latency.get(&kind), newest.latency.get(&kind));
+        let ms = |q: f64| quantile(q, &buckets).map(|s| s * 1000.0);
+        Self {
+            rate: per_second((settled(newest) - settled(oldest)).max(0.0), span),
+            p50: ms(0.50),
+            p95: ms(0.95),
+            p99: ms(0.99),
+            outcomes: newest
+                .messages
+                .iter()
+                .filter(|((k, _), n)| *k == kind && **n > 0.0)
+                .map(|((_, outcome), n)| (outcome.clone(), *n as u64))
+                .collect(),
+            kind,
+        }
+    }
+}
+
+/// The inbound message types, then any other type the newest sample counted.
+fn kinds(newest: &Sample) -> Vec<String> {
+    let mut kinds: Vec<String> = MessageType::NAMES.iter().map(|k| (*k).to_owned()).collect();
+    for (kind, _) in newest.messages.keys() {
+        if !kinds.contains(kind) {
+            kinds.push(kind.clone());
+        }
+    }
+    kinds
+}
+
+/// (seconds before the newest sample, messages per second) for each interval.
+fn throughput(samples: &[Sample]) -> Vec<(f64, f64)> {
+    let now = samples.last().and_then(|newest| newest.at);
+    samples
+        .windows(2)
+        .map(|pair| {
+            let secs = seconds_between(&pair[0], &pair[1]);
+            let delta = (pair[1].total_messages() - pair[0].total_messages()).max(0.0);
+            let ago = match (now, pair[1].at) {
+                (Some(now), Some(at)) => now.duration_since(at).as_secs_f64(),
+                _ => 0.0,
+            };
+            (-ago, per_second(delta, secs))
+        })
+        .collect()
+}
+
+fn per_second(delta: f64, secs: f64) -> f64 {
+    if secs > 0.0 { delta / secs } else { 0.0 }
 }
 
 fn seconds_between(a: &Sample, b: &Sample) -> f64 {

@@ -11,6 +11,7 @@ use crate::html::{LineChart, Series, escape, line_chart};
 use crate::store::audit::{self, Via};
 use crate::store::dead_letters::gauge;
 use crate::store::{self, gateways};
+use crate::telemetry::ErrorChain;
 use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -178,7 +179,7 @@ async fn gateways_html(console: &Console) -> String {
     let listing = match gateways::list(&console.admin.pool).await {
         Ok(listing) => listing,
         Err(err) => {
-            tracing::warn!(error = %err, "console: cannot list gateways");
+            tracing::warn!(error = %ErrorChain(&err), "console: cannot list gateways");
             return r#"<h2>Gateways</h2><p class="notice bad">The database did not answer.</p>"#
                 .to_owned();
         }
@@ -237,13 +238,13 @@ pub async fn reset_circuit(
             let target = serde_json::json!({ "gateway": form.id });
             let action = "gateway.reset_circuit";
             if let Err(err) = audit::record(pool, &actor, Via::Console, action, &target, 1).await {
-                tracing::error!(error = %err, actor, "console: the circuit reset is not in the audit log");
+                tracing::error!(error = %ErrorChain(&err), actor, "console: the circuit reset is not in the audit log");
             }
             Notice::done("reset", 1, 0)
         }
         Ok(false) => Notice::problem("unknown_gateway"),
         Err(err) => {
-            tracing::error!(error = %err, "console: cannot reset the circuit");
+            tracing::error!(error = %ErrorChain(&err), "console: cannot reset the circuit");
             Notice::problem("database")
         }
     };

@@ -24,12 +24,7 @@ pub fn record(body: Vec<u8>, properties: &BasicProperties, now: DateTime<Utc>) -
     let sniffed = Sniffed::of(&body);
     let death = BrokerDeath::of(properties);
     let text = |name| headers::text(properties, name).map(|t| without_nul(&t));
-    let message_id = properties
-        .message_id()
-        .as_ref()
-        .map(|id| without_nul(id.as_str()))
-        .filter(|id| !id.is_empty())
-        .or_else(|| sniffed.id.clone());
+    let message_id = message_id(properties, &sniffed);
     let routing_key = text(ORIGINAL_ROUTING_KEY)
         .or_else(|| death.as_ref().and_then(|d| d.routing_key.clone()))
         .or_else(|| sniffed.kind.clone())
@@ -63,10 +58,7 @@ pub fn record(body: Vec<u8>, properties: &BasicProperties, now: DateTime<Utc>) -
     NewDeadLetter {
         dedupe_key,
         group: failure_group::of(&error, routing_key.as_deref(), &detail),
-        correlation_id: sniffed.correlation_id.clone().or_else(|| {
-            let property = properties.correlation_id().as_ref()?;
-            Some(without_nul(property.as_str())).filter(|c| !c.is_empty())
-        }),
+        correlation_id: correlation_id(properties, &sniffed),
         message_id,
         routing_key,
         error,
@@ -80,6 +72,24 @@ pub fn record(body: Vec<u8>, properties: &BasicProperties, now: DateTime<Utc>) -
         trace: trace(properties),
         body,
     }
+}
+
+/// The message's own id, else the one its body names.
+fn message_id(properties: &BasicProperties, sniffed: &Sniffed) -> Option<String> {
+    properties
+        .message_id()
+        .as_ref()
+        .map(|id| without_nul(id.as_str()))
+        .filter(|id| !id.is_empty())
+        .or_else(|| sniffed.id.clone())
+}
+
+/// The correlation id its body names, else the message's own.
+fn correlation_id(properties: &BasicProperties, sniffed: &Sniffed) -> Option<String> {
+    sniffed.correlation_id.clone().or_else(|| {
+        let property = properties.correlation_id().as_ref()?;
+        Some(without_nul(property.as_str())).filter(|c| !c.is_empty())
+    })
 }
 
 /// A routing key within AMQP's 255 bytes (the store indexes it; a producer's header may

@@ -4,6 +4,7 @@
 //! reports the same store; alerts take the max.
 
 use crate::metrics as m;
+use crate::telemetry::ErrorChain;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub async fn refresh(pool: &PgPool) {
         }
         Ok(Err(err)) => {
             tracing::warn!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(&err),
                 "cannot count the stored dead letters"
             );
         }

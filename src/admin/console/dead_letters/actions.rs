@@ -10,6 +10,7 @@ use crate::domain::MessageType;
 use crate::store::audit;
 use crate::store::dead_letters::replay::{self, By};
 use crate::store::dead_letters::{Cursor, Filter, purge};
+use crate::telemetry::ErrorChain;
 use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -106,7 +107,7 @@ pub async fn replay(
             Notice::done("replayed", replayed, failed)
         }
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "console: replay failed");
+            tracing::error!(error = %ErrorChain(&err), "console: replay failed");
             Notice::problem("database")
         }
     };
@@ -161,7 +162,7 @@ pub async fn purge(
             Notice::done("purged", purged, 0)
         }
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "console: purge failed");
+            tracing::error!(error = %ErrorChain(&err), "console: purge failed");
             Notice::problem("database")
         }
     };

@@ -6,6 +6,7 @@ use crate::admin::console::layout::{self, Nav, Notice};
 use crate::html::escape;
 use crate::store::audit;
 use crate::store::dead_letters::time_text;
+use crate::telemetry::ErrorChain;
 use axum::extract::State;
 use axum::response::Html;
 use std::fmt::Write as _;
@@ -19,7 +20,7 @@ pub async fn history(State(console): State<Console>) -> Html<String> {
         Ok(entries) => entries,
         Err(err) => {
             tracing::error!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(&err),
                 "console: cannot read the audit log"
             );
             let body = Notice::showing("database").html();

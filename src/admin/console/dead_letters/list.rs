@@ -8,6 +8,7 @@ use super::super::layout::{self, Nav, Notice};
 use crate::dead_letter_view::{self as view, or_dash};
 use crate::html::{escape, query_value};
 use crate::store::dead_letters::{Cursor, DeadLetter, Filter, query, time_text};
+use crate::telemetry::ErrorChain;
 use axum::extract::{Query, State};
 use axum::response::Html;
 use serde::Deserialize;
@@ -86,7 +87,7 @@ pub async fn list(
         }
         Err(err) => {
             tracing::error!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(&err),
                 "console: cannot read the dead-letter store"
             );
             Notice::showing("database").html()

@@ -7,6 +7,7 @@ use crate::admin::console::layout::{self, Nav, Notice, or_dash};
 use crate::dead_letter_view::{self as view, DisplayBody};
 use crate::html::escape;
 use crate::store::dead_letters::{DeadLetter, query, time_text};
+use crate::telemetry::ErrorChain;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -32,7 +33,7 @@ pub async fn show(State(console): State<Console>, Query(query): Query<ShowQuery>
         Ok(letters) => letters,
         Err(err) => {
             tracing::error!(
-                error = format!("{err:#}"),
+                error = %ErrorChain(&err),
                 "console: cannot read the dead-letter store"
             );
             let body = Notice::showing("database").html();
@@ -61,14 +62,39 @@ pub async fn show(State(console): State<Console>, Query(query): Query<ShowQuery>
 }
 
 fn letter_html(letter: &DeadLetter) -> String {
-    let table = |rows: Vec<(String, String)>| {
-        let mut out = r#"<table class="kv"><tbody>"#.to_owned();
-        for (name, value) in rows {
-            let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(&name), value);
-        }
-        out.push_str("</tbody></table>");
-        out
+    let escaped = |pairs: std::collections::BTreeMap<String, String>| {
+        pairs
+            .into_iter()
+            .map(|(name, value)| (name, escape(&value)))
+            .collect()
     };
+    let (body_title, body) = match view::body(letter, true) {
+        DisplayBody::Text(text) => ("Body", text),
+        DisplayBody::Base64(encoded) => ("Body (not UTF-8, base64)", encoded),
+    };
+    format!(
+        r#"<section class="letter" data-row="{id}"><h2>Dead letter {id}</h2>{summary}<div class="two"><div><h3>Properties</h3>{properties}</div><div><h3>Headers</h3>{headers}</div></div><h3>{body_title}</h3><pre class="body" data-body>{body}</pre></section>"#,
+        id = letter.id,
+        summary = table(summary(letter)),
+        properties = table(escaped(view::properties(letter))),
+        headers = table(escaped(view::headers(letter))),
+        body = escape(&body),
+    )
+}
+
+/// A two-column table; names are escaped here, values must already be HTML.
+fn table(rows: Vec<(String, String)>) -> String {
+    let mut out = r#"<table class="kv"><tbody>"#.to_owned();
+    for (name, value) in rows {
+        let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(&name), value);
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+/// The letter at a glance: ids, why, when, its failure group and whether it was
+/// replayed (values as HTML).
+fn summary(letter: &DeadLetter) -> Vec<(String, String)> {
     let replayed = match &letter.replayed_at {
         Some(at) => format!(
             "{} by {}",
@@ -77,7 +103,7 @@ fn letter_html(letter: &DeadLetter) -> String {
         ),
         None => "no".to_owned(),
     };
-    let summary = vec![
+    vec![
         (
             "message id".to_owned(),
             or_dash(letter.message_id.as_deref()),
@@ -108,23 +134,5 @@ fn letter_html(letter: &DeadLetter) -> String {
             "body size".to_owned(),
             format!("{} bytes", letter.body.len()),
         ),
-    ];
-    let escaped = |pairs: std::collections::BTreeMap<String, String>| {
-        pairs
-            .into_iter()
-            .map(|(name, value)| (name, escape(&value)))
-            .collect()
-    };
-    let (body_title, body) = match view::body(letter, true) {
-        DisplayBody::Text(text) => ("Body", text),
-        DisplayBody::Base64(encoded) => ("Body (not UTF-8, base64)", encoded),
-    };
-    format!(
-        r#"<section class="letter" data-row="{id}"><h2>Dead letter {id}</h2>{summary}<div class="two"><div><h3>Properties</h3>{properties}</div><div><h3>Headers</h3>{headers}</div></div><h3>{body_title}</h3><pre class="body" data-body>{body}</pre></section>"#,
-        id = letter.id,
-        summary = table(summary),
-        properties = table(escaped(view::properties(letter))),
-        headers = table(escaped(view::headers(letter))),
-        body = escape(&body),
-    )
+    ]
 }
