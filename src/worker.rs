@@ -8,7 +8,6 @@ use crate::broker::nodes::Unanswered;
 use crate::broker::shared::{ConsumerSettings, Shared};
 use crate::broker::topology::TopologyError;
 use crate::broker::{BrokerLink, Node, Nodes, Topology, dlq_depth, relay, scheduler};
-use crate::config::WorkerArgs;
 use crate::crypto::{DataKeys, Keyring};
 use crate::gateway::{ClientSettings, GatewayClient};
 use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
@@ -24,6 +23,9 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+mod settings;
+pub use settings::{AmqpSettings, DbSettings, WorkerSettings};
 
 /// Messages per group-commit transaction at most.
 const MAX_COMMIT_BATCH: usize = 64;
@@ -45,12 +47,15 @@ pub struct RunningWorker {
 }
 
 /// Runs the worker until `shutdown` is cancelled, then shuts down gracefully.
-pub async fn run(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(args: WorkerSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     start(args, shutdown).await?.task.await?
 }
 
 /// Migrates, binds the admin server and starts consuming in the background.
-pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
+pub async fn start(
+    args: WorkerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningWorker> {
     // Handlers hold a connection only for short reads, and commits are batched: a
     // quarter of the prefetch window is plenty, and Postgres connections are scarce.
     // The commit loop has a connection of its own.
@@ -207,7 +212,7 @@ pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Res
 /// The pool (the database created and migrated, plaintext secrets of an earlier version
 /// sealed) and the keyring. Refuses, in one line, keys that cannot open what is stored.
 async fn open_store(
-    args: &WorkerArgs,
+    args: &WorkerSettings,
     connections: u32,
     timeouts: DbTimeouts,
 ) -> anyhow::Result<(sqlx::PgPool, Keyring)> {

@@ -4,14 +4,14 @@
 //! refusal show, stops the worker gracefully and summarises. Counts are of this run only
 //! (its own message ids), so leftovers from earlier runs don't skew it.
 
-use crate::config::{AmqpArgs, DemoArgs};
+use crate::config::DemoArgs;
 use crate::crypto::DataKeys;
 use crate::domain::Secret;
 use crate::gateway::{SimConfig, SimStats, sim};
 use crate::loadgen::{self, LoadgenConfig, Message, Report, Session};
 use crate::store::dead_letters::query;
 use crate::store::{self, gateways};
-use crate::worker;
+use crate::worker::{self, AmqpSettings, WorkerSettings};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,7 +30,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let DemoArgs { worker, count } = args;
-    let mut worker = worker.load_secrets()?;
+    let mut worker: WorkerSettings = worker.load_secrets()?.into();
     let amqp = worker.amqp.clone();
     // Fail in a second with a clear line, not after the readiness wait.
     let (connection, _node) = crate::broker::connect_any(&amqp.amqp_url, "demo")
@@ -156,7 +156,7 @@ struct DeadLetters {
 
 /// Steps (d) and (e): the load test, then a malformed message and a foreign attach.
 async fn exercise(
-    amqp: &AmqpArgs,
+    amqp: &AmqpSettings,
     database_url: &str,
     admin: SocketAddr,
     count: u64,
@@ -231,7 +231,7 @@ async fn wait_until_ready(admin: SocketAddr) -> anyhow::Result<()> {
 }
 
 fn print_summary(
-    amqp: &AmqpArgs,
+    amqp: &AmqpSettings,
     admin: SocketAddr,
     load: &Report,
     extras: &Report,
