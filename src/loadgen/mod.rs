@@ -12,11 +12,10 @@ mod tracker;
 mod traffic;
 
 pub use message::Message;
-pub use report::{Latency, Report};
+pub use report::{Latency, Report, SavedSource};
 pub use report_html::render as report_html;
 pub use session::{COMPLETION_EVENTS, Session};
 pub use timeline::{MAX_POINTS as TIMELINE_MAX_POINTS, Point as TimelinePoint};
-pub use tracker::SavedSource;
 pub use traffic::attach_data;
 
 use anyhow::bail;

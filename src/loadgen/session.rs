@@ -3,8 +3,8 @@
 //! confirms are awaited in the background, so publishing never waits a round trip.
 
 use super::message::Message;
-use super::report::Report;
-use super::tracker::{SavedSource, Tracker};
+use super::report::{Report, SavedSource};
+use super::tracker::Tracker;
 use crate::broker::publish::{PublishError, check};
 use anyhow::{Context, bail};
 use futures::StreamExt;

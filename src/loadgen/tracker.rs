@@ -2,7 +2,7 @@
 //! events said. The publisher registers expectations before it publishes (so an event
 //! can never arrive first), the event consumer matches events by `causation_id`.
 
-use super::report::{Latency, Report};
+use super::report::{Latency, Report, SavedSource};
 use super::timeline::Timeline;
 use hdrhistogram::Histogram;
 use serde_json::Value;
@@ -10,13 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::Notify;
-
-/// A source the worker saved during the run, from its `wallet.saved` event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SavedSource {
-    pub customer_id: String,
-    pub source_id: String,
-}
 
 /// Shared between the publisher, the confirm task and the event consumer.
 pub(crate) struct Tracker {
