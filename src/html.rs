@@ -3,7 +3,7 @@
 
 pub mod chart;
 
-pub use chart::{Bar, LineChart, Series, bar_chart, line_chart};
+pub use chart::{LineChart, Series, line_chart};
 
 /// `text` safe inside an element or a quoted attribute.
 pub fn escape(text: &str) -> String {

@@ -3,7 +3,8 @@
 //! missing, so CI can gate on it.
 
 use crate::config::LoadgenArgs;
-use crate::loadgen::{self, LoadgenConfig, Report};
+use crate::tools::charts;
+use crate::tools::loadgen::{self, LoadgenConfig, Report};
 use anyhow::{Context, bail};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
     let config = config(&args)?;
     let report = loadgen::run(config, !args.json).await?;
     if let Some(path) = &args.report {
-        std::fs::write(path, loadgen::report_html(&report))
+        std::fs::write(path, charts::render(&report))
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }

@@ -2,9 +2,10 @@
 //! tests. It checks signatures and idempotency keys like a real gateway, answers with
 //! deterministic tokens, and can add latency and inject 503s.
 
-use super::signature::{hmac_sha256, verify};
-use super::sim_store::{AnswerStore, Stored};
+mod store;
+
 use crate::domain::Secret;
+use crate::gateway::signature::{hmac_sha256, verify};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -17,6 +18,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+use store::{AnswerStore, Stored};
 
 /// Stored answers kept for idempotent replay; the oldest are forgotten beyond this.
 const MAX_STORED_ANSWERS: usize = 100_000;

@@ -5,7 +5,6 @@
 
 mod message;
 mod report;
-mod report_html;
 mod session;
 mod timeline;
 mod tracker;
@@ -13,7 +12,6 @@ mod traffic;
 
 pub use message::Message;
 pub use report::{Latency, Report, SavedSource};
-pub use report_html::render as report_html;
 pub use session::{COMPLETION_EVENTS, Session};
 pub use timeline::{MAX_POINTS as TIMELINE_MAX_POINTS, Point as TimelinePoint};
 pub use traffic::attach_data;
