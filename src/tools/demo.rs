@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -37,40 +38,8 @@ pub async fn run(mut worker: WorkerSettings, count: u64) -> anyhow::Result<()> {
         .context("cannot reach RabbitMQ at AMQP_URL")?;
     connection.close(200, "checked".into()).await?;
     let secret = Secret::new(format!("demo_{}", uuid::Uuid::new_v4().simple()));
-    let stats = Arc::new(SimStats::default());
-    let stop_sim = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim_addr = listener.local_addr()?;
-    let config = SimConfig {
-        latency: SIM_LATENCY,
-        error_rate: 0.0,
-        secret: secret.clone(),
-    };
-    let sim_task = tokio::spawn(sim::serve_with_stats(
-        listener,
-        config,
-        stats.clone(),
-        stop_sim.clone().cancelled_owned(),
-    ));
-
-    let (data_keys, key_file) = demo_keys()?;
-    worker.keys = Some(data_keys.clone());
-    let pool = store::connect_and_migrate(&worker.db.database_url, 2, Some(&data_keys)).await?;
-    store::keys::check_held(&pool, &data_keys).await?;
-    let keys = store::keys::keyring(&pool, data_keys).await?;
-    let token_url = format!("http://{sim_addr}/token");
-    gateways::upsert(&pool, &keys, GATEWAY_ID, &token_url, &secret, true)
-        .await
-        .context("cannot register the demo gateway")?;
-    // A circuit left open by an earlier run must not hold this one back.
-    gateways::reset_circuit(&pool, GATEWAY_ID).await?;
-    pool.close().await;
-    if tokio::net::TcpListener::bind(worker.admin_addr)
-        .await
-        .is_err()
-    {
-        worker.admin_addr.set_port(0);
-    }
+    let sim = DemoSim::serve(secret.clone()).await?;
+    let key_file = prepare(&mut worker, sim.addr, &secret).await?;
 
     let shutdown = CancellationToken::new();
     let database_url = worker.db.database_url.clone();
@@ -78,8 +47,7 @@ pub async fn run(mut worker: WorkerSettings, count: u64) -> anyhow::Result<()> {
     let outcome = exercise(&amqp, &database_url, running.admin_addr, count).await;
     shutdown.cancel();
     running.task.await??;
-    stop_sim.cancel();
-    sim_task.await??;
+    let stats = sim.stop().await?;
 
     let (load, extras, dead) = outcome?;
     print_summary(&amqp, running.admin_addr, &load, &extras, &dead, &stats);
@@ -97,6 +65,75 @@ pub async fn run(mut worker: WorkerSettings, count: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The demo's gateway-sim, served in-process on a free port.
+struct DemoSim {
+    addr: SocketAddr,
+    stats: Arc<SimStats>,
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl DemoSim {
+    async fn serve(secret: Secret) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let config = SimConfig {
+            latency: SIM_LATENCY,
+            error_rate: 0.0,
+            secret,
+        };
+        let (stats, stop) = (Arc::new(SimStats::default()), CancellationToken::new());
+        let task = tokio::spawn(sim::serve_with_stats(
+            listener,
+            config,
+            stats.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+        Ok(Self {
+            addr,
+            stats,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops serving; what it counted.
+    async fn stop(self) -> anyhow::Result<Arc<SimStats>> {
+        self.stop.cancel();
+        self.task.await??;
+        Ok(self.stats)
+    }
+}
+
+/// Readies the store and `worker` for the demo: the keys (the demo's own when the
+/// environment has none; returns their file), the sim registered as gateway `sim` with
+/// its circuit closed, and a free admin port when the configured one is taken.
+async fn prepare(
+    worker: &mut WorkerSettings,
+    sim_addr: SocketAddr,
+    secret: &Secret,
+) -> anyhow::Result<Option<PathBuf>> {
+    let (data_keys, key_file) = demo_keys()?;
+    worker.keys = Some(data_keys.clone());
+    let pool = store::connect_and_migrate(&worker.db.database_url, 2, Some(&data_keys)).await?;
+    store::keys::check_held(&pool, &data_keys).await?;
+    let keys = store::keys::keyring(&pool, data_keys).await?;
+    let token_url = format!("http://{sim_addr}/token");
+    gateways::upsert(&pool, &keys, GATEWAY_ID, &token_url, secret, true)
+        .await
+        .context("cannot register the demo gateway")?;
+    // A circuit left open by an earlier run must not hold this one back.
+    gateways::reset_circuit(&pool, GATEWAY_ID).await?;
+    pool.close().await;
+    if tokio::net::TcpListener::bind(worker.admin_addr)
+        .await
+        .is_err()
+    {
+        worker.admin_addr.set_port(0);
+    }
+    Ok(key_file)
 }
 
 /// The keys of the environment, else the demo's own: a key generated on first use and
@@ -229,6 +266,7 @@ async fn wait_until_ready(admin: SocketAddr) -> anyhow::Result<()> {
     )
 }
 
+/// What the run did, for people: counts of this run only, then where to look next.
 fn print_summary(
     amqp: &AmqpSettings,
     admin: SocketAddr,
@@ -237,11 +275,6 @@ fn print_summary(
     dead: &DeadLetters,
     sim: &SimStats,
 ) {
-    let completed = |kind: &str| load.completed.get(kind).copied().unwrap_or(0);
-    let mut refusals = load.refusals.clone();
-    for (reason, n) in &extras.refusals {
-        *refusals.entry(reason.clone()).or_default() += n;
-    }
     println!();
     println!(
         "wallet-worker demo: {} messages through queue {} on exchange {} (admin was http://{admin})",
@@ -249,6 +282,18 @@ fn print_summary(
         amqp.queue,
         amqp.exchange
     );
+    print_outcomes(load, extras, dead);
+    print_calls_and_speed(load, extras, sim);
+    print_next_steps(load);
+}
+
+/// Saves, attaches, refusals by reason and dead letters by kind.
+fn print_outcomes(load: &Report, extras: &Report, dead: &DeadLetters) {
+    let completed = |kind: &str| load.completed.get(kind).copied().unwrap_or(0);
+    let mut refusals = load.refusals.clone();
+    for (reason, n) in &extras.refusals {
+        *refusals.entry(reason.clone()).or_default() += n;
+    }
     println!(
         "  wallets saved   {:>6}  {} new sources, {} reused (the same card again)",
         completed("wallet.saved"),
@@ -273,6 +318,10 @@ fn print_summary(
             kinds.join(", ")
         }
     );
+}
+
+/// Gateway calls, silent orders, anything missing, throughput and latency.
+fn print_calls_and_speed(load: &Report, extras: &Report, sim: &SimStats) {
     println!(
         "  gateway calls   {:>6}  to gateway-sim ({} answered from its idempotency store, {} bad signatures)",
         sim.requests(),
@@ -298,6 +347,10 @@ fn print_summary(
         "  latency ms      p50 {}  p90 {}  p99 {}  max {}",
         l.p50, l.p90, l.p99, l.max
     );
+}
+
+/// The commands that show what the demo left behind.
+fn print_next_steps(load: &Report) {
     println!();
     println!("Look next:");
     if let Some(saved) = load.saved_sources.first() {

@@ -43,6 +43,56 @@ struct State {
     saved: Vec<SavedSource>,
 }
 
+impl State {
+    /// Counts what a completion event of this run says: a save (new or reused, and the
+    /// source for follow-up messages), a removal, or a refusal by reason.
+    fn tally(&mut self, routing_key: &str, data: &Value) {
+        match routing_key {
+            "wallet.saved" => {
+                if data["created"] == true {
+                    self.saved_created += 1;
+                } else {
+                    self.saved_reused += 1;
+                }
+                if let (Some(customer), Some(source)) = (
+                    data["customer_id"].as_str(),
+                    data["customer_payment_source"]["id"].as_str(),
+                ) {
+                    self.saved.push(SavedSource {
+                        customer_id: customer.to_owned(),
+                        source_id: source.to_owned(),
+                    });
+                }
+            }
+            "wallet.removed" => {
+                // A removed source is not attached or changed again by this run.
+                if let Some(source) = data["customer_payment_source_id"].as_str() {
+                    self.saved.retain(|saved| saved.source_id != source);
+                }
+            }
+            "wallet.dead_lettered" => {
+                let error = data["error"].as_str().unwrap_or("unknown");
+                *self
+                    .refusals
+                    .entry(format!("dead_lettered: {error}"))
+                    .or_default() += 1;
+            }
+            "wallet.save_failed"
+            | "wallet.attach_rejected"
+            | "wallet.remove_rejected"
+            | "wallet.default_rejected" => {
+                let reason = data["reason"].as_str().unwrap_or("unknown");
+                let verb = routing_key.trim_start_matches("wallet.");
+                *self
+                    .refusals
+                    .entry(format!("{verb}: {reason}"))
+                    .or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Tracker {
     pub fn new(run: &str) -> Self {
         Self {
@@ -124,50 +174,7 @@ impl Tracker {
         state.last_completion = Some(now);
         state.answered_up_to = state.answered_up_to.max(seq);
         *state.completed.entry(routing_key.to_owned()).or_default() += 1;
-        let data = &event["data"];
-        match routing_key {
-            "wallet.saved" => {
-                if data["created"] == true {
-                    state.saved_created += 1;
-                } else {
-                    state.saved_reused += 1;
-                }
-                if let (Some(customer), Some(source)) = (
-                    data["customer_id"].as_str(),
-                    data["customer_payment_source"]["id"].as_str(),
-                ) {
-                    state.saved.push(SavedSource {
-                        customer_id: customer.to_owned(),
-                        source_id: source.to_owned(),
-                    });
-                }
-            }
-            "wallet.removed" => {
-                // A removed source is not attached or changed again by this run.
-                if let Some(source) = data["customer_payment_source_id"].as_str() {
-                    state.saved.retain(|saved| saved.source_id != source);
-                }
-            }
-            "wallet.dead_lettered" => {
-                let error = data["error"].as_str().unwrap_or("unknown");
-                *state
-                    .refusals
-                    .entry(format!("dead_lettered: {error}"))
-                    .or_default() += 1;
-            }
-            "wallet.save_failed"
-            | "wallet.attach_rejected"
-            | "wallet.remove_rejected"
-            | "wallet.default_rejected" => {
-                let reason = data["reason"].as_str().unwrap_or("unknown");
-                let verb = routing_key.trim_start_matches("wallet.");
-                *state
-                    .refusals
-                    .entry(format!("{verb}: {reason}"))
-                    .or_default() += 1;
-            }
-            _ => {}
-        }
+        state.tally(routing_key, &event["data"]);
         drop(state);
         self.changed.notify_waiters();
     }
