@@ -4,7 +4,7 @@
 //! person can hover over it. Styling uses presentation attributes only, never a
 //! `style` attribute, so the console's Content-Security-Policy needs no exception.
 
-use super::escape;
+use super::text::escape;
 use std::fmt::Write as _;
 
 /// One line of a [`LineChart`].
