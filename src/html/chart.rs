@@ -37,8 +37,10 @@ pub struct LineChart<'a> {
 
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 16.0;
+/// Room above the plot for the title; the load-test report's bar chart shares it.
 pub(crate) const TOP: f64 = 34.0;
 const BOTTOM: f64 = 38.0;
+/// Axis and label text, shared with the bar chart so both read alike.
 pub(crate) const FONT: &str = r##"font-family="system-ui, sans-serif" font-size="11" fill="#555""##;
 
 /// The chart as an `<svg>` element.
