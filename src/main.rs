@@ -31,7 +31,7 @@ async fn main() -> std::process::ExitCode {
     };
     // Only the commands that handle messages have spans worth exporting.
     let export_spans = matches!(args.command, Cmd::Run(_) | Cmd::Demo(_));
-    let telemetry = telemetry::init(args.logging.log_format, default_filter, export_spans);
+    let telemetry = telemetry::init(args.logging.log_format.into(), default_filter, export_spans);
     let result = dispatch(args.command).await;
     telemetry.shutdown();
     match result {
@@ -48,7 +48,7 @@ async fn dispatch(command: Cmd) -> anyhow::Result<()> {
         Cmd::Run(args) => {
             let args = args.load_secrets()?;
             let shutdown = CancellationToken::new();
-            let mut running = worker::start(args, shutdown.clone()).await?;
+            let mut running = worker::start(args.into(), shutdown.clone()).await?;
             tokio::select! {
                 () = worker::shutdown_signal() => {}
                 // The worker stopped by itself: an internal task died.

@@ -5,6 +5,9 @@
 //! One rule for every secret setting `VAR`: the variable `VAR` holds the secret itself,
 //! or a file holds it, named by a `--…-file` flag or by the variable `VAR_FILE` (the
 //! form container orchestrators mount secrets in). Giving both is an error.
+//!
+//! A URL setting may carry a password: it is only ever printed or logged through
+//! [`redact_url`].
 
 use crate::domain::Secret;
 use anyhow::{Context, bail};
@@ -39,6 +42,47 @@ fn read_file(var: &str, path: &Path) -> anyhow::Result<Secret> {
         bail!("{var}_FILE {} is empty", path.display());
     }
     Ok(Secret::new(secret))
+}
+
+/// `url` with its password replaced by `***` (docs/interface.md, secrets), for every URL of a
+/// comma-separated list: the only form in which a URL setting is ever printed or logged.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_one_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return redact_password_parameter(url);
+    };
+    let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let redacted = match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{scheme}://{}:***@{}", &rest[..colon], &rest[at + 1..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
+    redact_password_parameter(&redacted)
+}
+
+/// Postgres also takes the password as a query parameter (`?password=...`).
+fn redact_password_parameter(url: &str) -> String {
+    let Some(query_start) = url.find('?') else {
+        return url.to_owned();
+    };
+    let (base, query) = url.split_at(query_start + 1);
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -76,5 +120,23 @@ mod tests {
             format!("{err:#}").contains("WALLET_TEST_SECRET_C_FILE /nonexistent/wallet-secret"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn passwords_in_urls_are_replaced() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cr:et@rabbit:5672/%2f"),
+            "amqp://guest:***@rabbit:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("amqp://a:p1@n1:5672,amqp://a:p2@n2:5672/v"),
+            "amqp://a:***@n1:5672,amqp://a:***@n2:5672/v"
+        );
+        assert_eq!(
+            redact_url("postgres://u@db/w?sslmode=require&password=hunter2"),
+            "postgres://u@db/w?sslmode=require&password=***"
+        );
+        assert_eq!(redact_url("postgres://db/w"), "postgres://db/w");
+        assert_eq!(redact_url("amqp://user@host/"), "amqp://user@host/");
     }
 }

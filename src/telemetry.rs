@@ -10,7 +10,6 @@ pub mod propagation;
 
 pub use chain::ErrorChain;
 
-use crate::config::LogFormat;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
@@ -33,6 +32,15 @@ const SERVICE_NAME: &str = "wallet-worker";
 const OTLP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long exiting waits for buffered spans to reach the collector.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Multi-line, human-readable.
+    Pretty,
+}
 
 /// What [`init`] set up; [`Telemetry::shutdown`] flushes it before the process exits.
 #[must_use = "call shutdown() before exiting, or buffered spans are lost"]

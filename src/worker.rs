@@ -8,7 +8,6 @@ use crate::broker::nodes::Unanswered;
 use crate::broker::shared::{ConsumerSettings, Shared};
 use crate::broker::topology::TopologyError;
 use crate::broker::{BrokerLink, Node, Nodes, Topology, dlq_depth, relay, scheduler};
-use crate::config::WorkerArgs;
 use crate::crypto::{DataKeys, Keyring};
 use crate::gateway::{ClientSettings, GatewayClient};
 use crate::handlers::{CircuitSettings, Context, GatewayDirectory};
@@ -25,6 +24,9 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+mod settings;
+pub use settings::{AmqpSettings, DbSettings, WorkerSettings};
 
 /// Messages per group-commit transaction at most.
 const MAX_COMMIT_BATCH: usize = 64;
@@ -46,12 +48,15 @@ pub struct RunningWorker {
 }
 
 /// Runs the worker until `shutdown` is cancelled, then shuts down gracefully.
-pub async fn run(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(args: WorkerSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     start(args, shutdown).await?.task.await?
 }
 
 /// Migrates, binds the admin server and starts consuming in the background.
-pub async fn start(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
+pub async fn start(
+    args: WorkerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningWorker> {
     let (pools, keys) = Pools::open(&args).await?;
     let commits = CommitWatch::default();
     let link = BrokerLink::default();
@@ -119,7 +124,7 @@ struct Pools {
 
 impl Pools {
     /// The pools (the database created and migrated on the way) and the keyring.
-    async fn open(args: &WorkerArgs) -> anyhow::Result<(Self, Keyring)> {
+    async fn open(args: &WorkerSettings) -> anyhow::Result<(Self, Keyring)> {
         let url = &args.db.database_url;
         let timeouts = DbTimeouts {
             statement: Duration::from_millis(args.db_statement_timeout_ms),
@@ -171,7 +176,7 @@ async fn watch_gateways(
 
 /// What the handlers decide with: the pool, the keys, the gateways and their client.
 fn handler_context(
-    args: &WorkerArgs,
+    args: &WorkerSettings,
     pool: &sqlx::PgPool,
     keys: Keyring,
     gateways: Arc<GatewayDirectory>,
@@ -190,7 +195,7 @@ fn handler_context(
 
 /// The commit loop, on its own pool; it hands what it committed to the relay.
 fn spawn_committer(
-    args: &WorkerArgs,
+    args: &WorkerSettings,
     commit_pool: &sqlx::PgPool,
     keys: Keyring,
     supervisor: &Supervisor,
@@ -207,7 +212,7 @@ fn spawn_committer(
     Committer::spawn(commit_pool.clone(), settings, supervisor, events_committed)
 }
 
-fn topology(args: &WorkerArgs) -> Topology {
+fn topology(args: &WorkerSettings) -> Topology {
     Topology::new(
         &args.amqp.exchange,
         &args.amqp.queue,
@@ -216,7 +221,7 @@ fn topology(args: &WorkerArgs) -> Topology {
     )
 }
 
-fn consumer_settings(args: &WorkerArgs) -> ConsumerSettings {
+fn consumer_settings(args: &WorkerSettings) -> ConsumerSettings {
     ConsumerSettings {
         prefetch: args.prefetch,
         max_attempts: args.max_attempts,
@@ -228,7 +233,7 @@ fn consumer_settings(args: &WorkerArgs) -> ConsumerSettings {
 
 /// The retention pruner, until shutdown.
 fn spawn_pruner(
-    args: &WorkerArgs,
+    args: &WorkerSettings,
     pool: &sqlx::PgPool,
     supervisor: &Supervisor,
     shutdown: &CancellationToken,
@@ -279,7 +284,7 @@ struct AdminServers {
 }
 
 impl AdminServers {
-    async fn serve(args: &WorkerArgs, state: AdminState) -> anyhow::Result<Self> {
+    async fn serve(args: &WorkerSettings, state: AdminState) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         let (addr, task) = admin::serve(args.admin_addr, state.clone(), stop.clone()).await?;
         let metrics = match args.metrics_addr {
@@ -330,7 +335,7 @@ impl Closing {
 /// The pool (the database created and migrated, plaintext secrets of an earlier version
 /// sealed) and the keyring. Refuses, in one line, keys that cannot open what is stored.
 async fn open_store(
-    args: &WorkerArgs,
+    args: &WorkerSettings,
     connections: u32,
     timeouts: DbTimeouts,
 ) -> anyhow::Result<(sqlx::PgPool, Keyring)> {

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use wallet_worker::domain::commands::Customer;
 use wallet_worker::domain::ids::{CustomerId, GatewayId, OrderId};
 use wallet_worker::domain::{ExternalPayment, Order, OrderStatus, Secret};
-use wallet_worker::gateway::sim::{self, SimConfig, SimStats};
 use wallet_worker::gateway::{
     ClientSettings, GatewayClient, GatewayError, GatewayTarget, SaveRequest, Tokens, sign,
     validate_token_url, verify,
 };
+use wallet_worker::tools::gateway_sim::{self as sim, SimConfig, SimStats};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Match, Mock, MockServer, Request, Respond, ResponseTemplate};
 

@@ -1,7 +1,7 @@
 //! The nodes of one RabbitMQ cluster, from a comma-separated `AMQP_URL` (docs/interface.md, AMQP topology):
 //! connect to the first that answers, and after a node went away, to the next one.
 
-use crate::config::redact_url;
+use crate::secrets::redact_url;
 use lapin::Connection;
 use std::fmt;
 use std::sync::{Arc, RwLock};

@@ -3,8 +3,8 @@
 //! is tried again is decided here only: by its kind ([`ErrorKind::is_transient`]) and
 //! the attempts left.
 
-use super::retry;
 use super::shared::ConsumerSettings;
+use crate::backoff;
 use crate::domain::ErrorKind;
 use crate::handlers::RetryLater;
 use std::time::Duration;
@@ -85,7 +85,7 @@ pub fn on_failure(failure: RetryLater, known: &Known, settings: &ConsumerSetting
     if !failure.kind.is_transient() || exhausted {
         return known.dead_letter(failure.kind, failure.detail, attempts);
     }
-    let backoff = retry::backoff(
+    let backoff = backoff::retry_delay(
         attempts.max(1),
         settings.retry_base_ms,
         settings.retry_max_ms,

@@ -1,8 +1,7 @@
 //! `gateway-sim`: serve the local token_url until SIGINT/SIGTERM.
 
 use crate::config::GatewaySimArgs;
-use crate::gateway::SimConfig;
-use crate::gateway::sim;
+use crate::tools::gateway_sim::{self as sim, SimConfig};
 use anyhow::{Context, bail};
 use std::time::Duration;
 

@@ -3,14 +3,16 @@
 //! missing, so CI can gate on it.
 
 use crate::config::LoadgenArgs;
-use crate::loadgen::{self, LoadgenConfig, Report};
+use crate::tools::charts;
+use crate::tools::loadgen::{self, LoadgenConfig, Report};
 use anyhow::{Context, bail};
+use std::time::Duration;
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
-    let config = LoadgenConfig::from_args(&args)?;
+    let config = config(&args)?;
     let report = loadgen::run(config, !args.json).await?;
     if let Some(path) = &args.report {
-        std::fs::write(path, loadgen::report_html(&report))
+        std::fs::write(path, charts::render(&report))
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
@@ -36,4 +38,20 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
         );
     }
     Ok(report)
+}
+
+/// What to publish, from the flags, validated (a random seed unless `--seed` is given).
+fn config(args: &LoadgenArgs) -> anyhow::Result<LoadgenConfig> {
+    let config = LoadgenConfig {
+        amqp_url: args.amqp.amqp_url.clone(),
+        exchange: args.amqp.exchange.clone(),
+        count: args.count,
+        rate: args.rate,
+        save_ratio: args.save_ratio,
+        gateway_id: args.gateway_id.clone(),
+        timeout: Duration::from_secs(args.timeout_secs),
+        seed: args.seed.unwrap_or_else(rand::random),
+    };
+    config.validate()?;
+    Ok(config)
 }

@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod gateway_sim;
 pub mod keys;
 pub mod loadgen;
+mod settings;
 pub mod upgrade;
 pub mod wallet;
 

@@ -198,7 +198,7 @@ pub async fn spawn_worker_with(args: WorkerArgs) -> TestWorker {
         .await
         .expect("confirms");
     let shutdown = CancellationToken::new();
-    let running = wallet_worker::worker::start(args.clone(), shutdown.clone())
+    let running = wallet_worker::worker::start(args.clone().into(), shutdown.clone())
         .await
         .expect("worker starts");
     let events = event_consumer(&channel, &args).await;

@@ -109,7 +109,7 @@ async fn a_row_under_a_key_the_worker_lacks_makes_it_unready_naming_the_key_and_
     // `run` without any key.
     let mut args = w.args.clone();
     args.admin_addr.set_port(0);
-    let refused = wallet_worker::worker::start(args, Default::default()).await;
+    let refused = wallet_worker::worker::start(args.into(), Default::default()).await;
     let line = wallet_worker::cli::one_line(&refused.err().expect("refused"));
     assert!(
         line.contains("old-2025") && line.contains("WALLET_ENCRYPTION_KEYS"),

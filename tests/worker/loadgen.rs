@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wallet_worker::domain::Secret;
-use wallet_worker::gateway::{SimConfig, SimStats, sim};
-use wallet_worker::loadgen::{self, LoadgenConfig};
+use wallet_worker::tools::gateway_sim::{self as sim, SimConfig, SimStats};
+use wallet_worker::tools::loadgen::{self, LoadgenConfig};
 
 /// Serves the gateway-sim on a free port, signed with the test gateway secret, and
 /// registers it as gateway `sim` in the worker's database.

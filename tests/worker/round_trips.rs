@@ -28,7 +28,7 @@ async fn a_commit_transaction_takes_at_most_six_round_trips_whatever_it_holds() 
     // The worker under test talks to Postgres only through the counter; the test's own
     // queries use the setup worker's pool, which goes straight to Postgres.
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = wallet_worker::worker::start(args, shutdown.clone())
+    let running = wallet_worker::worker::start(args.into(), shutdown.clone())
         .await
         .expect("worker starts");
     setup

@@ -75,7 +75,10 @@ async fn a_worker_started_while_postgres_turns_connections_away_waits_then_start
     .expect("create role");
 
     let shutdown = CancellationToken::new();
-    let mut starting = tokio::spawn(wallet_worker::worker::start(args.clone(), shutdown.clone()));
+    let mut starting = tokio::spawn(wallet_worker::worker::start(
+        args.clone().into(),
+        shutdown.clone(),
+    ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !logs.contains("Postgres turns connections away for now") {
         if starting.is_finished() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wallet_worker::config::{AmqpArgs, LoadgenArgs};
 use wallet_worker::domain::Secret;
-use wallet_worker::gateway::{SimConfig, SimStats, sim};
+use wallet_worker::tools::gateway_sim::{self as sim, SimConfig, SimStats};
 
 /// Serves the gateway-sim on a free port and registers it as gateway `sim`.
 async fn serve_sim(w: &TestWorker) -> CancellationToken {

@@ -2,7 +2,7 @@
 //! events said. The publisher registers expectations before it publishes (so an event
 //! can never arrive first), the event consumer matches events by `causation_id`.
 
-use super::report::{Latency, Report};
+use super::report::{Latency, Report, SavedSource};
 use super::timeline::Timeline;
 use hdrhistogram::Histogram;
 use serde_json::Value;
@@ -10,13 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::Notify;
-
-/// A source the worker saved during the run, from its `wallet.saved` event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SavedSource {
-    pub customer_id: String,
-    pub source_id: String,
-}
 
 /// Shared between the publisher, the confirm task and the event consumer.
 pub(crate) struct Tracker {
@@ -48,6 +41,56 @@ struct State {
     saved_reused: u64,
     duplicates: u64,
     saved: Vec<SavedSource>,
+}
+
+impl State {
+    /// Counts what a completion event of this run says: a save (new or reused, and the
+    /// source for follow-up messages), a removal, or a refusal by reason.
+    fn tally(&mut self, routing_key: &str, data: &Value) {
+        match routing_key {
+            "wallet.saved" => {
+                if data["created"] == true {
+                    self.saved_created += 1;
+                } else {
+                    self.saved_reused += 1;
+                }
+                if let (Some(customer), Some(source)) = (
+                    data["customer_id"].as_str(),
+                    data["customer_payment_source"]["id"].as_str(),
+                ) {
+                    self.saved.push(SavedSource {
+                        customer_id: customer.to_owned(),
+                        source_id: source.to_owned(),
+                    });
+                }
+            }
+            "wallet.removed" => {
+                // A removed source is not attached or changed again by this run.
+                if let Some(source) = data["customer_payment_source_id"].as_str() {
+                    self.saved.retain(|saved| saved.source_id != source);
+                }
+            }
+            "wallet.dead_lettered" => {
+                let error = data["error"].as_str().unwrap_or("unknown");
+                *self
+                    .refusals
+                    .entry(format!("dead_lettered: {error}"))
+                    .or_default() += 1;
+            }
+            "wallet.save_failed"
+            | "wallet.attach_rejected"
+            | "wallet.remove_rejected"
+            | "wallet.default_rejected" => {
+                let reason = data["reason"].as_str().unwrap_or("unknown");
+                let verb = routing_key.trim_start_matches("wallet.");
+                *self
+                    .refusals
+                    .entry(format!("{verb}: {reason}"))
+                    .or_default() += 1;
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Tracker {
@@ -131,50 +174,7 @@ impl Tracker {
         state.last_completion = Some(now);
         state.answered_up_to = state.answered_up_to.max(seq);
         *state.completed.entry(routing_key.to_owned()).or_default() += 1;
-        let data = &event["data"];
-        match routing_key {
-            "wallet.saved" => {
-                if data["created"] == true {
-                    state.saved_created += 1;
-                } else {
-                    state.saved_reused += 1;
-                }
-                if let (Some(customer), Some(source)) = (
-                    data["customer_id"].as_str(),
-                    data["customer_payment_source"]["id"].as_str(),
-                ) {
-                    state.saved.push(SavedSource {
-                        customer_id: customer.to_owned(),
-                        source_id: source.to_owned(),
-                    });
-                }
-            }
-            "wallet.removed" => {
-                // A removed source is not attached or changed again by this run.
-                if let Some(source) = data["customer_payment_source_id"].as_str() {
-                    state.saved.retain(|saved| saved.source_id != source);
-                }
-            }
-            "wallet.dead_lettered" => {
-                let error = data["error"].as_str().unwrap_or("unknown");
-                *state
-                    .refusals
-                    .entry(format!("dead_lettered: {error}"))
-                    .or_default() += 1;
-            }
-            "wallet.save_failed"
-            | "wallet.attach_rejected"
-            | "wallet.remove_rejected"
-            | "wallet.default_rejected" => {
-                let reason = data["reason"].as_str().unwrap_or("unknown");
-                let verb = routing_key.trim_start_matches("wallet.");
-                *state
-                    .refusals
-                    .entry(format!("{verb}: {reason}"))
-                    .or_default() += 1;
-            }
-            _ => {}
-        }
+        state.tally(routing_key, &event["data"]);
         drop(state);
         self.changed.notify_waiters();
     }

@@ -3,8 +3,8 @@
 //! confirms are awaited in the background, so publishing never waits a round trip.
 
 use super::message::Message;
-use super::report::Report;
-use super::tracker::{SavedSource, Tracker};
+use super::report::{Report, SavedSource};
+use super::tracker::Tracker;
 use crate::broker::publish::{PublishError, check};
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -14,7 +14,7 @@ use lapin::options::{
     QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::{Channel, Connection, Consumer, ExchangeKind};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -62,51 +62,7 @@ impl Session {
         let (connection, _node) = crate::broker::connect_any(amqp_url, "loadgen")
             .await
             .context("cannot reach the broker at AMQP_URL")?;
-        let events_channel = connection.create_channel().await?;
-        events_channel
-            .exchange_declare(
-                exchange.into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("cannot declare the topic exchange {exchange}"))?;
-        let private = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        };
-        let queue = events_channel
-            .queue_declare("".into(), private, FieldTable::default())
-            .await?;
-        for key in COMPLETION_EVENTS {
-            let (name, options) = (queue.name().clone(), QueueBindOptions::default());
-            events_channel
-                .queue_bind(
-                    name,
-                    exchange.into(),
-                    key.into(),
-                    options,
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        let no_ack = BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        let mut events = events_channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                no_ack,
-                FieldTable::default(),
-            )
-            .await?;
+        let mut events = completion_events(&connection, exchange).await?;
         let tracker = Arc::new(Tracker::new(run));
         let events_task = tokio::spawn({
             let tracker = tracker.clone();
@@ -225,6 +181,58 @@ impl Session {
         }
         Ok(self.tracker.report(seed))
     }
+}
+
+/// A private queue (gone with the connection) bound to every completion event on
+/// `exchange`, declared if need be, and a consumer of it.
+async fn completion_events(connection: &Connection, exchange: &str) -> anyhow::Result<Consumer> {
+    let events_channel = connection.create_channel().await?;
+    events_channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("cannot declare the topic exchange {exchange}"))?;
+    let private = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let queue = events_channel
+        .queue_declare("".into(), private, FieldTable::default())
+        .await?;
+    for key in COMPLETION_EVENTS {
+        let (name, options) = (queue.name().clone(), QueueBindOptions::default());
+        events_channel
+            .queue_bind(
+                name,
+                exchange.into(),
+                key.into(),
+                options,
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let events = events_channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await?;
+    // The consumer keeps its channel open, as it did when this was all `open`.
+    Ok(events)
 }
 
 /// Awaits confirms in publish order (the broker confirms in order, so this is not a

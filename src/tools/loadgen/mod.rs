@@ -5,21 +5,17 @@
 
 mod message;
 mod report;
-mod report_html;
 mod session;
 mod timeline;
 mod tracker;
 mod traffic;
 
 pub use message::Message;
-pub use report::{Latency, Report};
-pub use report_html::render as report_html;
+pub use report::{Latency, Report, SavedSource};
 pub use session::{COMPLETION_EVENTS, Session};
 pub use timeline::{MAX_POINTS as TIMELINE_MAX_POINTS, Point as TimelinePoint};
-pub use tracker::SavedSource;
 pub use traffic::attach_data;
 
-use crate::config::LoadgenArgs;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -47,22 +43,6 @@ pub struct LoadgenConfig {
 }
 
 impl LoadgenConfig {
-    /// From the command line, validated (a random seed unless `--seed` is given).
-    pub fn from_args(args: &LoadgenArgs) -> anyhow::Result<Self> {
-        let config = Self {
-            amqp_url: args.amqp.amqp_url.clone(),
-            exchange: args.amqp.exchange.clone(),
-            count: args.count,
-            rate: args.rate,
-            save_ratio: args.save_ratio,
-            gateway_id: args.gateway_id.clone(),
-            timeout: Duration::from_secs(args.timeout_secs),
-            seed: args.seed.unwrap_or_else(rand::random),
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.count == 0 {
             bail!("--count must be at least 1");

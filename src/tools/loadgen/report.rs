@@ -1,7 +1,6 @@
 //! What a load test measured, as one JSON object for scripts or a short table for people.
 
 use super::timeline::Point;
-use super::tracker::SavedSource;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -54,6 +53,13 @@ pub struct Report {
     /// Sources saved during the run (for follow-up messages; not printed).
     #[serde(skip)]
     pub saved_sources: Vec<SavedSource>,
+}
+
+/// A source the worker saved during the run, from its `wallet.saved` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedSource {
+    pub customer_id: String,
+    pub source_id: String,
 }
 
 /// Latency percentiles in milliseconds (0 when nothing completed).

@@ -5,7 +5,7 @@
 //! never swallowed by the worker's idempotency.
 
 use super::message::Message;
-use super::tracker::SavedSource;
+use super::report::SavedSource;
 use rand::distr::Alphanumeric;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};

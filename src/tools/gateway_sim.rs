@@ -2,9 +2,10 @@
 //! tests. It checks signatures and idempotency keys like a real gateway, answers with
 //! deterministic tokens, and can add latency and inject 503s.
 
-use super::signature::{hmac_sha256, verify};
-use super::sim_store::{AnswerStore, Stored};
+mod store;
+
 use crate::domain::Secret;
+use crate::gateway::signature::{hmac_sha256, verify};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -17,6 +18,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+use store::{AnswerStore, Stored};
 
 /// Stored answers kept for idempotent replay; the oldest are forgotten beyond this.
 const MAX_STORED_ANSWERS: usize = 100_000;
@@ -98,6 +100,9 @@ struct Sim {
     answers: AnswerStore,
 }
 
+/// Why a request is refused before any waiting: its status, error code and message.
+type Refused = (StatusCode, &'static str, &'static str);
+
 /// What the sim needs from the JSON:API document.
 struct SaveDocument {
     customer_id: String,
@@ -105,31 +110,13 @@ struct SaveDocument {
     metadata: Map<String, Value>,
 }
 
+/// `POST /token`: checks the request, waits the configured latency, then replays the
+/// answer stored for its key, injects a 503, or answers and stores the answer.
 async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     sim.stats.requests.fetch_add(1, Relaxed);
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-    };
-    let signed =
-        header("x-commercelayer-signature").is_some_and(|s| verify(&body, &sim.config.secret, s));
-    if !signed {
-        sim.stats.signature_failures.fetch_add(1, Relaxed);
-        let message = "X-CommerceLayer-Signature is missing or does not match the body";
-        return refusal(StatusCode::UNAUTHORIZED, "invalid_signature", message);
-    }
-    let Some(key) = header("idempotency-key") else {
-        return refusal(
-            StatusCode::BAD_REQUEST,
-            "missing_idempotency_key",
-            "Idempotency-Key is required",
-        );
-    };
-    let Some(document) = parse(&body) else {
-        let message = "the body is not an external_payments document with an included customer";
-        return refusal(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let (key, document) = match sim.check(&headers, &body) {
+        Ok(request) => request,
+        Err((status, code, message)) => return refusal(status, code, message),
     };
     if !sim.config.latency.is_zero() {
         tokio::time::sleep(sim.config.latency).await;
@@ -169,6 +156,41 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
 }
 
 impl Sim {
+    /// A request as a real gateway checks it, before any waiting: signed with the
+    /// secret, with an `Idempotency-Key`, a document the sim understands. Its key and
+    /// document, or the refusal.
+    fn check<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        body: &[u8],
+    ) -> Result<(&'h str, SaveDocument), Refused> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+        };
+        let signed = header("x-commercelayer-signature")
+            .is_some_and(|s| verify(body, &self.config.secret, s));
+        if !signed {
+            self.stats.signature_failures.fetch_add(1, Relaxed);
+            let message = "X-CommerceLayer-Signature is missing or does not match the body";
+            return Err((StatusCode::UNAUTHORIZED, "invalid_signature", message));
+        }
+        let Some(key) = header("idempotency-key") else {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "missing_idempotency_key",
+                "Idempotency-Key is required",
+            ));
+        };
+        let Some(document) = parse(body) else {
+            let message = "the body is not an external_payments document with an included customer";
+            return Err((StatusCode::BAD_REQUEST, "invalid_request", message));
+        };
+        Ok((key, document))
+    }
+
     fn answer(&self, doc: &SaveDocument) -> (StatusCode, Value) {
         if doc.payment_source_token.starts_with("tok_refuse") {
             let error = json!({"code": "card_declined", "message": "the card was declined"});

@@ -2,8 +2,11 @@
 //! drawn here as inline SVG, no script, nothing fetched — with throughput and latency
 //! percentiles second by second, the outcome mix, and the figures the text report prints.
 
-use super::report::Report;
-use crate::html::{Bar, LineChart, Series, bar_chart, escape, line_chart};
+mod bar;
+
+use super::loadgen::{Report, TimelinePoint};
+use crate::html::{LineChart, Series, escape, line_chart};
+use bar::{Bar, bar_chart};
 use std::fmt::Write as _;
 
 const STYLE: &str = r#"
@@ -156,7 +159,7 @@ fn throughput_chart(report: &Report, step: u64) -> String {
 }
 
 fn latency_chart(report: &Report) -> String {
-    let series = |name, color, pick: fn(&super::TimelinePoint) -> Option<f64>| Series {
+    let series = |name, color, pick: fn(&TimelinePoint) -> Option<f64>| Series {
         name,
         color,
         points: report
@@ -255,7 +258,6 @@ fn published_table(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadgen::TimelinePoint;
 
     #[test]
     fn the_page_is_self_contained_and_draws_every_second() {
