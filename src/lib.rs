@@ -18,6 +18,7 @@ pub mod broker;
 pub mod crypto;
 pub mod dead_letter_view;
 pub mod domain;
+pub mod error_chain;
 pub mod faults;
 pub mod gateway;
 pub mod handlers;

@@ -3,12 +3,11 @@
 //! ([`propagation`]); spans are exported over OTLP/HTTP (protobuf) only when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set:
 //! without it no tracer is installed and spans cost what they did before. Errors are
-//! logged with their causes ([`ErrorChain`]).
+//! logged with their causes ([`crate::error_chain::ErrorChain`]).
 
-mod chain;
 pub mod propagation;
 
-pub use chain::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};

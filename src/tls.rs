@@ -6,7 +6,7 @@
 //! The trust is process-wide, as rustls's default provider is: [`configure`] sets it once
 //! at start-up; a process that never calls it trusts the OS store alone.
 
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 use anyhow::{Context, bail};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;

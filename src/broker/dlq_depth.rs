@@ -3,8 +3,8 @@
 //! session lasts. It counts ready messages: while a `dlq` command holds some of them
 //! (see [`super::dlq`]), the gauge shows fewer.
 
+use crate::error_chain::ErrorChain;
 use crate::metrics as m;
-use crate::telemetry::ErrorChain;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};

@@ -15,10 +15,10 @@
 pub mod record;
 
 use crate::crypto::Keyring;
+use crate::error_chain::ErrorChain;
 use crate::metrics as m;
 use crate::store::dead_letters::{NewDeadLetter, ingest};
 use crate::store::outbox::PendingEvent;
-use crate::telemetry::ErrorChain;
 use futures::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;

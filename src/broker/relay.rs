@@ -15,9 +15,9 @@
 use super::publish::{self, PublishError};
 use super::{amqp_json, headers};
 use crate::crypto::Keyring;
+use crate::error_chain::ErrorChain;
 use crate::metrics as m;
 use crate::store::outbox::{self, PendingEvent};
-use crate::telemetry::ErrorChain;
 use backon::Retryable;
 use futures::future::try_join_all;
 use lapin::Channel;

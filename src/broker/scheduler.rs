@@ -9,9 +9,9 @@
 
 use super::publish::{PublishError, check, confirmed};
 use crate::crypto::Keyring;
+use crate::error_chain::ErrorChain;
 use crate::metrics as m;
 use crate::store::delayed::{self, Due};
-use crate::telemetry::ErrorChain;
 use lapin::Channel;
 use lapin::options::BasicPublishOptions;
 use sqlx::PgPool;

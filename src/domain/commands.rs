@@ -2,7 +2,7 @@
 
 use super::ids::{CustomerId, GatewayId, OrderId, SourceId};
 use super::limits::{
-    MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_KEYS, MAX_TEXT_LEN, MAX_TOKEN_LEN,
+    MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_KEYS, MAX_TEXT_LEN, MAX_TOKEN_LEN, text,
 };
 use super::rejection::Rejection;
 use super::secret::Secret;
@@ -286,23 +286,6 @@ impl SourceRef {
             )?,
         })
     }
-}
-
-/// A non-empty string of at most `max` bytes without control characters.
-pub(crate) fn text(value: &str, field: &str, max: usize) -> Result<String, Rejection> {
-    if value.is_empty() {
-        return Err(Rejection::new(field, "must not be empty"));
-    }
-    if value.len() > max {
-        return Err(Rejection::new(
-            field,
-            format!("longer than the {max}-byte limit"),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(Rejection::new(field, "contains control characters"));
-    }
-    Ok(value.to_owned())
 }
 
 fn optional_text(value: Option<String>, field: &str) -> Result<Option<String>, Rejection> {

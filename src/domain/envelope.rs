@@ -1,9 +1,9 @@
 //! The message envelope (docs/interface.md, message envelope) and the parse from raw AMQP delivery to a typed
 //! [`Inbound`] message. Parsing does no I/O and rejects bad input before any side effect.
 
-use super::commands::{Command, OrderPlaced, SourceRef, WalletAttach, WalletSave, text};
+use super::commands::{Command, OrderPlaced, SourceRef, WalletAttach, WalletSave};
 use super::ids::MessageId;
-use super::limits::{MAX_BODY_BYTES, MAX_ID_LEN, MAX_JSON_DEPTH, json_depth_exceeds};
+use super::limits::{MAX_BODY_BYTES, MAX_ID_LEN, MAX_JSON_DEPTH, json_depth_exceeds, text};
 use super::message_type::MessageType;
 pub use super::rejection::Rejection;
 use chrono::{DateTime, Utc};

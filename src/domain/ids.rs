@@ -5,8 +5,8 @@
 //!
 //! On the wire (serde) and in the database (sqlx) an id is its plain text.
 
-use super::commands::text;
 use super::limits::MAX_ID_LEN;
+use super::limits::text;
 use super::rejection::Rejection;
 use rand::RngExt;
 use rand::distr::Alphanumeric;

@@ -1,5 +1,7 @@
 //! Input bounds, checked before any allocation-heavy work (docs/operations.md, failure handling).
 
+use super::rejection::Rejection;
+
 /// Largest accepted message body (docs/operations.md, failure handling: over 256 KiB is malformed).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Deepest accepted JSON nesting; real messages use 5 levels.
@@ -44,6 +46,23 @@ pub fn json_depth_exceeds(body: &[u8], limit: usize) -> bool {
         }
     }
     false
+}
+
+/// A non-empty string of at most `max` bytes without control characters.
+pub(crate) fn text(value: &str, field: &str, max: usize) -> Result<String, Rejection> {
+    if value.is_empty() {
+        return Err(Rejection::new(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Rejection::new(
+            field,
+            format!("longer than the {max}-byte limit"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Rejection::new(field, "contains control characters"));
+    }
+    Ok(value.to_owned())
 }
 
 #[cfg(test)]

@@ -11,9 +11,9 @@
 //! database to the messages.
 
 use super::dead_letters;
+use crate::error_chain::ErrorChain;
 use crate::metrics as m;
 use crate::supervisor::Supervisor;
-use crate::telemetry::ErrorChain;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::time::Duration;

@@ -18,9 +18,9 @@ pub use show::show;
 
 use super::Console;
 use super::layout::{self, Nav, Notice, or_dash};
+use crate::error_chain::ErrorChain;
 use crate::html::{escape, query_value};
 use crate::store::dead_letters::query::{self, OTHER, Summary, UNKNOWN};
-use crate::telemetry::ErrorChain;
 use axum::extract::{Query, State};
 use axum::response::Html;
 use std::fmt::Write as _;

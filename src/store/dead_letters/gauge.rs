@@ -3,8 +3,8 @@
 //! is scraped: one small query per scrape, none while nobody looks. Every replica
 //! reports the same store; alerts take the max.
 
+use crate::error_chain::ErrorChain;
 use crate::metrics as m;
-use crate::telemetry::ErrorChain;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::time::Duration;

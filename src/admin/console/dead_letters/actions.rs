@@ -7,10 +7,10 @@
 use crate::admin::console::layout::Notice;
 use crate::admin::console::{Console, auth, forbidden};
 use crate::domain::MessageType;
+use crate::error_chain::ErrorChain;
 use crate::store::audit;
 use crate::store::dead_letters::replay::{self, By};
 use crate::store::dead_letters::{Cursor, Filter, purge};
-use crate::telemetry::ErrorChain;
 use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

@@ -3,10 +3,10 @@
 
 use crate::admin::console::Console;
 use crate::admin::console::layout::{self, Nav, Notice};
+use crate::error_chain::ErrorChain;
 use crate::html::escape;
 use crate::store::audit;
 use crate::store::dead_letters::time_text;
-use crate::telemetry::ErrorChain;
 use axum::extract::State;
 use axum::response::Html;
 use std::fmt::Write as _;

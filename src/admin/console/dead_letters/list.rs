@@ -6,9 +6,9 @@
 use super::super::Console;
 use super::super::layout::{self, Nav, Notice};
 use crate::dead_letter_view::{self as view, or_dash};
+use crate::error_chain::ErrorChain;
 use crate::html::{escape, query_value};
 use crate::store::dead_letters::{Cursor, DeadLetter, Filter, query, time_text};
-use crate::telemetry::ErrorChain;
 use axum::extract::{Query, State};
 use axum::response::Html;
 use serde::Deserialize;

@@ -5,9 +5,9 @@
 use crate::admin::console::Console;
 use crate::admin::console::layout::{self, Nav, Notice, or_dash};
 use crate::dead_letter_view::{self as view, DisplayBody};
+use crate::error_chain::ErrorChain;
 use crate::html::escape;
 use crate::store::dead_letters::{DeadLetter, query, time_text};
-use crate::telemetry::ErrorChain;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
