@@ -3,14 +3,16 @@
 //! sends on (the signed token_url request, the outbound events) and checked; a rejected
 //! one must name its field and must not echo anything secret (docs/operations.md, failure handling; docs/interface.md, secrets).
 //!
-//! Input layout: byte 0 selects the routing key (bits 0-1) and whether a `message_id`
-//! is present (bit 2); with one, it runs up to the first NUL byte, the body follows.
+//! Input layout: byte 0 selects the routing key (bits 0, 1 and 3) and whether a
+//! `message_id` is present (bit 2); with one, it runs up to the first NUL byte, the body follows.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
-use wallet_worker::domain::events::{self, AttachRejection, SaveFailure, SourceSummary};
+use wallet_worker::domain::events::{
+    self, AttachRejection, SaveFailure, SourceSummary, WalletChange, WalletRejection,
+};
 use wallet_worker::domain::ids::SourceId;
 use wallet_worker::domain::limits::{
     MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_KEYS, MAX_TEXT_LEN, MAX_TOKEN_LEN,
@@ -18,18 +20,22 @@ use wallet_worker::domain::limits::{
 use wallet_worker::domain::{self, Command, Inbound, PaymentSource, RawMessage, Rejection, Secret};
 use wallet_worker::gateway::{SaveRequest, sign, verify};
 
-const ROUTING_KEYS: [&str; 4] = [
+const ROUTING_KEYS: [&str; 8] = [
     "order.placed",
     "wallet.save",
     "wallet.attach",
     "order.cancelled",
+    "wallet.remove",
+    "wallet.set_default",
+    "wallet.saved",
+    "",
 ];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let routing_key = ROUTING_KEYS[usize::from(selector & 3)];
+    let routing_key = ROUTING_KEYS[usize::from(selector & 3) | usize::from(selector & 8) >> 1];
     let (message_id, body) = match (selector & 4 != 0, rest.iter().position(|&b| b == 0)) {
         (true, Some(end)) => (std::str::from_utf8(&rest[..end]).ok(), &rest[end + 1..]),
         _ => (None, rest),
@@ -86,7 +92,29 @@ fn accepted(inbound: &Inbound, raw: RawMessage<'_>) {
             };
             event_round_trips(inbound, "wallet.attach_rejected", rejected);
         }
+        Command::WalletRemove(target) => wallet_change(inbound, target, WalletChange::Remove),
+        Command::WalletSetDefault(target) => {
+            wallet_change(inbound, target, WalletChange::SetDefault)
+        }
     }
+}
+
+/// A `wallet.remove` or `wallet.set_default`: bounded ids, and its refusal published
+/// under the key of that change.
+fn wallet_change(inbound: &Inbound, target: &domain::SourceRef, change: WalletChange) {
+    bounded(&target.customer_id, MAX_ID_LEN);
+    bounded(&target.customer_payment_source_id, MAX_ID_LEN);
+    let key = match change {
+        WalletChange::Remove => "wallet.remove_rejected",
+        WalletChange::SetDefault => "wallet.default_rejected",
+    };
+    let rejected = events::WalletChangeRejected {
+        change,
+        customer_id: target.customer_id.clone(),
+        customer_payment_source_id: target.customer_payment_source_id.clone(),
+        reason: WalletRejection::NotFound,
+    };
+    event_round_trips(inbound, key, rejected);
 }
 
 fn order_placed(inbound: &Inbound, placed: &domain::OrderPlaced, json: &Value) {
@@ -142,6 +170,7 @@ fn order_placed(inbound: &Inbound, placed: &domain::OrderPlaced, json: &Value) {
             gateway_id: payment.gateway_id.clone(),
             name: "Visa ending in 4242".into(),
             metadata: payment.metadata.clone(),
+            default: true,
         },
         created: true,
     };
@@ -182,7 +211,10 @@ fn rejected(rejection: &Rejection, body: &[u8]) {
     // A reason quotes nothing: serde quotes values (strings in double quotes, numbers
     // and booleans in backticks), and a value may be a token whatever its JSON type.
     let reason = &rejection.reason;
-    assert!(!reason.contains(['`', '"']), "rejection quotes a value: {text}");
+    assert!(
+        !reason.contains(['`', '"']),
+        "rejection quotes a value: {text}"
+    );
     // The reason's own words may coincide with a short or wordy token (libFuzzer learns
     // `missing field` from our comparisons), so only token-like values are looked for:
     // 8+ bytes with a letter and a digit, or 8+ digits (a card number sent as a number).
@@ -198,7 +230,8 @@ fn rejected(rejection: &Rejection, body: &[u8]) {
 
 fn looks_like_a_token(value: &str) -> bool {
     let digits = value.bytes().filter(u8::is_ascii_digit).count();
-    value.len() >= 8 && (digits >= 8 || (digits > 0 && value.bytes().any(|b| b.is_ascii_alphabetic())))
+    value.len() >= 8
+        && (digits >= 8 || (digits > 0 && value.bytes().any(|b| b.is_ascii_alphabetic())))
 }
 
 /// Every string under a `payment_source_token` key, at any depth.
