@@ -192,8 +192,10 @@ async fn saved_events(channel: &Channel, exchange: &str) -> lapin::Consumer {
         .expect("consume")
 }
 
-/// Waits until the worker process declared its queue (a passive declare on a fresh
-/// channel each time: a failed one closes its channel).
+/// Waits until the worker process consumes its queue (a passive declare on a fresh
+/// channel each time: a failed one closes its channel). The queue exists a moment before
+/// its bindings do, and a message published in between is unroutable and gone; a
+/// consumer on it means the worker declared its whole topology first.
 async fn wait_for_queue(connection: &lapin::Connection, queue: &str) {
     let deadline = tokio::time::Instant::now() + START_PATIENCE;
     loop {
@@ -202,16 +204,16 @@ async fn wait_for_queue(connection: &lapin::Connection, queue: &str) {
             passive: true,
             ..Default::default()
         };
-        if channel
+        if let Ok(declared) = channel
             .queue_declare(queue.into(), passive, FieldTable::default())
             .await
-            .is_ok()
+            && declared.consumer_count() > 0
         {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the worker never declared {queue} over amqps"
+            "the worker never consumed {queue} over amqps"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
