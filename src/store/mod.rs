@@ -100,6 +100,15 @@ pub async fn connect_and_migrate_with(
     keys: Option<&crate::crypto::DataKeys>,
     timeouts: DbTimeouts,
 ) -> anyhow::Result<PgPool> {
+    let_in(|| create_and_migrate(url, max_connections, keys, timeouts)).await
+}
+
+/// Runs `connect` again while Postgres turns connections away for now, up to
+/// [`BUSY_WAIT`], each refusal logged; any other error is returned at once.
+async fn let_in<T, Fut>(connect: impl FnMut() -> Fut) -> anyhow::Result<T>
+where
+    Fut: Future<Output = anyhow::Result<T>>,
+{
     use backon::Retryable;
     let waits = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -107,7 +116,7 @@ pub async fn connect_and_migrate_with(
         .with_jitter()
         .without_max_times()
         .with_total_delay(Some(BUSY_WAIT));
-    (|| create_and_migrate(url, max_connections, keys, timeouts))
+    connect
         .retry(waits)
         .when(turned_away)
         .notify(|err, wait| {
@@ -174,6 +183,10 @@ pub async fn connect_existing(url: &str) -> anyhow::Result<PgPool> {
 /// [`connect_existing`] for a schema at migration `version` or later (`keys status`
 /// also reads a database whose upgrade is under way).
 pub async fn connect_existing_since(url: &str, version: i64) -> anyhow::Result<PgPool> {
+    let_in(|| open_existing(url, version)).await
+}
+
+async fn open_existing(url: &str, version: i64) -> anyhow::Result<PgPool> {
     use anyhow::{Context, bail};
     let name = connect_options(url)?
         .get_database()
