@@ -135,15 +135,18 @@ where
 const BUSY_WAIT: Duration = Duration::from_secs(30);
 
 /// Whether `err` is Postgres refusing connections for now: too many of them (SQLSTATE
-/// class 53) or not accepting any yet (57P03, starting up).
+/// class 53) or not accepting any yet (57P03, starting up). A pool retries those two
+/// itself until its acquire timeout and then reports only that it timed out; an
+/// address that does not answer fails a pool at once, so a timeout means "turned away".
 fn turned_away(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<sqlx::Error>(),
-            Some(sqlx::Error::Database(db))
-                if db.code().is_some_and(|code| code.starts_with("53") || code == "57P03")
-        )
-    })
+    err.chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|code| code.starts_with("53") || code == "57P03"),
+            Some(sqlx::Error::PoolTimedOut) => true,
+            _ => false,
+        })
 }
 
 async fn create_and_migrate(
