@@ -138,9 +138,21 @@ impl Names {
         }
         use sqlx::Connection;
         let url = format!("{}/postgres", crate::helpers::PG_BASE);
-        let mut connection = match sqlx::PgConnection::connect(&url).await {
-            Ok(connection) => connection,
-            Err(err) => return eprintln!("[cleanup] cannot reach Postgres: {err}"),
+        // A loaded machine's Postgres may be full for a moment ("too many clients"):
+        // try for a while before leaving anything behind.
+        let mut tries = 0;
+        let mut connection = loop {
+            match sqlx::PgConnection::connect(&url).await {
+                Ok(connection) => break connection,
+                Err(err) if tries < 50 => {
+                    tries += 1;
+                    if tries == 1 {
+                        eprintln!("[cleanup] Postgres refused, trying again: {err}");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(err) => return eprintln!("[cleanup] cannot reach Postgres: {err}"),
+            }
         };
         for name in &self.databases {
             let statement = format!(
