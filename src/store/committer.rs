@@ -202,24 +202,13 @@ fn hand_over(committed: &mpsc::UnboundedSender<Vec<PendingEvent>>, events: Vec<P
     }
 }
 
-/// Runs `jobs` in one transaction, rolled back explicitly on failure (a dropped
-/// transaction keeps its locks until its connection is reused).
+/// Runs `jobs` in one transaction ([`super::in_transaction`]).
 async fn run_transaction(
     pool: &PgPool,
     rules: &Rules,
     jobs: &[Work<'_>],
 ) -> sqlx::Result<(Vec<Committed>, Vec<PendingEvent>)> {
-    let mut tx = pool.begin().await?;
-    match apply_all(&mut tx, rules, jobs).await {
-        Ok(done) => {
-            tx.commit().await?;
-            Ok(done)
-        }
-        Err(err) => {
-            let _ = tx.rollback().await;
-            Err(err)
-        }
-    }
+    super::in_transaction(pool, async |conn| apply_all(conn, rules, jobs).await).await
 }
 
 /// Applies the batch's changes ([`effects::apply_batch`]) and writes all their events

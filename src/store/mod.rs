@@ -322,6 +322,25 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .acquire_timeout(Duration::from_secs(3))
 }
 
+/// Runs `work` in one transaction: committed when it succeeds, rolled back explicitly
+/// when it fails (a dropped transaction keeps its locks until its connection is reused).
+pub async fn in_transaction<T>(
+    pool: &PgPool,
+    work: impl AsyncFnOnce(&mut sqlx::PgConnection) -> sqlx::Result<T>,
+) -> sqlx::Result<T> {
+    let mut tx = pool.begin().await?;
+    match work(&mut tx).await {
+        Ok(done) => {
+            tx.commit().await?;
+            Ok(done)
+        }
+        Err(err) => {
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
+}
+
 /// Whether a database error means the database is unavailable for now (down, unwell,
 /// overloaded, or a statement or lock wait ran out of time): the delivery is held and
 /// the work tried again, as in an outage, without spending an attempt. Any other

@@ -27,17 +27,7 @@ pub async fn ingest(
     keys: &Keyring,
     letters: &[NewDeadLetter],
 ) -> sqlx::Result<Ingested> {
-    let mut tx = pool.begin().await?;
-    match store(&mut tx, keys, letters).await {
-        Ok(events) => {
-            tx.commit().await?;
-            Ok(events)
-        }
-        Err(err) => {
-            let _ = tx.rollback().await;
-            Err(err)
-        }
-    }
+    crate::store::in_transaction(pool, async |conn| store(conn, keys, letters).await).await
 }
 
 async fn store(

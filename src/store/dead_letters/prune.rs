@@ -17,17 +17,7 @@ pub async fn batch(
     from: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
-    let mut tx = pool.begin().await?;
-    match delete(&mut tx, cutoff, from, limit).await {
-        Ok(done) => {
-            tx.commit().await?;
-            Ok(done)
-        }
-        Err(err) => {
-            let _ = tx.rollback().await;
-            Err(err)
-        }
-    }
+    crate::store::in_transaction(pool, async |conn| delete(conn, cutoff, from, limit).await).await
 }
 
 async fn delete(

@@ -17,17 +17,10 @@ pub async fn batch(
     after: Option<&Cursor>,
     limit: i64,
 ) -> sqlx::Result<(u64, Option<Cursor>)> {
-    let mut tx = pool.begin().await?;
-    match delete(&mut tx, audit_id, filter, after, limit).await {
-        Ok(done) => {
-            tx.commit().await?;
-            Ok(done)
-        }
-        Err(err) => {
-            let _ = tx.rollback().await;
-            Err(err)
-        }
-    }
+    crate::store::in_transaction(pool, async |conn| {
+        delete(conn, audit_id, filter, after, limit).await
+    })
+    .await
 }
 
 async fn delete(

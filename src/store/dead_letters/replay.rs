@@ -45,17 +45,10 @@ pub async fn batch(
     limit: i64,
     routable: &[&str],
 ) -> sqlx::Result<Batch> {
-    let mut tx = pool.begin().await?;
-    match replay(&mut tx, keys, by, filter, after, limit, routable).await {
-        Ok(batch) => {
-            tx.commit().await?;
-            Ok(batch)
-        }
-        Err(err) => {
-            let _ = tx.rollback().await;
-            Err(err)
-        }
-    }
+    crate::store::in_transaction(pool, async |conn| {
+        replay(conn, keys, by, filter, after, limit, routable).await
+    })
+    .await
 }
 
 async fn replay(
