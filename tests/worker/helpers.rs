@@ -150,7 +150,10 @@ pub fn test_args() -> WorkerArgs {
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
         circuit_threshold: 50,
         circuit_cool_down_ms: 1_000,
-        db_pool_size: None,
+        // Six tests run at once against one Postgres (100 connections, shared with
+        // whatever else runs on the machine): three handler connections and the commit
+        // loop's are plenty at prefetch 16, and keep the suite well under the limit.
+        db_pool_size: Some(4),
         shutdown_grace_secs: 10,
         // Bulk tests save hundreds of cards per customer; the cap's own tests lower it.
         max_sources_per_customer: 1_000_000,

@@ -40,6 +40,10 @@ impl WorkerProcess {
                 "WALLET_SHUTDOWN_GRACE_SECS",
                 args.shutdown_grace_secs.to_string(),
             )
+            .envs(
+                args.db_pool_size
+                    .map(|size| ("WALLET_DB_POOL_SIZE", size.to_string())),
+            )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
