@@ -16,7 +16,7 @@ mod run;
 use crate::helpers::*;
 use crate::process::WorkerProcess;
 use crate::rabbit_cluster::{NODES, RabbitCluster};
-use run::{PROCESSED, Run};
+use run::Run;
 use std::time::Duration;
 
 /// How long a killed node stays down.
@@ -72,9 +72,7 @@ async fn a_rolling_restart_of_all_three_nodes_under_load_loses_and_doubles_nothi
             }
         }
         run.enter("waiting for progress after the restarts");
-        run.w
-            .wait_for_at_least(PROCESSED, run.w.count(PROCESSED).await + 200)
-            .await;
+        run.wait_for_progress(200).await;
         let detail = format!(
             "restarted=c1,c2,c3 worker_nodes={} hand_backs_during_restarts={}",
             path.join(">"),
@@ -131,9 +129,7 @@ async fn outage_of(run: &Run, node: &'static str) -> String {
     run.enter(format!("restarting {node}"));
     run.cluster.restart(node).await;
     run.enter("waiting for progress after the restart");
-    run.w
-        .wait_for_at_least(PROCESSED, run.w.count(PROCESSED).await + 200)
-        .await;
+    run.wait_for_progress(200).await;
     format!(
         "delayed_at_kill={delayed} down_s={} hand_backs_during_outage={during} ({:.2} per message that arrived meanwhile)",
         OUTAGE.as_secs(),

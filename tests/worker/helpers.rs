@@ -764,16 +764,23 @@ impl TestWorker {
         self.wait_for_count_where(sql, n, |count| count >= n).await;
     }
 
+    /// Fails when the count stayed the same for [`PATIENCE`]: a slow machine moves it
+    /// slowly, a stuck worker not at all.
     async fn wait_for_count_where(&self, sql: &str, n: i64, done: impl Fn(i64) -> bool) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut last = None;
+        let mut deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let count = self.count(sql).await;
             if done(count) {
                 return;
             }
+            if last.is_some_and(|last| last != count) {
+                deadline = tokio::time::Instant::now() + PATIENCE;
+            }
+            last = Some(count);
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{sql} gave {count}, expected {n}"
+                "{sql} gave {count} for {PATIENCE:?}, expected {n}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

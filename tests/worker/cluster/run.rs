@@ -28,8 +28,6 @@ const STALL: Duration = Duration::from_secs(60);
 /// The whole test, cluster start included, fails with its state after this long
 /// (nextest ends a cluster test after 960 s, `.config/nextest.toml`).
 pub const BUDGET: Duration = Duration::from_secs(900);
-/// How long the load may take to put many messages in delayed retries.
-const WARM_UP_WITHIN: Duration = Duration::from_secs(60);
 /// What the worker logs each time it gives a delivery back to the broker at once.
 const HAND_BACK: &str = "handing the message back";
 
@@ -138,19 +136,40 @@ impl Run {
         }
     }
 
-    /// Waits until many messages wait in delayed retries and some completed (a loaded
-    /// machine may take a while: the three nodes just started).
+    /// Waits until many messages wait in delayed retries and some completed. A loaded
+    /// machine may take a while (the three nodes just started): the wait fails only when
+    /// neither outcomes nor gateway calls moved for [`STALL`].
     pub async fn wait_for_retries_under_way(&self) {
-        let deadline = tokio::time::Instant::now() + WARM_UP_WITHIN;
+        let mut progress = Progress::new();
         loop {
             let (processed, calls) = (self.w.count(PROCESSED).await, self.gateway.calls());
             if processed >= 50 && calls.failed >= 300 {
                 return;
             }
+            let moved = processed + i64::try_from(calls.failed).expect("small");
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "no retries under way: processed={processed} gateway={calls:?} confirmed={}",
+                progress.still_moving(moved),
+                "no retries under way, nothing moved for {STALL:?}: processed={processed} gateway={calls:?} confirmed={}",
                 self.confirmed.get()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `more` messages than now are processed: progress after a fault. It
+    /// fails only when processing stops for [`STALL`], never because the machine is slow.
+    pub async fn wait_for_progress(&self, more: i64) {
+        let target = self.w.count(PROCESSED).await + more;
+        let mut progress = Progress::new();
+        loop {
+            let processed = self.w.count(PROCESSED).await;
+            if processed >= target {
+                return;
+            }
+            assert!(
+                progress.still_moving(processed),
+                "no progress for {STALL:?}: {processed} of {target} processed; {}",
+                self.state().await
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -346,4 +365,28 @@ async fn dead_letters_stored(pool: &sqlx::PgPool) -> Vec<String> {
         .fetch_all(pool)
         .await
         .expect("the stored dead letters")
+}
+
+/// A count that must keep growing: when it last did.
+struct Progress {
+    last: Option<i64>,
+    since: tokio::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            last: None,
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whether `count` grew within the last [`STALL`].
+    fn still_moving(&mut self, count: i64) -> bool {
+        if self.last.is_none_or(|last| count > last) {
+            self.last = Some(count);
+            self.since = tokio::time::Instant::now();
+        }
+        self.since.elapsed() < STALL
+    }
 }
