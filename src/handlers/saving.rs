@@ -7,11 +7,13 @@
 use super::{Context, HandlerError, RetryLater};
 use crate::domain::events::{self, SaveFailure, WalletSaveFailed};
 use crate::domain::ids::GatewayId;
-use crate::domain::{Customer, ErrorKind, ExternalPayment, Meta, Order, PaymentSource};
+use crate::domain::{
+    Customer, Effect, ErrorKind, ExternalPayment, Meta, Order, PaymentSource, SaveSource,
+};
 use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, Tokens, validate_token_url};
 use crate::metrics as m;
 use crate::store::gateways::{self, Gateway};
-use crate::store::{Effect, SaveSource, inbox};
+use crate::store::inbox;
 use chrono::Utc;
 use serde_json::{Map, Value};
 

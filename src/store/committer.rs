@@ -11,10 +11,10 @@
 //! machine they cost more CPU per message, in the worker and in Postgres, and waited
 //! for each other's customer locks.)
 
-use super::effects::{self, Change, Rules};
+use super::effects::{self, Rules};
 use super::outbox::{self, PendingEvent};
 use crate::domain::events::Outcome;
-use crate::domain::{MessageType, TraceContext};
+use crate::domain::{Change, MessageType, TraceContext};
 use crate::error_chain::ErrorChain;
 use crate::supervisor::Supervisor;
 use crate::telemetry::propagation;
