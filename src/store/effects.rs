@@ -14,7 +14,9 @@ use super::{batch, wallet};
 use crate::crypto::Keyring;
 use crate::domain::commit_rules::{CommitRules, Slot};
 use crate::domain::events::OutboundEvent;
-use crate::domain::{Change, Clock, Effect, MessageType, Meta, SaveSource, WalletAttach};
+use crate::domain::{
+    Change, Clock, Effect, MessageId, MessageType, Meta, SaveSource, WalletAttach,
+};
 use sqlx::PgConnection;
 use std::collections::{BTreeSet, HashMap};
 
@@ -31,7 +33,7 @@ pub struct Rules {
 
 /// One message of a commit batch.
 pub struct Message<'a> {
-    pub id: &'a str,
+    pub id: &'a MessageId,
     pub kind: MessageType,
     pub change: &'a Change,
 }
@@ -52,7 +54,7 @@ pub async fn apply_batch(
     // `remove`: a second message with the same id in this batch is a duplicate too.
     let fresh: Vec<Option<&Change>> = messages
         .iter()
-        .map(|m| opened.claimed.remove(m.id).then_some(m.change))
+        .map(|m| opened.claimed.remove(m.id.as_str()).then_some(m.change))
         .collect();
     let wallet::LoadedWallets { wallets, tokens } =
         wallet::load_wallets(conn, &wallet_customers(&fresh)).await?;
@@ -76,22 +78,28 @@ pub async fn apply_batch(
 fn opening<'a>(messages: &[Message<'a>]) -> batch::Opening<'a> {
     let mut opening = batch::Opening::default();
     for message in messages {
-        opening.messages.push((message.id, message.kind.as_str()));
+        opening
+            .messages
+            .push((message.id.as_str(), message.kind.as_str()));
         for effect in &message.change.effects {
             match effect {
                 Effect::RecordPlaced(order) => {
                     if let Some(customer) = &order.customer {
                         let email = customer.email.as_deref();
-                        opening.customers.push((&customer.id, email, message.id));
+                        opening
+                            .customers
+                            .push((&customer.id, email, message.id.as_str()));
                     }
-                    opening.placed.push((message.id, order));
+                    opening.placed.push((message.id.as_str(), order));
                 }
                 Effect::Emit(_) => {}
                 other => {
                     let customer = other
                         .customer_id()
                         .expect("a wallet effect names its customer");
-                    opening.customers.push((customer, None, message.id));
+                    opening
+                        .customers
+                        .push((customer, None, message.id.as_str()));
                     if let Effect::SaveSource(save) = other {
                         opening.gateways.push(&save.gateway_id);
                     }
