@@ -294,7 +294,7 @@ async fn handle(shared: &Shared, inbound: &Inbound, known: &Known) -> Verdict {
 async fn commit(
     shared: &Shared,
     inbound: &Inbound,
-    change: store::Change,
+    change: domain::Change,
     waits: &mut backon::ExponentialBackoff,
 ) -> Result<Verdict, RetryLater> {
     let change = std::sync::Arc::new(change);

@@ -7,10 +7,10 @@ use crate::config::{WalletChangeArgs, WalletCmd};
 use crate::crypto::{DataKeys, Keyring};
 use crate::domain::events::{EventType, Outcome};
 use crate::domain::ids::{CustomerId, MessageId, SourceId};
-use crate::domain::{Clock, MessageType, Meta, SourceRef};
+use crate::domain::{Change, Clock, Effect, MessageType, Meta, SourceRef};
 use crate::store::audit::{self, Via};
 use crate::store::outbox::PendingEvent;
-use crate::store::{self, Change, Committed, Effect, Rules, wallet};
+use crate::store::{self, Committed, Rules, wallet};
 use anyhow::{Context, bail};
 use lapin::options::ConfirmSelectOptions;
 

@@ -56,20 +56,7 @@ struct RawEnvelope<'a> {
 /// Parses one delivery. Bounds are checked first, so a hostile body costs at most one
 /// linear scan before it is refused.
 pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
-    if raw.body.len() > MAX_BODY_BYTES {
-        return Err(Rejection::new(
-            "body",
-            format!("larger than the {MAX_BODY_BYTES}-byte limit"),
-        ));
-    }
-    let body = std::str::from_utf8(raw.body)
-        .map_err(|e| Rejection::new("body", format!("not UTF-8 ({e})")))?;
-    if json_depth_exceeds(raw.body, MAX_JSON_DEPTH) {
-        return Err(Rejection::new(
-            "body",
-            format!("JSON nested deeper than the {MAX_JSON_DEPTH}-level limit"),
-        ));
-    }
+    let body = bounded(raw.body)?;
     let envelope: RawEnvelope<'_> = from_json(body, "")?;
     let id = MessageId::parse(&envelope.id, "id")?;
     let kind = MessageType::parse(&envelope.kind)
@@ -93,8 +80,41 @@ pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
         .correlation_id
         .map(|c| text(&c, "correlation_id", MAX_ID_LEN))
         .transpose()?;
-    let data = envelope.data.get();
-    let command = match kind {
+    let command = command(kind, envelope.data.get())?;
+    Ok(Inbound {
+        meta: Meta {
+            id,
+            kind,
+            occurred_at: envelope.occurred_at,
+            correlation_id,
+            maybe_seen: false,
+        },
+        command,
+    })
+}
+
+/// The body as text, if it is within the bounds of size, encoding and nesting.
+fn bounded(body: &[u8]) -> Result<&str, Rejection> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Rejection::new(
+            "body",
+            format!("larger than the {MAX_BODY_BYTES}-byte limit"),
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Rejection::new("body", format!("not UTF-8 ({e})")))?;
+    if json_depth_exceeds(body, MAX_JSON_DEPTH) {
+        return Err(Rejection::new(
+            "body",
+            format!("JSON nested deeper than the {MAX_JSON_DEPTH}-level limit"),
+        ));
+    }
+    Ok(text)
+}
+
+/// The typed command of a message of type `kind` from its `data`.
+fn command(kind: MessageType, data: &str) -> Result<Command, Rejection> {
+    Ok(match kind {
         MessageType::OrderPlaced => {
             Command::OrderPlaced(OrderPlaced::parse(from_json(data, "data")?)?)
         }
@@ -110,16 +130,6 @@ pub fn parse(raw: RawMessage<'_>) -> Result<Inbound, Rejection> {
         MessageType::WalletSetDefault => {
             Command::WalletSetDefault(SourceRef::parse(from_json(data, "data")?)?)
         }
-    };
-    Ok(Inbound {
-        meta: Meta {
-            id,
-            kind,
-            occurred_at: envelope.occurred_at,
-            correlation_id,
-            maybe_seen: false,
-        },
-        command,
     })
 }
 

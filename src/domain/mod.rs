@@ -1,12 +1,15 @@
 //! Domain types: the worker's vocabulary (ids, message types, error kinds, events and
 //! their routing keys, a gateway's circuit state), secrets, limits, the envelope, the
-//! typed commands, the wallet rules and what a dead letter is (its failure group, its
+//! typed commands, what a message changes, the wallet rules and the rules a commit
+//! applies to a batch, and what a dead letter is (its failure group, its
 //! masked form). Pure: no I/O, and nothing from the rest of the crate (ids only know
 //! how sqlx stores text).
 
+pub mod change;
 pub mod circuit;
 pub mod clock;
 pub mod commands;
+pub mod commit_rules;
 pub mod dead_letter;
 pub mod envelope;
 pub mod error_kind;
@@ -24,6 +27,7 @@ pub mod secret;
 pub mod trace;
 pub mod wallet;
 
+pub use change::{Change, Effect, SaveSource};
 pub use circuit::CircuitState;
 pub use clock::Clock;
 pub use commands::{

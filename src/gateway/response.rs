@@ -196,24 +196,11 @@ pub(crate) fn classify(
     status: StatusCode,
     body: Option<&[u8]>,
 ) -> Result<Tokens, GatewayError> {
-    let answer = body.and_then(|b| serde_json::from_slice::<Answer>(b).ok());
     if !status.is_success() {
-        return Err(match answer {
-            Some(Answer {
-                success: Some(false),
-                data,
-            }) => refusal(data),
-            _ if status.is_redirection() => GatewayError::refused(
-                &format!("http_{}", status.as_u16()),
-                format!("{gateway} answered a redirect that is not followed"),
-            ),
-            _ => GatewayError::refused(
-                &format!("http_{}", status.as_u16()),
-                format!("HTTP {} from {gateway}", status.as_u16()),
-            ),
-        });
+        let answer = body.and_then(|b| serde_json::from_slice::<Answer>(b).ok());
+        return Err(http_failure(gateway, status, answer));
     }
-    let invalid = |why: &str| GatewayError::refused("invalid_response", format!("{gateway} {why}"));
+    let invalid = |why: &str| invalid(gateway, why);
     let Some(body) = body else {
         return Err(invalid("answered more than 64 KiB"));
     };
@@ -226,34 +213,60 @@ pub(crate) fn classify(
         Ok(Answer {
             success: Some(true),
             data: Some(data),
-        }) => {
-            let granted: Granted =
-                serde_json::from_value(data).map_err(|_| invalid("answered malformed tokens"))?;
-            // The gateway's answer is input too: bounded and storable (no NUL, no
-            // control characters), checked by the same rules as inbound messages.
-            let token = |value: Option<String>, name: &str| match value {
-                Some(t) if !t.is_empty() && t.len() <= MAX_TOKEN_LEN => {
-                    let t = Secret::new(t);
-                    check_token(&t, name).map_err(|r| invalid(&format!("answered a {r}")))?;
-                    Ok(t)
-                }
-                Some(t) if !t.is_empty() => Err(invalid(&format!(
-                    "answered a {name} over {MAX_TOKEN_LEN} bytes"
-                ))),
-                _ => Err(invalid(&format!("answered no {name}"))),
-            };
-            // Stored, listed and published: no field named like a secret is kept.
-            let mut metadata = granted.metadata.unwrap_or_default();
-            crate::domain::secret::drop_secret_fields(&mut metadata);
-            check_metadata(&metadata, "metadata").map_err(|r| invalid(&format!("answered {r}")))?;
-            Ok(Tokens {
-                customer_token: token(granted.customer_token, "customer_token")?,
-                payment_source_token: token(granted.payment_source_token, "payment_source_token")?,
-                metadata,
-            })
-        }
+        }) => granted(gateway, data),
         Ok(_) => Err(invalid("answered without success: true and data")),
     }
+}
+
+/// A gateway answer that is not a success: a refusal it explains, else its status.
+fn http_failure(gateway: &str, status: StatusCode, answer: Option<Answer>) -> GatewayError {
+    match answer {
+        Some(Answer {
+            success: Some(false),
+            data,
+        }) => refusal(data),
+        _ if status.is_redirection() => GatewayError::refused(
+            &format!("http_{}", status.as_u16()),
+            format!("{gateway} answered a redirect that is not followed"),
+        ),
+        _ => GatewayError::refused(
+            &format!("http_{}", status.as_u16()),
+            format!("HTTP {} from {gateway}", status.as_u16()),
+        ),
+    }
+}
+
+fn invalid(gateway: &str, why: &str) -> GatewayError {
+    GatewayError::refused("invalid_response", format!("{gateway} {why}"))
+}
+
+/// The tokens and metadata of a `success: true` answer's `data`.
+fn granted(gateway: &str, data: Value) -> Result<Tokens, GatewayError> {
+    let invalid = |why: &str| invalid(gateway, why);
+    let granted: Granted =
+        serde_json::from_value(data).map_err(|_| invalid("answered malformed tokens"))?;
+    // The gateway's answer is input too: bounded and storable (no NUL, no
+    // control characters), checked by the same rules as inbound messages.
+    let token = |value: Option<String>, name: &str| match value {
+        Some(t) if !t.is_empty() && t.len() <= MAX_TOKEN_LEN => {
+            let t = Secret::new(t);
+            check_token(&t, name).map_err(|r| invalid(&format!("answered a {r}")))?;
+            Ok(t)
+        }
+        Some(t) if !t.is_empty() => Err(invalid(&format!(
+            "answered a {name} over {MAX_TOKEN_LEN} bytes"
+        ))),
+        _ => Err(invalid(&format!("answered no {name}"))),
+    };
+    // Stored, listed and published: no field named like a secret is kept.
+    let mut metadata = granted.metadata.unwrap_or_default();
+    crate::domain::secret::drop_secret_fields(&mut metadata);
+    check_metadata(&metadata, "metadata").map_err(|r| invalid(&format!("answered {r}")))?;
+    Ok(Tokens {
+        customer_token: token(granted.customer_token, "customer_token")?,
+        payment_source_token: token(granted.payment_source_token, "payment_source_token")?,
+        metadata,
+    })
 }
 
 /// `{"error": {"code", "message"}}` from a `success: false` answer, bounded and printable.

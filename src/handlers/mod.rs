@@ -1,7 +1,7 @@
 //! Business rules: one module per inbound message. A handler reads what it needs, calls
 //! the gateway if it must, and returns an [`Outcome`], or a [`HandlerError`] when it
 //! cannot decide; it knows nothing of AMQP. What depends on stored state is decided
-//! again at commit (see [`crate::store::effects`]).
+//! again at commit (see [`crate::domain::commit_rules`]).
 
 mod directory;
 mod order_placed;
@@ -13,9 +13,8 @@ mod wallet_save;
 pub use directory::GatewayDirectory;
 
 use crate::crypto::Keyring;
-use crate::domain::{Command, ErrorKind, Inbound};
+use crate::domain::{Change, Command, ErrorKind, Inbound};
 use crate::gateway::GatewayClient;
-use crate::store::Change;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;

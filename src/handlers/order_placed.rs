@@ -2,8 +2,7 @@
 
 use super::saving::{self, Decision};
 use super::{Context, HandlerError, Outcome};
-use crate::domain::{Meta, OrderPlaced};
-use crate::store::{Change, Effect};
+use crate::domain::{Change, Effect, Meta, OrderPlaced};
 
 pub async fn handle(
     ctx: &Context,

@@ -7,12 +7,15 @@
 use super::{Context, HandlerError, RetryLater};
 use crate::domain::events::{self, SaveFailure, WalletSaveFailed};
 use crate::domain::ids::GatewayId;
-use crate::domain::{Customer, ErrorKind, ExternalPayment, Meta, Order, PaymentSource};
+use crate::domain::{
+    Customer, Effect, ErrorKind, ExternalPayment, Meta, Order, PaymentSource, SaveSource,
+};
 use crate::gateway::{GatewayError, GatewayTarget, SaveRequest, Tokens, validate_token_url};
 use crate::metrics as m;
 use crate::store::gateways::{self, Gateway};
-use crate::store::{Effect, SaveSource, inbox};
+use crate::store::inbox;
 use chrono::Utc;
+use reqwest::Url;
 use serde_json::{Map, Value};
 
 /// What saving decided. (It lives for one call and is moved once: boxing the large
@@ -43,63 +46,30 @@ pub async fn save(ctx: &Context, meta: &Meta, order: &Order) -> Result<Decision,
     record(ctx, meta, order, ready, answer).await
 }
 
+/// Why a save is refused, as `wallet.save_failed` tells it: reason and message.
+type Refusal = (SaveFailure, String);
+
 /// The refusals and waits decided before any HTTP call.
 async fn check<'a>(
     ctx: &Context,
     meta: &Meta,
     order: &'a Order,
 ) -> Result<Result<Ready<'a>, Decision>, HandlerError> {
-    let refuse = |reason, message: String| Ok(Err(refusal(meta, order, reason, message)));
-    let Some(customer) = &order.customer else {
-        return refuse(
-            SaveFailure::GuestCustomer,
-            "guest orders cannot save payment sources".into(),
-        );
-    };
-    let payment = match &order.payment_source {
-        Some(PaymentSource::External(payment)) => payment,
-        Some(PaymentSource::Unsupported { kind }) => {
-            return refuse(
-                SaveFailure::UnsupportedPaymentSource,
-                format!("payment source type {kind} cannot be saved; only external_payments"),
-            );
-        }
-        None => {
-            return refuse(
-                SaveFailure::UnsupportedPaymentSource,
-                "the order has no payment source".into(),
-            );
-        }
+    let refuse = |(reason, message): Refusal| Ok(Err(refusal(meta, order, reason, message)));
+    let (customer, payment) = match saveable(order) {
+        Ok(found) => found,
+        Err(why) => return refuse(why),
     };
     let Some(gateway) = ctx.gateways.find(&payment.gateway_id).await? else {
-        return refuse(
-            SaveFailure::UnknownGateway,
-            format!("no gateway {} is registered", payment.gateway_id),
-        );
+        let message = format!("no gateway {} is registered", payment.gateway_id);
+        return refuse((SaveFailure::UnknownGateway, message));
     };
-    if !gateway.enabled {
-        return refuse(
-            SaveFailure::GatewayDisabled,
-            format!("gateway {} is disabled", gateway.id),
-        );
-    }
-    let token_url = match validate_token_url(&gateway.token_url) {
+    let token_url = match usable_token_url(&gateway) {
         Ok(url) => url,
-        Err(err) => {
-            return refuse(
-                SaveFailure::UnknownGateway,
-                format!("gateway {} has an unusable token_url: {err}", gateway.id),
-            );
-        }
+        Err(why) => return refuse(why),
     };
-    if let Some(left) = gateway.circuit_open_for(Utc::now()) {
-        metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(1.0);
-        return Ok(Err(Decision::Retry(RetryLater {
-            kind: ErrorKind::GatewayUnavailable,
-            detail: format!("circuit open for gateway {}", gateway.id),
-            counts_as_attempt: false,
-            not_before: Some(left),
-        })));
+    if let Some(wait) = circuit_wait(&gateway) {
+        return Ok(Err(Decision::Retry(wait)));
     }
     // A redelivery may already have its effect: then the gateway must not be called
     // again. (A first delivery is checked by the commit alone; if a publisher sent the
@@ -118,6 +88,50 @@ async fn check<'a>(
         gateway,
         target,
     }))
+}
+
+/// The customer and the external payment source of an order whose source can be
+/// saved.
+fn saveable(order: &Order) -> Result<(&Customer, &ExternalPayment), Refusal> {
+    let Some(customer) = &order.customer else {
+        let message = "guest orders cannot save payment sources".into();
+        return Err((SaveFailure::GuestCustomer, message));
+    };
+    match &order.payment_source {
+        Some(PaymentSource::External(payment)) => Ok((customer, payment)),
+        Some(PaymentSource::Unsupported { kind }) => Err((
+            SaveFailure::UnsupportedPaymentSource,
+            format!("payment source type {kind} cannot be saved; only external_payments"),
+        )),
+        None => Err((
+            SaveFailure::UnsupportedPaymentSource,
+            "the order has no payment source".into(),
+        )),
+    }
+}
+
+/// The token_url of a gateway that is enabled and has a usable one.
+fn usable_token_url(gateway: &Gateway) -> Result<Url, Refusal> {
+    if !gateway.enabled {
+        let message = format!("gateway {} is disabled", gateway.id);
+        return Err((SaveFailure::GatewayDisabled, message));
+    }
+    validate_token_url(&gateway.token_url).map_err(|err| {
+        let message = format!("gateway {} has an unusable token_url: {err}", gateway.id);
+        (SaveFailure::UnknownGateway, message)
+    })
+}
+
+/// The wait while the gateway's circuit is open, if it is.
+fn circuit_wait(gateway: &Gateway) -> Option<RetryLater> {
+    let left = gateway.circuit_open_for(Utc::now())?;
+    metrics::gauge!(m::CIRCUIT_OPEN, "gateway" => gateway.id.clone()).set(1.0);
+    Some(RetryLater {
+        kind: ErrorKind::GatewayUnavailable,
+        detail: format!("circuit open for gateway {}", gateway.id),
+        counts_as_attempt: false,
+        not_before: Some(left),
+    })
 }
 
 /// The token_url call (retried in-process with backoff by the client).

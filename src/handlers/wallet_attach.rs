@@ -3,8 +3,7 @@
 //! available, gateway enabled) needs stored state, so all of them run in the commit.
 
 use super::Outcome;
-use crate::domain::{Meta, WalletAttach};
-use crate::store::{Change, Effect};
+use crate::domain::{Change, Effect, Meta, WalletAttach};
 
 pub fn handle(meta: &Meta, cmd: &WalletAttach) -> Outcome {
     Outcome::Commit(Change::new(meta, vec![Effect::Attach(cmd.clone())]))

@@ -2,8 +2,7 @@
 //! entirely in the commit, under the customer's lock.
 
 use super::Outcome;
-use crate::domain::{Meta, SourceRef};
-use crate::store::{Change, Effect};
+use crate::domain::{Change, Effect, Meta, SourceRef};
 
 pub fn remove(meta: &Meta, cmd: &SourceRef) -> Outcome {
     Outcome::Commit(Change::new(meta, vec![Effect::Remove(cmd.clone())]))

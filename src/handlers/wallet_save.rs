@@ -2,8 +2,8 @@
 
 use super::saving::{self, Decision};
 use super::{Context, HandlerError, Outcome, RetryLater};
-use crate::domain::{ErrorKind, Meta, WalletSave};
-use crate::store::{Change, orders};
+use crate::domain::{Change, ErrorKind, Meta, WalletSave};
+use crate::store::orders;
 
 pub async fn handle(ctx: &Context, meta: &Meta, cmd: &WalletSave) -> Result<Outcome, HandlerError> {
     let Some(order) = orders::find(&ctx.pool, &ctx.keys, &cmd.order_id).await? else {

@@ -11,10 +11,10 @@
 //! machine they cost more CPU per message, in the worker and in Postgres, and waited
 //! for each other's customer locks.)
 
-use super::effects::{self, Change, Rules};
+use super::effects::{self, Rules};
 use super::outbox::{self, PendingEvent};
 use crate::domain::events::Outcome;
-use crate::domain::{MessageType, TraceContext};
+use crate::domain::{Change, MessageId, MessageType, TraceContext};
 use crate::error_chain::ErrorChain;
 use crate::supervisor::Supervisor;
 use crate::telemetry::propagation;
@@ -42,7 +42,7 @@ pub enum CommitError {
 }
 
 struct Job {
-    message_id: String,
+    message_id: MessageId,
     message_type: MessageType,
     change: Arc<Change>,
     /// The trace of the delivery that asked for the commit: the commit loops run in
@@ -93,13 +93,13 @@ impl Committer {
     /// events carry the caller's current trace context.
     pub async fn commit(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
         message_type: MessageType,
         change: Arc<Change>,
     ) -> Result<Committed, CommitError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            message_id: message_id.to_owned(),
+            message_id: message_id.clone(),
             message_type,
             change,
             trace: propagation::current(),
@@ -118,7 +118,7 @@ impl Committer {
 pub async fn commit_now(
     pool: &PgPool,
     rules: &Rules,
-    message_id: &str,
+    message_id: &MessageId,
     message_type: MessageType,
     change: &Change,
 ) -> sqlx::Result<(Committed, Vec<PendingEvent>)> {
@@ -135,7 +135,7 @@ pub async fn commit_now(
 
 /// One message's share of a transaction.
 struct Work<'a> {
-    message_id: &'a str,
+    message_id: &'a MessageId,
     message_type: MessageType,
     change: &'a Change,
     trace: Option<&'a TraceContext>,

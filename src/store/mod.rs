@@ -19,7 +19,7 @@ pub mod wallet;
 pub mod watch;
 
 pub use committer::{CommitError, Committed, Committer, CommitterSettings, commit_now};
-pub use effects::{Change, Effect, Rules, SaveSource};
+pub use effects::Rules;
 pub use watch::CommitWatch;
 
 use sqlx::migrate::MigrateDatabase;

@@ -14,7 +14,7 @@
 use super::keys::SOURCES;
 use crate::crypto::{Keyring, OpenError};
 use crate::domain::Secret;
-use crate::domain::ids::CustomerId;
+use crate::domain::ids::{CustomerId, GatewayId, SourceId};
 use crate::domain::wallet::{Fingerprint, Source as DomainSource, Wallet as DomainWallet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -74,9 +74,9 @@ pub struct LoadedWallets {
 /// A stored source as listings show it: never a token.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceListing {
-    pub id: String,
-    pub customer_id: String,
-    pub gateway_id: String,
+    pub id: SourceId,
+    pub customer_id: CustomerId,
+    pub gateway_id: GatewayId,
     pub name: String,
     pub metadata: Map<String, Value>,
     pub reference: Option<String>,
