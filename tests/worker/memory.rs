@@ -29,6 +29,16 @@ async fn publish_unknown_gateways(w: &TestWorker, tag: &str, count: usize) {
     }
 }
 
+/// The worker's RSS once `processed` messages are committed and every event they made
+/// is published: what a round leaves behind, not what is still on its way (on a loaded
+/// machine the relay can trail the commits by thousands of events).
+async fn resident_once_idle(w: &TestWorker, process: &WorkerProcess, processed: usize) -> u64 {
+    w.wait_for_count("SELECT count(*) FROM processed_messages", processed as i64)
+        .await;
+    w.wait_for_count("SELECT count(*) FROM outbox", 0).await;
+    resident_kib(process.pid())
+}
+
 #[tokio::test]
 async fn orders_naming_endless_unknown_gateways_leave_the_worker_memory_flat() {
     let count = message_count();
@@ -46,19 +56,9 @@ async fn orders_naming_endless_unknown_gateways_leave_the_worker_memory_flat() {
     // climbs once), the second must then add nothing. A cache that kept every gateway
     // grows by the same ~7 MiB in both.
     publish_unknown_gateways(&w, "first", count).await;
-    w.wait_for_count(
-        "SELECT count(*) FROM processed_messages",
-        (warm_up + count) as i64,
-    )
-    .await;
-    let before = resident_kib(process.pid());
+    let before = resident_once_idle(&w, &process, warm_up + count).await;
     publish_unknown_gateways(&w, "second", count).await;
-    w.wait_for_count(
-        "SELECT count(*) FROM processed_messages",
-        (warm_up + 2 * count) as i64,
-    )
-    .await;
-    let after = resident_kib(process.pid());
+    let after = resident_once_idle(&w, &process, warm_up + 2 * count).await;
     let growth = after.saturating_sub(before);
     println!(
         "[memory] unknown_gateways={count} rss_before_kib={before} rss_after_kib={after} growth_kib={growth}"
