@@ -201,7 +201,11 @@ async fn open_existing(url: &str, version: i64) -> anyhow::Result<PgPool> {
     {
         bail!("database {name} does not exist; `wallet-worker migrate` creates it");
     }
-    let pool = pool(url, 2)?;
+    // A command's later queries may open the pool's second connection: on a Postgres
+    // that turns connections away for now, they wait as long as opening did.
+    let pool = pool_options(2)
+        .acquire_timeout(BUSY_WAIT)
+        .connect_lazy_with(pool_connect_options(url, DbTimeouts::default(), &[])?);
     let applied: Vec<i64> = sqlx::query_scalar(
         "SELECT version FROM _sqlx_migrations WHERE success",
     )
