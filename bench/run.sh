@@ -33,7 +33,8 @@
 #
 # Settings (environment):
 #   CEILING_DIR   reference ceiling source directory (required)
-#   WORKER_BIN    worker binary        (target/release/wallet-worker, built by this script)
+#   WORKER_BIN    worker binary        ($CARGO_TARGET_DIR or target, /release/wallet-worker,
+#                 built by this script)
 #   BASELINE_BIN  a second worker binary to race (unset: none)
 #   LATENCIES     gateway latencies ms ("0 20")
 #   PAIRS         pairs per latency    (3)
@@ -44,7 +45,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 : "${CEILING_DIR:?must name the source directory of the reference ceiling}"
-WORKER_BIN="${WORKER_BIN:-target/release/wallet-worker}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+WORKER_BIN="${WORKER_BIN:-$TARGET/release/wallet-worker}"
 BASELINE_BIN="${BASELINE_BIN:-}"
 LATENCIES="${LATENCIES:-0 20}"
 PAIRS="${PAIRS:-3}"
@@ -52,7 +54,7 @@ N="${N:-20000}"
 PACED_RATES="${PACED_RATES-200 1000}"
 PACED_SECONDS="${PACED_SECONDS:-15}"
 PG_URL="postgres://postgres@127.0.0.1:5432"
-RACE=target/release/examples/drain_race
+RACE="$TARGET/release/examples/drain_race"
 CEILING="$CEILING_DIR/target/release/ceiling"
 RESULTS=bench/results.jsonl
 REPORT=bench/results.md
@@ -132,6 +134,9 @@ drain_worker() { # label bin latency → one JSON line
   result="$("$RACE" --amqp-url "$AMQP" watch --queue bench-events --n "$N" --pid "$pid")"
   saved="$(psql -qAt "$DATABASE_URL" -c 'SELECT count(*) FROM customer_payment_sources')"
   [[ "$saved" == "$N" ]] || { log "worker saved $saved cards of $N"; return 1; }
+  local dead
+  dead="$(psql -qAt "$DATABASE_URL" -c 'SELECT count(*) FROM dead_letters')"
+  [[ "$dead" == 0 ]] || { log "worker dead-lettered $dead messages"; return 1; }
   local rss
   rss="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")"
   cleanup
@@ -165,7 +170,9 @@ race_one() { # design latency
     worker) drain_worker worker "$WORKER_BIN" "$2" >"$WORK/line.json" ;;
     baseline) drain_worker baseline "$BASELINE_BIN" "$2" >"$WORK/line.json" ;;
   esac
-  jq -c --argjson pair "$3" '. + {pair: $pair}' "$WORK/line.json" | tee -a "$RESULTS" |
+  # The load average after the run: the machine is shared, so say how busy it was.
+  jq -c --argjson pair "$3" --arg load "$(cut -d' ' -f1 /proc/loadavg)" \
+    '. + {pair: $pair, load: ($load | tonumber)}' "$WORK/line.json" | tee -a "$RESULTS" |
     jq -r '"  \(.msgs_per_s | floor) msgs/s; CPU µs/msg own \(.cpu_us_per_msg.consumer), RabbitMQ \(.cpu_us_per_msg.rabbitmq), Postgres \(.cpu_us_per_msg.postgres)"' >&2
 }
 
@@ -245,7 +252,8 @@ write_report() {
 
 log "building: the worker, its drain_race example, the reference ceiling"
 cargo build --release --quiet --bin wallet-worker --example drain_race
-(cd "$CEILING_DIR" && cargo build --release --quiet)
+# Its own target directory, whatever CARGO_TARGET_DIR says: $CEILING is found there.
+(cd "$CEILING_DIR" && CARGO_TARGET_DIR="$CEILING_DIR/target" cargo build --release --quiet)
 : >"$RESULTS"
 log "logs in $WORK; results in $RESULTS"
 for latency in $LATENCIES; do race "$latency"; done
