@@ -41,6 +41,7 @@
 #   N             messages per drain   (20000)
 #   PACED_RATES   msgs/s of the paced runs; "" skips them ("200 1000")
 #   PACED_SECONDS length of a paced run (15)
+#   NO_BUILD      set: use the binaries as they are (no cargo build of the worker)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -165,11 +166,20 @@ drain_ceiling() { # latency → one JSON line
 race_one() { # design latency
   log "drain: $1, gateway $2 ms, $N messages"
   # Run in this shell (not a $(...) subshell), so the clean-up knows what it started.
-  case $1 in
-    ceiling) drain_ceiling "$2" >"$WORK/line.json" ;;
-    worker) drain_worker worker "$WORKER_BIN" "$2" >"$WORK/line.json" ;;
-    baseline) drain_worker baseline "$BASELINE_BIN" "$2" >"$WORK/line.json" ;;
-  esac
+  # A drain that fails (a broker or Postgres restarted by someone else on a shared
+  # machine) is run again, up to twice, rather than losing the whole run.
+  local try
+  for try in 1 2 3; do
+    case $1 in
+      ceiling) drain_ceiling "$2" >"$WORK/line.json" && [[ -s "$WORK/line.json" ]] && break ;;
+      worker) drain_worker worker "$WORKER_BIN" "$2" >"$WORK/line.json" && [[ -s "$WORK/line.json" ]] && break ;;
+      baseline) drain_worker baseline "$BASELINE_BIN" "$2" >"$WORK/line.json" && [[ -s "$WORK/line.json" ]] && break ;;
+    esac
+    cleanup
+    ((try < 3)) || return 1
+    log "drain failed; again in 10 s"
+    sleep 10
+  done
   # The load average after the run: the machine is shared, so say how busy it was.
   jq -c --argjson pair "$3" --arg load "$(cut -d' ' -f1 /proc/loadavg)" \
     '. + {pair: $pair, load: ($load | tonumber)}' "$WORK/line.json" | tee -a "$RESULTS" |
@@ -251,7 +261,7 @@ write_report() {
 # ---- main ---------------------------------------------------------------------------
 
 log "building: the worker, its drain_race example, the reference ceiling"
-cargo build --release --quiet --bin wallet-worker --example drain_race
+[[ -n "${NO_BUILD:-}" ]] || cargo build --release --quiet --bin wallet-worker --example drain_race
 # Its own target directory, whatever CARGO_TARGET_DIR says: $CEILING is found there.
 (cd "$CEILING_DIR" && CARGO_TARGET_DIR="$CEILING_DIR/target" cargo build --release --quiet)
 : >"$RESULTS"
