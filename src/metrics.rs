@@ -98,9 +98,25 @@ pub fn install() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             zero_series();
+            keep_up(handle.clone());
             handle
         })
         .clone()
+}
+
+/// Drains the histograms' recorded samples into their buckets every few seconds. The
+/// recorder keeps every sample until someone does: without a scrape of `/metrics`, two
+/// samples a message would pile up for as long as the process runs.
+fn keep_up(handle: PrometheusHandle) {
+    let upkeep = move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            handle.run_upkeep();
+        }
+    };
+    let _ = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(upkeep);
 }
 
 /// Creates the counter series of every known label at zero, and the unlabelled gauges.
