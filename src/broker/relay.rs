@@ -163,35 +163,24 @@ pub async fn sweep_stale(
     }
 }
 
-/// One sweep transaction, rolled back explicitly on failure: a dropped one would keep
-/// its row locks until its connection is reused.
+/// One sweep transaction ([`crate::store::in_transaction`]: rolled back explicitly on
+/// failure, so its row locks do not outlive it).
 async fn sweep_batch(
     pool: &PgPool,
     keys: &Keyring,
     channel: &Channel,
     exchange: &str,
 ) -> Result<usize, RelayError> {
-    let mut tx = pool.begin().await?;
-    let result = async {
-        let events = outbox::lock_stale(&mut tx, keys, STALE_AFTER, BATCH as i64).await?;
+    crate::store::in_transaction(pool, async |conn| {
+        let events = outbox::lock_stale(conn, keys, STALE_AFTER, BATCH as i64).await?;
         if !events.is_empty() {
             publish_all(channel, exchange, &events).await?;
             let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-            outbox::delete(&mut tx, &seqs).await?;
+            outbox::delete(conn, &seqs).await?;
         }
         Ok::<_, RelayError>(events.len())
-    }
-    .await;
-    match result {
-        Ok(swept) => {
-            tx.commit().await?;
-            Ok(swept)
-        }
-        Err(err) => {
-            let _ = tx.rollback().await;
-            Err(err)
-        }
-    }
+    })
+    .await
 }
 
 /// What a row is published with: an event's properties, or a replayed message's own

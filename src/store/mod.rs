@@ -328,10 +328,10 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
 
 /// Runs `work` in one transaction: committed when it succeeds, rolled back explicitly
 /// when it fails (a dropped transaction keeps its locks until its connection is reused).
-pub async fn in_transaction<T>(
+pub async fn in_transaction<T, E: From<sqlx::Error>>(
     pool: &PgPool,
-    work: impl AsyncFnOnce(&mut sqlx::PgConnection) -> sqlx::Result<T>,
-) -> sqlx::Result<T> {
+    work: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, E>,
+) -> Result<T, E> {
     let mut tx = pool.begin().await?;
     match work(&mut tx).await {
         Ok(done) => {

@@ -201,7 +201,7 @@ pub async fn insert_replays(
 /// altered) fails the sweep with a decode error naming the event and the key, and the
 /// row stays for a later sweep.
 pub async fn lock_stale(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     keys: &Keyring,
     min_age: std::time::Duration,
     limit: i64,
@@ -214,7 +214,7 @@ pub async fn lock_stale(
     )
     .bind(min_age.as_secs_f64())
     .bind(limit)
-    .fetch_all(&mut **tx)
+    .fetch_all(conn)
     .await?;
     rows.into_iter().map(|row| row.open(keys)).collect()
 }
